@@ -1,0 +1,296 @@
+"""Every zope interface of fwxtwisted, and the value types they speak in.
+
+The shapes follow the ISA Server 2000 application-filter SDK (IFWXFilter, IFWXSession,
+IFWXSessionFilter, IFWXFirewallAction, IFWXDataFilter), translated into Twisted idiom:
+Deferreds instead of completion callbacks, C{Address} values instead of sockaddrs.
+"""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from twisted.internet.defer import Deferred
+from twisted.python import usage
+from zope.interface import Attribute, Interface
+
+from fwxtwisted.address import Address
+
+
+class Transport(enum.Enum):
+    """The transport of a protocol or of a redirection (the SDK's FWX_PROTOCOL_TCP/UDP)."""
+
+    TCP = "tcp"
+    UDP = "udp"
+
+
+class RedirectFlags(enum.Flag):
+    """Options of L{ISession.redirectConnections} (the SDK's FWX_FLAG_* values)."""
+
+    NONE = 0
+    #: Keep accepting connections until cancelled or the session ends; by default a
+    #: permission takes one connection and its listener closes.
+    ALLOW_MULTIPLE = enum.auto()
+    #: Expire the permission if nobody uses it within the redirect timeout (default 60 s).
+    TIMEOUT = enum.auto()
+    #: Never move this redirection's bytes on the zero-copy fast path.
+    NO_KERNEL_MODE = enum.auto()
+
+
+class FirewallEvent(enum.Enum):
+    """What happened to a permission or one of its connections (the SDK's FwxFirewallEventType)."""
+
+    #: The gateway connected out to a connect address (the outbound leg is up).
+    CONNECT_TCP = "connect-tcp"
+    #: The outbound connect failed or timed out; the accepted leg is closed.
+    CONNECT_FAILED = "connect-failed"
+    #: A listener accepted the expected peer.
+    ACCEPTED_CONNECTION = "accepted-connection"
+    #: A peer other than the expected one tried a listener and was refused.
+    REFUSED_CONNECTION = "refused-connection"
+    #: Both legs are up; bytes flow.
+    ESTABLISHED_CONNECTION = "established-connection"
+    #: The connection is over; the notification carries the bytes moved each way.
+    CONNECTION_TERMINATING = "connection-terminating"
+    #: A UDP mapping was made: datagrams from the peer now go to the connect address.
+    UDP_DESTINATION = "udp-destination"
+    #: An unused permission reached its timeout; its listener is closed.
+    PERMISSION_EXPIRED = "permission-expired"
+
+
+class ActionState(enum.Enum):
+    """Where a permission (L{IFirewallAction}) is in its life."""
+
+    LISTENING = "listening"
+    #: Single-use and used: the listener is closed, its connection may still be live.
+    USED = "used"
+    EXPIRED = "expired"
+    CANCELLED = "cancelled"
+
+
+class Direction(enum.Enum):
+    """Which way bytes flow through a relayed connection.
+
+    The I{client} of a connection is the peer that connected to the gateway; the
+    I{server} is the peer the gateway connected to.  For an active-mode FTP data channel
+    the client is therefore the FTP server.
+    """
+
+    CLIENT_TO_SERVER = "c2s"
+    SERVER_TO_CLIENT = "s2c"
+
+    @property
+    def reverse(self) -> Direction:
+        """The other direction."""
+        if self is Direction.CLIENT_TO_SERVER:
+            return Direction.SERVER_TO_CLIENT
+        return Direction.CLIENT_TO_SERVER
+
+
+@dataclass(frozen=True)
+class ProtocolDefinition:
+    """A protocol a filter handles (the SDK's RegisterProtocolForFilter)."""
+
+    protocolId: uuid.UUID
+    name: str
+    transport: Transport = Transport.TCP
+    #: The well-known primary port, or None for a secondary-only protocol (FTP data).
+    defaultPort: int | None = None
+
+
+@dataclass(frozen=True)
+class ByteCounts:
+    """Bytes received from each peer of one relayed connection."""
+
+    fromClient: int = 0
+    fromServer: int = 0
+
+
+@dataclass(frozen=True)
+class FirewallNotification:
+    """One event delivered to L{ISessionFilter.firewallEvent}."""
+
+    event: FirewallEvent
+    #: The permission the event belongs to (None for the primary connection).
+    action: IFirewallAction | None
+    #: The context the filter gave to redirectConnections.
+    context: object = None
+    #: The peer that connected to the gateway (accepted leg), when known.
+    clientAddress: Address | None = None
+    #: The peer the gateway connected to (outbound leg), when known.
+    serverAddress: Address | None = None
+    counts: ByteCounts = field(default_factory=ByteCounts)
+    #: Why, for failures, refusals and closes.
+    reason: str | None = None
+    #: True when the connection's bytes moved on the zero-copy fast path.
+    fastPath: bool = False
+
+
+@dataclass(frozen=True)
+class Redirection:
+    """The result of L{ISession.redirectConnections}: every listener is bound."""
+
+    #: Where peers connect: the lowest of N consecutive ports when N > 1.
+    internalAddress: Address
+    #: One permission per connect address, in the same order.
+    actions: Sequence[IFirewallAction]
+
+
+class IFirewallAction(Interface):
+    """A granted permission: a listener (TCP) or a datagram mapping (UDP) (IFWXFirewallAction)."""
+
+    transport = Attribute("L{Transport} of the permission.")
+    internalAddress = Attribute("L{Address} the listener is bound on: where the peer connects.")
+    connectAddress = Attribute("L{Address} the gateway connects (or sends) to.")
+    externalAddress = Attribute("IP (str) the outbound leg is bound to.")
+    expectedPeer = Attribute("IP (str) the only peer the listener accepts.")
+    flags = Attribute("L{RedirectFlags} the permission was granted with.")
+    context = Attribute("The filter's context object, handed back in every notification.")
+    state = Attribute("L{ActionState}: listening, used, expired or cancelled.")
+    connectionCount = Attribute("How many connections (or UDP mappings) the permission took.")
+
+    def cancel() -> None:
+        """Withdraw the permission: close its listener and abort the connections it owns.
+
+        Idempotent: cancelling twice, or after expiry, does nothing more.
+        """
+
+    def whenFinished() -> Deferred[ActionState]:
+        """A Deferred that fires with the final state once the listener is closed and every
+        connection the permission owns is over."""
+
+
+class IDataChannel(Interface):
+    """What a data filter writes to: the next stage of its connection's filter chain."""
+
+    def write(direction: Direction, data: bytes) -> None:
+        """Pass C{data} on in C{direction} (toward the server for CLIENT_TO_SERVER)."""
+
+    def writeEOF(direction: Direction) -> None:
+        """Pass a half-close on: no more bytes will follow in C{direction}."""
+
+    def close(reason: str) -> None:
+        """Abort the whole connection (both legs), logging C{reason}."""
+
+
+class IDataFilter(Interface):
+    """Sees, and may rewrite, the bytes of one connection each way (IFWXDataFilter).
+
+    Attaching a data filter forces the connection onto the user-mode relay.
+    """
+
+    def attached(channel: IDataChannel) -> None:
+        """The filter is in the chain; it writes everything it passes on to C{channel}."""
+
+    def dataReceived(direction: Direction, data: bytes) -> None:
+        """Bytes arrived from the previous stage; the filter writes what it passes on."""
+
+    def eofReceived(direction: Direction) -> None:
+        """The previous stage half-closed C{direction}; the filter flushes and passes it on."""
+
+    def detached() -> None:
+        """The connection is over; release what the filter holds."""
+
+
+class ISessionFilter(Interface):
+    """The per-session half of a filter (IFWXSessionFilter): one per primary connection."""
+
+    def sessionStarted() -> None:
+        """The primary client leg is up.
+
+        The filter now calls L{ISession.connectUpstream} (at once, or later: an explicit
+        proxy first reads the login) or L{ISession.close}.
+        """
+
+    def firewallEvent(notification: FirewallNotification) -> None:
+        """Something happened to the primary connection or to one of the session's
+        permissions."""
+
+    def detach() -> None:
+        """The session is over; every permission has been cancelled."""
+
+
+class ISession(Interface):
+    """One primary connection through the gateway (IFWXSession)."""
+
+    sessionId = Attribute("A short unique string naming the session in logs.")
+    clientAddress = Attribute("L{Address} of the client of the primary connection.")
+    internalAddress = Attribute("L{Address} where the gateway accepted the client (client-facing).")
+    externalAddress = Attribute(
+        "IP (str or None) every outbound leg of this session leaves from. Taken from the "
+        "external address pool; None until the upstream is connected when no pool is set, "
+        "then the primary's own source IP."
+    )
+    serverAddress = Attribute("L{Address} of the upstream once connected, else None.")
+    defaultUpstream = Attribute("L{Address} configured for the listener, or None.")
+    options = Attribute("The listener's options, as parsed by L{IFilter.parseOptions}.")
+    closed = Attribute("True once the session is over.")
+
+    def connectUpstream(address: Address | None = None) -> Deferred[Address]:
+        """Connect the primary's server leg, from the session's external address.
+
+        @param address: where to connect; the listener's default upstream when None.
+        @return: a Deferred firing with the upstream address once connected.
+        @raise ValueError: (synchronously) no address and no default upstream.
+        The Deferred fails with C{ConnectError} subclasses or C{UpstreamTimeout}.
+        """
+
+    def attachDataFilter(dataFilter: IDataFilter, priority: int = 0) -> None:
+        """Insert a data filter on the primary connection; lower priorities see client
+        bytes first (and server bytes last)."""
+
+    def redirectConnections(
+        connectAddresses: Sequence[Address],
+        internalAddress: Address | None = None,
+        proxyExternalAddress: str | None = None,
+        transport: Transport = Transport.TCP,
+        flags: RedirectFlags = RedirectFlags.TIMEOUT,
+        protocolId: uuid.UUID | None = None,
+        sessionFilter: ISessionFilter | None = None,
+        context: object = None,
+        expectedPeer: str | None = None,
+    ) -> Deferred[Redirection]:
+        """Grant N permissions: listen on N consecutive ports, relay each to its connect
+        address (IFWXSession::RedirectConnections).
+
+        @param connectAddresses: N >= 1 destinations the gateway connects (or sends) to.
+        @param internalAddress: where to listen; port 0 (or None) allocates from the
+            configured range of that IP. Host None/absent: the session's internal IP.
+        @param proxyExternalAddress: source IP of the outbound legs; the session's
+            external address by default.
+        @param expectedPeer: the only IP accepted; the session's client IP by default.
+        @param sessionFilter: receives L{FirewallNotification}s with C{context}.
+        @return: a Deferred firing with a L{Redirection} once every listener is bound.
+            It fails with C{PortRangeExhausted}, C{PortUnavailable} (an explicit port is
+            taken) or C{SessionClosed}.
+        """
+
+    def close(reason: str | None = None) -> None:
+        """End the session: cancel every permission, close both legs. Idempotent."""
+
+    def whenClosed() -> Deferred[None]:
+        """A Deferred firing once the session is fully over."""
+
+
+class IFilter(Interface):
+    """An application filter (IFWXFilter), found as a twisted plugin."""
+
+    name = Attribute("Short name used on the command line and in config (str).")
+    description = Attribute("One line for --help (str).")
+    protocols = Attribute("Sequence of L{ProtocolDefinition}: what the filter handles.")
+
+    def parseOptions(options: Mapping[str, object]) -> object:
+        """Validate a listener's filter options (from TOML or the command line).
+
+        @return: the parsed options, handed to every session as L{ISession.options}.
+        @raise fwxtwisted.errors.ConfigError: naming the bad key.
+        """
+
+    def commandLineOptions() -> usage.Options | None:
+        """A fresh C{usage.Options} for C{twistd fwx NAME}, or None if the filter has no
+        shortcut command. Its C{listenerConfig()} returns a listener table as in TOML."""
+
+    def attachToSession(session: ISession) -> ISessionFilter:
+        """Make the session filter for a new primary connection (AttachToSession)."""
