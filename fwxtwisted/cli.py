@@ -1,0 +1,68 @@
+"""GatewayCommandOptions: the command-line options every filter's twistd shortcut shares."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.python import usage
+
+
+class GatewayCommandOptions(usage.Options):
+    """Options of C{twistd fwx FILTER ...}; a filter subclasses it to add its own.
+
+    The result is the same table a TOML file gives, so both paths share one validation.
+    """
+
+    filterName = ""
+
+    optParameters: list[list[Any]] = [
+        ["listen", "l", None, "Endpoint to listen on, e.g. tcp:8080:interface=127.0.0.1."],
+        ["upstream", "u", None, "Where sessions go: HOST:PORT or tcp:host=HOST:port=PORT."],
+        ["connect-timeout", None, 10.0, "Seconds an outbound connect may take.", float],
+        ["redirect-timeout", None, 60.0, "Seconds an unused permission stays open.", float],
+        ["udp-idle-timeout", None, 60.0, "Seconds a UDP mapping lives without traffic.", float],
+        ["port-range", None, None, "LOW-HIGH: ports for redirect listeners (default 20000-29999)."],
+        ["max-sessions", None, None, "Refuse sessions beyond this many.", int],
+    ]
+    optFlags: list[list[str | None]] = [
+        ["no-fast-path", None, "Never move bytes with splice(2); always relay in Python."],
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self["external-address"] = []
+
+    def opt_external_address(self, ip: str) -> None:
+        """An IP outbound legs leave from (repeat for a pool; sessions take turns)."""
+        self["external-address"].append(ip)
+
+    def postOptions(self) -> None:
+        if not self["listen"]:
+            raise usage.UsageError("--listen ENDPOINT is required")
+
+    def gatewayTable(self) -> dict[str, object]:
+        """The gateway-wide keys, shaped as in TOML."""
+        table: dict[str, object] = {
+            "connect_timeout": self["connect-timeout"],
+            "redirect_timeout": self["redirect-timeout"],
+            "udp_idle_timeout": self["udp-idle-timeout"],
+            "external_addresses": list(self["external-address"]),
+            "fast_path": not self["no-fast-path"],
+        }
+        if self["port-range"]:
+            table["port_ranges"] = {"*": self["port-range"]}
+        return table
+
+    def listenerConfig(self) -> dict[str, object]:
+        """The one listener of this command, shaped as a TOML [[listeners]] table."""
+        table: dict[str, object] = {"filter": self.filterName, "listen": self["listen"]}
+        if self["upstream"]:
+            table["upstream"] = self["upstream"]
+        if self["max-sessions"] is not None:
+            table["max_sessions"] = self["max-sessions"]
+        table.update(self.filterOptions())
+        return table
+
+    def filterOptions(self) -> dict[str, object]:
+        """The filter's own keys; subclasses override."""
+        return {}

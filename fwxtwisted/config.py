@@ -1,0 +1,219 @@
+"""Gateway configuration: TOML (or command-line) tables to validated dataclasses."""
+
+from __future__ import annotations
+
+import ipaddress
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from fwxtwisted.address import Address, parsePort
+from fwxtwisted.errors import ConfigError
+from fwxtwisted.ports import ANY_IP
+from fwxtwisted.settings import GatewaySettings
+
+_LISTENER_KEYS = {"name", "filter", "listen", "upstream", "max_sessions"}
+_TOP_KEYS = {
+    "external_addresses",
+    "connect_timeout",
+    "redirect_timeout",
+    "udp_idle_timeout",
+    "fast_path",
+    "port_ranges",
+    "listeners",
+}
+
+
+@dataclass(frozen=True)
+class ListenerConfig:
+    """One primary listener: which filter, where, and where its sessions go by default."""
+
+    name: str
+    filter: str
+    listen: str
+    upstream: Address | None = None
+    maxSessions: int | None = None
+    #: The filter's own keys, still raw: the filter's parseOptions validates them.
+    options: Mapping[str, object] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    """A whole gateway: shared settings and its listeners."""
+
+    settings: GatewaySettings
+    listeners: tuple[ListenerConfig, ...]
+    source: str = "<config>"
+
+
+def loadConfig(path: str | Path) -> GatewayConfig:
+    """Read and validate a TOML file. @raise ConfigError: one line naming file and key."""
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read: {e.strerror}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML: {e}") from None
+    return parseConfig(data, str(path))
+
+
+def parseConfig(data: Mapping[str, object], source: str) -> GatewayConfig:
+    """Validate a configuration table (TOML's shape). @raise ConfigError."""
+    unknown = sorted(set(data) - _TOP_KEYS)
+    if unknown:
+        raise ConfigError(f"{source}: unknown key {unknown[0]!r}")
+    settings = GatewaySettings(
+        connectTimeout=_positive(data, "connect_timeout", 10.0, source),
+        redirectTimeout=_positive(data, "redirect_timeout", 60.0, source),
+        udpIdleTimeout=_positive(data, "udp_idle_timeout", 60.0, source),
+        fastPath=_bool(data, "fast_path", True, source),
+        portRanges=_portRanges(data.get("port_ranges", {}), source),
+        externalAddresses=_ips(data.get("external_addresses", []), source),
+    )
+    rawListeners = data.get("listeners")
+    if not isinstance(rawListeners, list) or not rawListeners:
+        raise ConfigError(f"{source}: listeners: at least one [[listeners]] table is needed")
+    listeners = tuple(
+        _listener(raw, f"{source}: listeners[{i}]", i) for i, raw in enumerate(rawListeners)
+    )
+    return GatewayConfig(settings, listeners, source)
+
+
+def parsePortRange(text: str) -> tuple[int, int]:
+    """``LOW-HIGH`` to an inclusive pair. @raise ValueError."""
+    low, sep, high = text.partition("-")
+    if not sep:
+        raise ValueError(f"{text!r} is not LOW-HIGH")
+    lo, hi = parsePort(low.strip()), parsePort(high.strip())
+    if lo < 1 or hi < lo:
+        raise ValueError(f"{text!r} is not a range of ports 1-65535 with LOW <= HIGH")
+    return lo, hi
+
+
+def parseUpstream(text: str) -> Address:
+    """An upstream from ``host:port``, ``[v6]:port`` or a ``tcp:host=H:port=P`` endpoint.
+
+    @raise ValueError: not a TCP client endpoint with a host and port.
+    """
+    kind, sep, rest = text.partition(":")
+    if not sep or kind not in ("tcp", "tcp6"):
+        return Address.parse(text)
+    host: str | None = None
+    port: str | None = None
+    positional: list[str] = []
+    for arg in _splitEndpoint(rest):
+        key, eq, value = arg.partition("=")
+        if eq and key == "host":
+            host = value
+        elif eq and key == "port":
+            port = value
+        elif eq and key == "timeout":
+            continue
+        elif eq:
+            raise ValueError(f"unsupported endpoint argument {key!r} in {text!r}")
+        else:
+            positional.append(arg)
+    if positional:
+        host = host or positional[0]
+        port = port or (positional[1] if len(positional) > 1 else None)
+    if not host or port is None:
+        raise ValueError(f"{text!r} needs a host and a port")
+    return Address(host, parsePort(port))
+
+
+def _splitEndpoint(text: str) -> list[str]:
+    parts: list[str] = []
+    current: list[str] = []
+    escaped = False
+    for char in text:
+        if escaped:
+            current.append(char)
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif char == ":":
+            parts.append("".join(current))
+            current = []
+        else:
+            current.append(char)
+    parts.append("".join(current))
+    return parts
+
+
+def _listener(raw: object, where: str, index: int) -> ListenerConfig:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: must be a table")
+    filterName = raw.get("filter")
+    if not isinstance(filterName, str) or not filterName:
+        raise ConfigError(f'{where}.filter: a filter name is needed (e.g. "tcp" or "ftp")')
+    listen = raw.get("listen")
+    if not isinstance(listen, str) or not listen:
+        raise ConfigError(f'{where}.listen: an endpoint is needed (e.g. "tcp:2121")')
+    upstream: Address | None = None
+    if "upstream" in raw:
+        if not isinstance(raw["upstream"], str):
+            raise ConfigError(f"{where}.upstream: must be a string")
+        try:
+            upstream = parseUpstream(raw["upstream"])
+        except ValueError as e:
+            raise ConfigError(f"{where}.upstream: {e}") from None
+    maxSessions = raw.get("max_sessions")
+    if maxSessions is not None and (
+        not isinstance(maxSessions, int) or isinstance(maxSessions, bool) or maxSessions < 1
+    ):
+        raise ConfigError(f"{where}.max_sessions: must be a whole number >= 1")
+    name = raw.get("name", f"{filterName}-{index}")
+    if not isinstance(name, str):
+        raise ConfigError(f"{where}.name: must be a string")
+    options = {k: v for k, v in raw.items() if k not in _LISTENER_KEYS}
+    return ListenerConfig(name, filterName, listen, upstream, maxSessions, options)
+
+
+def _positive(data: Mapping[str, object], key: str, default: float, source: str) -> float:
+    value = data.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        raise ConfigError(f"{source}: {key}: must be a number of seconds > 0")
+    return float(value)
+
+
+def _bool(data: Mapping[str, object], key: str, default: bool, source: str) -> bool:
+    value = data.get(key, default)
+    if not isinstance(value, bool):
+        raise ConfigError(f"{source}: {key}: must be true or false")
+    return value
+
+
+def _ips(value: object, source: str) -> tuple[str, ...]:
+    if not isinstance(value, list):
+        raise ConfigError(f"{source}: external_addresses: must be a list of IP addresses")
+    result = []
+    for item in value:
+        try:
+            result.append(str(ipaddress.ip_address(str(item))))
+        except ValueError:
+            raise ConfigError(
+                f"{source}: external_addresses: {item!r} is not an IP address"
+            ) from None
+    return tuple(result)
+
+
+def _portRanges(value: object, source: str) -> dict[str, tuple[int, int]]:
+    if not isinstance(value, dict):
+        raise ConfigError(f'{source}: port_ranges: must be a table of IP = "LOW-HIGH"')
+    ranges: dict[str, tuple[int, int]] = {}
+    for ip, text in value.items():
+        key = ANY_IP if ip in (ANY_IP, "default") else ip
+        if key != ANY_IP:
+            try:
+                key = str(ipaddress.ip_address(ip))
+            except ValueError:
+                raise ConfigError(f"{source}: port_ranges.{ip}: not an IP address") from None
+        if not isinstance(text, str):
+            raise ConfigError(f'{source}: port_ranges.{ip}: must be a string "LOW-HIGH"')
+        try:
+            ranges[key] = parsePortRange(text)
+        except ValueError as e:
+            raise ConfigError(f"{source}: port_ranges.{ip}: {e}") from None
+    return ranges

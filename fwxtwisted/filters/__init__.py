@@ -1,0 +1,1 @@
+"""Application filters shipped with fwxtwisted, one package per protocol."""

@@ -1,0 +1,37 @@
+"""Gateway: the runtime shared by every session (reactor, clock, ports, address pool)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.interfaces import IReactorTime
+
+from fwxtwisted.externals import ExternalAddressPool
+from fwxtwisted.ports import PortAllocator
+from fwxtwisted.settings import GatewaySettings
+
+
+class Gateway:
+    """What sessions and permissions need from the outside world, injected once.
+
+    @ivar reactor: used for sockets (listenTCP, listenUDP, connections).
+    @ivar clock: used for every timeout, so tests can drive time with C{task.Clock}.
+    """
+
+    def __init__(
+        self,
+        reactor: Any,
+        settings: GatewaySettings | None = None,
+        clock: IReactorTime | None = None,
+    ) -> None:
+        self.reactor = reactor
+        self.clock: IReactorTime = clock if clock is not None else reactor
+        self.settings = settings or GatewaySettings()
+        self.ports = PortAllocator(self.settings.portRanges)
+        self.externalPool = ExternalAddressPool(self.settings.externalAddresses)
+        self._sessionCounter = 0
+
+    def nextSessionId(self) -> str:
+        """A short id unique within this gateway, for logs."""
+        self._sessionCounter += 1
+        return f"s{self._sessionCounter}"

@@ -1,0 +1,96 @@
+"""PortAllocator: runs of consecutive ports from a configured range per local IP."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Mapping
+from typing import TypeVar
+
+from twisted.internet.error import CannotListenError
+
+from fwxtwisted.errors import PortRangeExhausted, PortUnavailable
+
+T = TypeVar("T")
+
+#: Outside Linux's default ephemeral range (32768-60999), so listeners rarely collide
+#: with the gateway's own outbound connections.
+DEFAULT_RANGE = (20000, 29999)
+
+#: Key of the range used for IPs that have none of their own.
+ANY_IP = "*"
+
+
+class PortAllocator:
+    """Binds runs of N consecutive ports, starting at a random place in a range.
+
+    Binding is the only reliable test of whether a port is free (other programs share
+    the machine), so the allocator tries, and moves past a port that fails.
+    """
+
+    def __init__(
+        self,
+        ranges: Mapping[str, tuple[int, int]] | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._ranges = dict(ranges or {})
+        self._ranges.setdefault(ANY_IP, DEFAULT_RANGE)
+        self._random = rng or random.Random()
+
+    def rangeFor(self, ip: str) -> tuple[int, int]:
+        """The (low, high) inclusive range configured for C{ip}."""
+        return self._ranges.get(ip, self._ranges[ANY_IP])
+
+    def bindRun(self, ip: str, count: int, bind: Callable[[int, int], T]) -> list[T]:
+        """Bind C{count} consecutive ports on C{ip} with C{bind}.
+
+        C{bind(index, port)} binds the index-th port of the run; it raises
+        C{CannotListenError} for a port that is taken, with no lasting effect then.
+        Ports of a failed run are released with C{.stopListening()}.
+
+        @raise PortRangeExhausted: no run of C{count} free ports is left in the range.
+        """
+        low, high = self.rangeFor(ip)
+        size = high - low + 1
+        if count < 1:
+            raise ValueError("count must be at least 1")
+        if count > size:
+            raise PortRangeExhausted(
+                f"{count} consecutive ports asked for on {ip}, range {low}-{high} is smaller"
+            )
+        starts = size - count + 1
+        first = self._random.randrange(starts)
+        tried = 0
+        offset = first
+        while tried < starts:
+            start = low + offset
+            bound, failedAt = _tryRun(start, count, bind)
+            if bound is not None:
+                return bound
+            # Every run overlapping the failed port fails too: skip past it.
+            skip = failedAt - start + 1
+            tried += skip
+            offset = (offset + skip) % starts
+        raise PortRangeExhausted(f"no {count} free consecutive port(s) on {ip} in {low}-{high}")
+
+    def bindExact(self, ip: str, port: int, count: int, bind: Callable[[int, int], T]) -> list[T]:
+        """Bind C{count} ports from C{port} exactly. @raise PortUnavailable: one is taken."""
+        if port + count - 1 > 65535:
+            raise PortUnavailable(f"ports {port}-{port + count - 1} on {ip} exceed 65535")
+        bound, failedAt = _tryRun(port, count, bind)
+        if bound is None:
+            raise PortUnavailable(f"port {failedAt} on {ip} is not available")
+        return bound
+
+
+def _tryRun(start: int, count: int, bind: Callable[[int, int], T]) -> tuple[list[T] | None, int]:
+    bound: list[T] = []
+    for port in range(start, start + count):
+        try:
+            bound.append(bind(port - start, port))
+        except CannotListenError:
+            for item in bound:
+                stop = getattr(item, "stopListening", None)
+                if stop is not None:
+                    stop()
+            return None, port
+    return bound, start + count

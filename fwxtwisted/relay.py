@@ -1,0 +1,337 @@
+"""Relay: the user-mode byte pump joining a client leg and a server leg.
+
+It carries the data-filter chain, flow control (each transport is the other's streaming
+producer), half-close in each direction, and the byte counts reported at close.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+
+from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectionDone
+from twisted.internet.interfaces import IHalfCloseableProtocol
+from twisted.internet.protocol import Protocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from fwxtwisted.interfaces import ByteCounts, Direction, IDataChannel, IDataFilter
+
+log = Logger()
+
+_CONNECTION_DONE = Failure(ConnectionDone())
+
+#: Bytes held for a leg that is not connected yet before the sending peer is paused.
+PENDING_LIMIT = 256 * 1024
+
+
+class Side(enum.Enum):
+    """One end of a relay: CLIENT connected to the gateway, SERVER was connected to."""
+
+    CLIENT = "client"
+    SERVER = "server"
+
+
+_FROM = {Side.CLIENT: Direction.CLIENT_TO_SERVER, Side.SERVER: Direction.SERVER_TO_CLIENT}
+_TARGET = {Direction.CLIENT_TO_SERVER: Side.SERVER, Direction.SERVER_TO_CLIENT: Side.CLIENT}
+
+
+@implementer(IHalfCloseableProtocol)
+class RelayLeg(Protocol):
+    """The Twisted protocol of one side; everything it hears goes to its relay."""
+
+    def __init__(self, relay: Relay, side: Side) -> None:
+        self.relay = relay
+        self.side = side
+
+    def connectionMade(self) -> None:
+        self.relay._legConnected(self)
+
+    def dataReceived(self, data: bytes) -> None:
+        self.relay._received(self.side, data)
+
+    def readConnectionLost(self) -> None:
+        self.relay._eofReceived(self.side)
+
+    def writeConnectionLost(self) -> None:
+        pass
+
+    def connectionLost(self, reason: Failure = _CONNECTION_DONE) -> None:
+        self.relay._legLost(self.side, reason)
+
+
+@implementer(IDataChannel)
+class _ChainLink:
+    """The channel a data filter writes to: the stage after it in each direction."""
+
+    def __init__(self, relay: Relay, dataFilter: IDataFilter) -> None:
+        self._relay = relay
+        self._filter = dataFilter
+
+    def write(self, direction: Direction, data: bytes) -> None:
+        self._relay._forward(self._filter, direction, data)
+
+    def writeEOF(self, direction: Direction) -> None:
+        self._relay._forwardEOF(self._filter, direction)
+
+    def close(self, reason: str) -> None:
+        self._relay.abort(reason)
+
+
+class Relay:
+    """Joins two legs.  The legs may connect in any order; bytes for a leg that is not
+    up yet are held (the sender is paused past L{PENDING_LIMIT}).
+
+    @ivar counts: bytes received from each peer so far.
+    """
+
+    def __init__(
+        self,
+        onEstablished: Callable[[], None] | None = None,
+        onClosed: Callable[[ByteCounts, str | None], None] | None = None,
+        onLegConnected: Callable[[RelayLeg], None] | None = None,
+    ) -> None:
+        self._onEstablished = onEstablished
+        self._onLegConnected = onLegConnected
+        self._onClosed = onClosed
+        self._legs: dict[Side, RelayLeg] = {}
+        self._lost: set[Side] = set()
+        self._filters: list[tuple[int, int, IDataFilter]] = []
+        self._pending: dict[Side, list[bytes]] = {Side.CLIENT: [], Side.SERVER: []}
+        self._pendingSize: dict[Side, int] = {Side.CLIENT: 0, Side.SERVER: 0}
+        self._pendingEOF: set[Side] = set()
+        self._pausedForPending: set[Side] = set()
+        self._eofSent: set[Direction] = set()
+        self._fromClient = 0
+        self._fromServer = 0
+        self._connecting: Deferred[object] | None = None
+        self._closeReason: str | None = None
+        self._finished = False
+        self.established = False
+
+    @property
+    def counts(self) -> ByteCounts:
+        """Bytes received from each peer so far."""
+        return ByteCounts(self._fromClient, self._fromServer)
+
+    @property
+    def finished(self) -> bool:
+        """True once both legs are gone and the close was reported."""
+        return self._finished
+
+    def leg(self, side: Side) -> RelayLeg | None:
+        """The connected leg of C{side}, if any."""
+        return self._legs.get(side)
+
+    def makeLeg(self, side: Side) -> RelayLeg:
+        """A protocol for C{side}; it joins the relay when its connection is made."""
+        return RelayLeg(self, side)
+
+    def connecting(self, attempt: Deferred[object]) -> None:
+        """Remember an outbound connect in flight, to cancel it if the relay ends first."""
+        self._connecting = attempt
+
+        def done(result: object) -> object:
+            self._connecting = None
+            return result
+
+        attempt.addBoth(done)
+
+    def attachDataFilter(self, dataFilter: IDataFilter, priority: int = 0) -> None:
+        """Insert a filter; lower priorities see client bytes first, server bytes last."""
+        self._filters.append((priority, len(self._filters), dataFilter))
+        self._filters.sort(key=lambda entry: (entry[0], entry[1]))
+        dataFilter.attached(_ChainLink(self, dataFilter))
+
+    @property
+    def hasDataFilters(self) -> bool:
+        """True when any data filter is attached."""
+        return bool(self._filters)
+
+    def abort(self, reason: str) -> None:
+        """Close both legs now and cancel a connect in flight."""
+        if self._closeReason is None:
+            self._closeReason = reason
+        if self._connecting is not None:
+            self._connecting.cancel()
+        for side, leg in list(self._legs.items()):
+            if side not in self._lost and leg.transport is not None:
+                leg.transport.abortConnection()  # type: ignore[attr-defined]
+        self._maybeFinish()
+
+    def close(self, reason: str | None = None) -> None:
+        """Close both legs after flushing what is already written to them."""
+        if self._closeReason is None:
+            self._closeReason = reason
+        if self._connecting is not None:
+            self._connecting.cancel()
+        for side, leg in list(self._legs.items()):
+            if side not in self._lost and leg.transport is not None:
+                leg.transport.loseConnection()
+        self._maybeFinish()
+
+    def connectFailed(self, reason: str) -> None:
+        """The outbound leg will never come: close the other side."""
+        self._lost.add(Side.SERVER)
+        self.close(reason)
+
+    # Called by the legs.
+
+    def _legConnected(self, leg: RelayLeg) -> None:
+        if self._finished or (self._closeReason is not None and leg.side not in self._legs):
+            if leg.transport is not None:
+                leg.transport.loseConnection()
+            return
+        self._legs[leg.side] = leg
+        if self._onLegConnected is not None:
+            self._onLegConnected(leg)
+        other = self._legs.get(_other(leg.side))
+        if other is None or leg.side not in self._legs:
+            return
+        self._flushPending(leg.side)
+        assert leg.transport is not None and other.transport is not None
+        leg.transport.registerProducer(other.transport, True)  # type: ignore[attr-defined]
+        other.transport.registerProducer(leg.transport, True)  # type: ignore[attr-defined]
+        if _other(leg.side) in self._pausedForPending:
+            self._pausedForPending.discard(_other(leg.side))
+            other.transport.resumeProducing()  # type: ignore[attr-defined]
+        self.established = True
+        if self._onEstablished is not None:
+            self._onEstablished()
+
+    def _received(self, side: Side, data: bytes) -> None:
+        if side is Side.CLIENT:
+            self._fromClient += len(data)
+        else:
+            self._fromServer += len(data)
+        direction = _FROM[side]
+        if self._filters:
+            self._entryFilter(direction).dataReceived(direction, data)
+        else:
+            self._deliver(direction, data)
+
+    def _eofReceived(self, side: Side) -> None:
+        direction = _FROM[side]
+        if self._filters:
+            self._entryFilter(direction).eofReceived(direction)
+        else:
+            self._deliverEOF(direction)
+
+    def _legLost(self, side: Side, reason: Failure) -> None:
+        self._lost.add(side)
+        if self._closeReason is None and not reason.check(ConnectionDone):
+            self._closeReason = f"{side.value} connection lost: {reason.getErrorMessage()}"
+        other = _other(side)
+        otherLeg = self._legs.get(other)
+        if otherLeg is not None and other not in self._lost and otherLeg.transport is not None:
+            otherLeg.transport.loseConnection()
+        elif otherLeg is None and self._connecting is not None:
+            self._connecting.cancel()
+        self._maybeFinish()
+
+    # The filter chain.
+
+    def _entryFilter(self, direction: Direction) -> IDataFilter:
+        if direction is Direction.CLIENT_TO_SERVER:
+            return self._filters[0][2]
+        return self._filters[-1][2]
+
+    def _nextFilter(self, current: IDataFilter, direction: Direction) -> IDataFilter | None:
+        index = next(i for i, entry in enumerate(self._filters) if entry[2] is current)
+        index += 1 if direction is Direction.CLIENT_TO_SERVER else -1
+        if 0 <= index < len(self._filters):
+            return self._filters[index][2]
+        return None
+
+    def _forward(self, current: IDataFilter, direction: Direction, data: bytes) -> None:
+        following = self._nextFilter(current, direction)
+        if following is None:
+            self._deliver(direction, data)
+        else:
+            following.dataReceived(direction, data)
+
+    def _forwardEOF(self, current: IDataFilter, direction: Direction) -> None:
+        following = self._nextFilter(current, direction)
+        if following is None:
+            self._deliverEOF(direction)
+        else:
+            following.eofReceived(direction)
+
+    # Delivery to the legs.
+
+    def _deliver(self, direction: Direction, data: bytes) -> None:
+        if not data:
+            return
+        target = _TARGET[direction]
+        leg = self._legs.get(target)
+        if leg is not None and leg.transport is not None:
+            if target not in self._lost:
+                leg.transport.write(data)
+            return
+        if target in self._lost or self._closeReason is not None:
+            return
+        self._pending[target].append(data)
+        self._pendingSize[target] += len(data)
+        source = self._legs.get(_other(target))
+        if (
+            self._pendingSize[target] > PENDING_LIMIT
+            and source is not None
+            and source.transport is not None
+            and _other(target) not in self._pausedForPending
+        ):
+            self._pausedForPending.add(_other(target))
+            source.transport.pauseProducing()  # type: ignore[attr-defined]
+
+    def _deliverEOF(self, direction: Direction) -> None:
+        target = _TARGET[direction]
+        leg = self._legs.get(target)
+        if leg is None:
+            self._pendingEOF.add(target)
+            return
+        if direction in self._eofSent:
+            return
+        self._eofSent.add(direction)
+        transport = leg.transport
+        if target not in self._lost and transport is not None:
+            # TLS transports may not support half-close; closing is the honest fallback.
+            halfClose = getattr(transport, "loseWriteConnection", None)
+            if halfClose is not None:
+                halfClose()
+            else:
+                transport.loseConnection()
+        if len(self._eofSent) == 2:
+            self.close()
+
+    def _flushPending(self, side: Side) -> None:
+        leg = self._legs[side]
+        assert leg.transport is not None
+        chunks = self._pending[side]
+        self._pending[side] = []
+        self._pendingSize[side] = 0
+        if chunks:
+            leg.transport.write(b"".join(chunks))
+        if side in self._pendingEOF:
+            self._pendingEOF.discard(side)
+            self._deliverEOF(_FROM[_other(side)])
+
+    def _maybeFinish(self) -> None:
+        if self._finished:
+            return
+        for side in Side:
+            if side in self._legs and side not in self._lost:
+                return
+        if self._connecting is not None:
+            return
+        if not self._legs and self._closeReason is None:
+            return
+        self._finished = True
+        for _, _, dataFilter in self._filters:
+            dataFilter.detached()
+        if self._onClosed is not None:
+            self._onClosed(self.counts, self._closeReason)
+
+
+def _other(side: Side) -> Side:
+    return Side.SERVER if side is Side.CLIENT else Side.CLIENT

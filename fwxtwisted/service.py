@@ -1,0 +1,163 @@
+"""FirewallService: listens for primary connections and gives each a Session and a filter."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.interfaces import IListeningPort
+from twisted.internet.protocol import Protocol, ServerFactory
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import Interface
+
+from fwxtwisted.address import Address
+from fwxtwisted.config import ListenerConfig
+from fwxtwisted.errors import FWXError
+from fwxtwisted.gateway import Gateway
+from fwxtwisted.interfaces import IFilter
+from fwxtwisted.session import Session
+
+log = Logger()
+
+
+class IConnectionRefuser(Interface):
+    """Optional for a filter: what to tell a client refused before its session starts."""
+
+    def refusalMessage(reason: str) -> bytes:
+        """Bytes to send before closing (e.g. an FTP 421 reply), or b"" for none."""
+
+
+class ListenError(FWXError):
+    """A primary listener could not be opened."""
+
+
+@dataclass(frozen=True)
+class BoundListener:
+    """A listener's configuration with its filter found and its options parsed."""
+
+    config: ListenerConfig
+    filter: IFilter
+    options: object
+
+
+class _Refusal(Protocol):
+    def __init__(self, message: bytes) -> None:
+        self._message = message
+
+    def connectionMade(self) -> None:
+        assert self.transport is not None
+        if self._message:
+            self.transport.write(self._message)
+        self.transport.loseConnection()
+
+
+class PrimaryFactory(ServerFactory):
+    """Makes a Session for each accepted primary connection of one listener."""
+
+    noisy = False
+
+    def __init__(self, service: FirewallService, listener: BoundListener) -> None:
+        self._service = service
+        self._listener = listener
+        self.sessions: set[Session] = set()
+
+    def buildProtocol(self, addr: Any) -> Protocol | None:
+        client = Address.fromTwisted(addr)
+        config = self._listener.config
+        limit = config.maxSessions
+        if limit is not None and len(self.sessions) >= limit:
+            reason = f"too many sessions ({limit}) on listener {config.name}"
+            log.warn("refused {client}: {reason}", client=str(client), reason=reason)
+            refuser = IConnectionRefuser(self._listener.filter, None)
+            return _Refusal(refuser.refusalMessage(reason) if refuser is not None else b"")
+        session = Session(
+            self._service.gateway,
+            client,
+            defaultUpstream=config.upstream,
+            options=self._listener.options,
+            onClosed=self._closed,
+        )
+        try:
+            sessionFilter = self._listener.filter.attachToSession(session)
+        except Exception:
+            log.failure("filter {name} failed to attach", name=config.filter)
+            return None
+        self.sessions.add(session)
+        session.start(sessionFilter)
+        log.info(
+            "{session}: {client} connected to listener {listener} ({filter})",
+            session=session.sessionId,
+            client=str(client),
+            listener=config.name,
+            filter=config.filter,
+        )
+        return session.clientLeg
+
+    def _closed(self, session: Session) -> None:
+        self.sessions.discard(session)
+
+
+class FirewallService(Service):
+    """Opens every listener in L{privilegedStartService} (so a low port can be bound
+    before twistd drops privileges) and closes every session at stop."""
+
+    def __init__(self, gateway: Gateway, listeners: Sequence[BoundListener]) -> None:
+        self.gateway = gateway
+        self.listeners = tuple(listeners)
+        self.factories = [PrimaryFactory(self, listener) for listener in self.listeners]
+        self.ports: list[IListeningPort] = []
+        self._opened = False
+
+    def privilegedStartService(self) -> None:
+        self._openListeners()
+        super().privilegedStartService()
+
+    def startService(self) -> None:
+        self._openListeners()
+        super().startService()
+
+    @property
+    def sessions(self) -> list[Session]:
+        """Every live session of every listener."""
+        return [s for factory in self.factories for s in factory.sessions]
+
+    def _openListeners(self) -> None:
+        if self._opened:
+            return
+        self._opened = True
+        for factory, listener in zip(self.factories, self.listeners, strict=True):
+            endpoint = serverFromString(self.gateway.reactor, listener.config.listen)
+            failures: list[Failure] = []
+            d = endpoint.listen(factory)
+            d.addCallbacks(self.ports.append, failures.append)
+            if failures:
+                self._closePorts()
+                raise ListenError(
+                    f"cannot listen on {listener.config.listen!r} "
+                    f"(listener {listener.config.name}): {failures[0].getErrorMessage()}"
+                )
+            log.info(
+                "listener {name}: {filter} on {listen}",
+                name=listener.config.name,
+                filter=listener.config.filter,
+                listen=listener.config.listen,
+            )
+
+    def _closePorts(self) -> list[Deferred[Any]]:
+        stopping = [maybeDeferred(port.stopListening) for port in self.ports]
+        self.ports = []
+        return stopping
+
+    def stopService(self) -> Deferred[Any]:
+        super().stopService()
+        waits: list[Deferred[Any]] = self._closePorts()
+        for session in self.sessions:
+            waits.append(session.whenClosed())
+            session.close("gateway shutting down")
+        self._opened = False
+        return DeferredList(waits)

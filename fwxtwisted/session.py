@@ -1,0 +1,329 @@
+"""Session: one primary connection, its session filter and the permissions it granted."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Sequence
+
+from twisted.internet import error
+from twisted.internet.defer import CancelledError, Deferred, fail, succeed
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from fwxtwisted.address import Address
+from fwxtwisted.connect import connectFrom
+from fwxtwisted.errors import FWXError, PortRangeExhausted, SessionClosed, UpstreamTimeout
+from fwxtwisted.gateway import Gateway
+from fwxtwisted.interfaces import (
+    ByteCounts,
+    FirewallEvent,
+    FirewallNotification,
+    IDataFilter,
+    ISession,
+    ISessionFilter,
+    RedirectFlags,
+    Redirection,
+    Transport,
+)
+from fwxtwisted.redirect import TCPRedirectAction
+from fwxtwisted.relay import Relay, RelayLeg, Side
+from fwxtwisted.udp import UDPRedirectAction
+
+log = Logger()
+
+_Action = TCPRedirectAction | UDPRedirectAction
+
+
+@implementer(ISession)
+class Session:
+    """The gateway's side of one primary connection.
+
+    The service makes it when a client connects, hands L{clientLeg} to the listening
+    port, and gives it the session filter with L{start}.
+    """
+
+    def __init__(
+        self,
+        gateway: Gateway,
+        clientAddress: Address,
+        defaultUpstream: Address | None = None,
+        options: object = None,
+        onClosed: Callable[[Session], None] | None = None,
+    ) -> None:
+        self._gateway = gateway
+        self.sessionId = gateway.nextSessionId()
+        self.clientAddress = clientAddress
+        self.internalAddress: Address | None = None
+        self.externalAddress: str | None = gateway.externalPool.next()
+        self.serverAddress: Address | None = None
+        self.defaultUpstream = defaultUpstream
+        self.options = options
+        self.closed = False
+        self._onClosed = onClosed
+        self._sessionFilter: ISessionFilter | None = None
+        self._actions: list[_Action] = []
+        self._closeWaiters: list[Deferred[None]] = []
+        self.primary = Relay(
+            onClosed=self._primaryClosed,
+            onLegConnected=self._legConnected,
+        )
+        self.clientLeg: RelayLeg = self.primary.makeLeg(Side.CLIENT)
+
+    def __repr__(self) -> str:
+        return f"<Session {self.sessionId} {self.clientAddress}>"
+
+    def start(self, sessionFilter: ISessionFilter) -> None:
+        """Attach the session filter; it is told once the client leg is up."""
+        self._sessionFilter = sessionFilter
+        if self.internalAddress is not None:
+            self._started()
+
+    @property
+    def actions(self) -> Sequence[_Action]:
+        """The permissions of this session that are not finished yet."""
+        return tuple(self._actions)
+
+    # ISession
+
+    def connectUpstream(self, address: Address | None = None) -> Deferred[Address]:
+        target = address or self.defaultUpstream
+        if target is None:
+            raise ValueError("no upstream address given and none configured")
+        if self.closed:
+            return fail(SessionClosed(f"session {self.sessionId} is closed"))
+        timeout = self._gateway.settings.connectTimeout
+        attempt = connectFrom(
+            self._gateway.reactor,
+            target,
+            self.externalAddress,
+            self.primary.makeLeg(Side.SERVER),
+            timeout,
+        )
+        self.primary.connecting(attempt)  # type: ignore[arg-type]
+        result: Deferred[Address] = Deferred()
+
+        def connected(leg: RelayLeg) -> None:
+            assert leg.transport is not None
+            self.serverAddress = Address.fromTwisted(leg.transport.getPeer())
+            if self.externalAddress is None:
+                self.externalAddress = Address.fromTwisted(leg.transport.getHost()).host
+            log.info(
+                "{session}: upstream {server} connected from {external}",
+                session=self.sessionId,
+                server=str(self.serverAddress),
+                external=self.externalAddress,
+            )
+            self._notify(
+                None,
+                FirewallNotification(
+                    FirewallEvent.CONNECT_TCP,
+                    None,
+                    clientAddress=self.clientAddress,
+                    serverAddress=self.serverAddress,
+                ),
+            )
+            result.callback(self.serverAddress)
+
+        def failed(failure: Failure) -> None:
+            if failure.check(CancelledError) or self.closed:
+                result.errback(SessionClosed(f"session {self.sessionId} closed while connecting"))
+                return
+            reason = describeConnectFailure(failure, target, timeout)
+            log.warn("{session}: {reason}", session=self.sessionId, reason=reason)
+            self._notify(
+                None,
+                FirewallNotification(
+                    FirewallEvent.CONNECT_FAILED,
+                    None,
+                    clientAddress=self.clientAddress,
+                    serverAddress=target,
+                    reason=reason,
+                ),
+            )
+            result.errback(
+                UpstreamTimeout(reason) if failure.check(error.TimeoutError) else FWXError(reason)
+            )
+
+        attempt.addCallbacks(connected, failed)
+        return result
+
+    def attachDataFilter(self, dataFilter: IDataFilter, priority: int = 0) -> None:
+        self.primary.attachDataFilter(dataFilter, priority)
+
+    def redirectConnections(
+        self,
+        connectAddresses: Sequence[Address],
+        internalAddress: Address | None = None,
+        proxyExternalAddress: str | None = None,
+        transport: Transport = Transport.TCP,
+        flags: RedirectFlags = RedirectFlags.TIMEOUT,
+        protocolId: uuid.UUID | None = None,
+        sessionFilter: ISessionFilter | None = None,
+        context: object = None,
+        expectedPeer: str | None = None,
+    ) -> Deferred[Redirection]:
+        if self.closed:
+            return fail(SessionClosed(f"session {self.sessionId} is closed"))
+        if not connectAddresses:
+            return fail(ValueError("redirectConnections needs at least one connect address"))
+        listenHost = internalAddress.host if internalAddress is not None else None
+        if not listenHost:
+            assert self.internalAddress is not None
+            listenHost = self.internalAddress.host
+        listenPort = internalAddress.port if internalAddress is not None else 0
+        external = (
+            proxyExternalAddress if proxyExternalAddress is not None else self.externalAddress
+        )
+        peer = expectedPeer if expectedPeer is not None else self.clientAddress.host
+        target = sessionFilter if sessionFilter is not None else self._sessionFilter
+        actionType: type[_Action] = (
+            TCPRedirectAction if transport is Transport.TCP else UDPRedirectAction
+        )
+        actions: list[_Action] = [
+            actionType(
+                self._gateway,
+                connectAddress,
+                external,
+                peer,
+                flags,
+                context,
+                lambda notification: self._notify(target, notification),
+                label=self.sessionId,
+            )
+            for connectAddress in connectAddresses
+        ]
+        ports = self._gateway.ports
+        try:
+            if listenPort:
+                ports.bindExact(
+                    listenHost,
+                    listenPort,
+                    len(actions),
+                    lambda i, port: actions[i].bind(listenHost, port),
+                )
+            else:
+                ports.bindRun(
+                    listenHost, len(actions), lambda i, port: actions[i].bind(listenHost, port)
+                )
+        except (PortRangeExhausted, FWXError) as e:
+            log.warn("{session}: redirect refused: {error}", session=self.sessionId, error=str(e))
+            return fail(e)
+        for action in actions:
+            action.start(self._gateway.settings.redirectTimeout)
+            self._actions.append(action)
+            action.whenFinished().addCallback(self._actionFinished, action)
+        first = actions[0].internalAddress
+        assert first is not None
+        log.debug(
+            "{session}: redirect {internal} -> {targets}",
+            session=self.sessionId,
+            internal=str(first),
+            targets=", ".join(str(a) for a in connectAddresses),
+        )
+        return succeed(Redirection(first, tuple(actions)))
+
+    def close(self, reason: str | None = None) -> None:
+        if self.closed:
+            return
+        self._cancelActions()
+        self.primary.close(reason or "closed by the gateway")
+        if not self.primary.finished and self.clientLeg.transport is None:
+            self._primaryClosed(self.primary.counts, reason)
+
+    def abort(self, reason: str) -> None:
+        """End the session at once, without flushing (a hostile or broken peer)."""
+        self._cancelActions()
+        self.primary.abort(reason)
+
+    def whenClosed(self) -> Deferred[None]:
+        if self.closed:
+            return succeed(None)
+        waiter: Deferred[None] = Deferred()
+        self._closeWaiters.append(waiter)
+        return waiter
+
+    # Internals.
+
+    def _legConnected(self, leg: RelayLeg) -> None:
+        if leg.side is Side.CLIENT and leg.transport is not None:
+            self.internalAddress = Address.fromTwisted(leg.transport.getHost())
+            if self._sessionFilter is not None:
+                self._started()
+
+    def _started(self) -> None:
+        assert self._sessionFilter is not None
+        try:
+            self._sessionFilter.sessionStarted()
+        except Exception:
+            log.failure("{session}: session filter failed to start", session=self.sessionId)
+            self.abort("session filter failed")
+
+    def _notify(self, target: ISessionFilter | None, notification: FirewallNotification) -> None:
+        target = target if target is not None else self._sessionFilter
+        if target is None:
+            return
+        try:
+            target.firewallEvent(notification)
+        except Exception:
+            log.failure(
+                "{session}: session filter failed on {event}",
+                session=self.sessionId,
+                event=notification.event.name,
+            )
+
+    def _actionFinished(self, _: object, action: _Action) -> None:
+        if action in self._actions:
+            self._actions.remove(action)
+
+    def _cancelActions(self) -> None:
+        for action in list(self._actions):
+            action.cancel()
+
+    def _primaryClosed(self, counts: ByteCounts, reason: str | None) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self._cancelActions()
+        log.info(
+            "{session}: closed ({reason}); {fromClient} bytes from client, "
+            "{fromServer} from server",
+            session=self.sessionId,
+            reason=reason or "normal close",
+            fromClient=counts.fromClient,
+            fromServer=counts.fromServer,
+        )
+        self._notify(
+            None,
+            FirewallNotification(
+                FirewallEvent.CONNECTION_TERMINATING,
+                None,
+                clientAddress=self.clientAddress,
+                serverAddress=self.serverAddress,
+                counts=counts,
+                reason=reason,
+            ),
+        )
+        if self._sessionFilter is not None:
+            try:
+                self._sessionFilter.detach()
+            except Exception:
+                log.failure("{session}: session filter failed to detach", session=self.sessionId)
+        if self._onClosed is not None:
+            self._onClosed(self)
+        waiters, self._closeWaiters = self._closeWaiters, []
+        for waiter in waiters:
+            waiter.callback(None)
+
+
+def describeConnectFailure(failure: Failure, target: Address, timeout: float) -> str:
+    """One line saying why connecting to C{target} failed, fit for a log and a reply."""
+    if failure.check(error.TimeoutError):
+        return f"connecting to {target} timed out after {timeout:g} s"
+    if failure.check(error.ConnectionRefusedError):
+        return f"connection to {target} refused"
+    if failure.check(error.DNSLookupError):
+        return f"cannot resolve {target.host}"
+    if failure.check(error.NoRouteError):
+        return f"no route to {target}"
+    return f"cannot connect to {target}: {failure.getErrorMessage()}"

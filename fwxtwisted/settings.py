@@ -1,0 +1,24 @@
+"""GatewaySettings: the gateway-wide knobs every session reads."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class GatewaySettings:
+    """Timeouts, port ranges, external addresses and switches shared by all listeners."""
+
+    #: Seconds an outbound connect (upstream or redirect) may take.
+    connectTimeout: float = 10.0
+    #: Seconds an unused permission with RedirectFlags.TIMEOUT stays open (the SDK's minute).
+    redirectTimeout: float = 60.0
+    #: Seconds a UDP mapping lives without a datagram either way.
+    udpIdleTimeout: float = 60.0
+    #: Move unfiltered plain TCP relays with splice(2) where the OS allows.
+    fastPath: bool = True
+    #: Port ranges per local IP ("*" for the rest), inclusive.
+    portRanges: Mapping[str, tuple[int, int]] = field(default_factory=dict)
+    #: The pool sessions take their external (source) IP from, round-robin.
+    externalAddresses: tuple[str, ...] = ()

@@ -1,0 +1,113 @@
+"""twistd integration: C{twistd fwx} options and makeService."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Mapping
+from typing import Any
+
+from twisted.application.service import IService, MultiService
+from twisted.python import usage
+
+from fwxtwisted.config import GatewayConfig, loadConfig, parseConfig
+from fwxtwisted.errors import ConfigError
+from fwxtwisted.gateway import Gateway
+from fwxtwisted.interfaces import IFilter
+from fwxtwisted.registry import ProtocolRegistry, discoverFilters
+from fwxtwisted.service import BoundListener, FirewallService, ListenError
+
+
+class Options(usage.Options):
+    """twistd fwx --config FILE, or twistd fwx FILTER [options] for a single listener."""
+
+    synopsis = "[--config FILE | FILTER [options]]"
+    longdesc = (
+        "fwxtwisted application-level gateway. Either give a TOML configuration with "
+        "--config, or a filter command for one listener; 'twistd fwx FILTER --help' "
+        "lists that filter's options."
+    )
+    optParameters: list[list[Any]] = [
+        ["config", "c", None, "TOML configuration file (listeners, filters, addresses)."],
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.filters = discoverFilters()
+
+    @property
+    def subCommands(self) -> list[tuple[str, None, Any, str]]:  # type: ignore[override]
+        commands = []
+        for name, filterPlugin in sorted(self.filters.items()):
+            if filterPlugin.commandLineOptions() is not None:
+                commands.append(
+                    (name, None, filterPlugin.commandLineOptions, filterPlugin.description)
+                )
+        return commands
+
+    def postOptions(self) -> None:
+        if self.subCommand is None and not self["config"]:
+            names = ", ".join(sorted(self.filters))
+            raise usage.UsageError(f"give --config FILE, or a filter command ({names})")
+        if self.subCommand is not None and self["config"]:
+            raise usage.UsageError("give either --config or a filter command, not both")
+
+
+def configFromOptions(options: Options) -> GatewayConfig:
+    """The configuration the options name. @raise ConfigError."""
+    if options.subCommand is not None:
+        sub = options.subOptions
+        table: dict[str, object] = dict(sub.gatewayTable())
+        table["listeners"] = [sub.listenerConfig()]
+        return parseConfig(table, "command line")
+    return loadConfig(options["config"])
+
+
+def buildService(
+    config: GatewayConfig, filters: Mapping[str, IFilter], reactor: Any = None
+) -> FirewallService:
+    """A FirewallService for C{config}. @raise ConfigError: unknown filter or option."""
+    if reactor is None:
+        from twisted.internet import reactor as globalReactor
+
+        reactor = globalReactor
+    registry = ProtocolRegistry()
+    discoverFilters(filters.values(), registry)
+    bound = []
+    for index, listener in enumerate(config.listeners):
+        where = f"{config.source}: listeners[{index}]"
+        filterPlugin = filters.get(listener.filter)
+        if filterPlugin is None:
+            known = ", ".join(sorted(filters)) or "none"
+            raise ConfigError(
+                f"{where}.filter: unknown filter {listener.filter!r} (known: {known})"
+            )
+        try:
+            parsed = filterPlugin.parseOptions(listener.options)
+        except ConfigError as e:
+            raise ConfigError(f"{where}.{e}") from None
+        bound.append(BoundListener(listener, filterPlugin, parsed))
+    return FirewallService(Gateway(reactor, config.settings), bound)
+
+
+class _CommandLineService(MultiService):
+    """Turns a listener that cannot open into one line on stderr and exit status 1."""
+
+    def privilegedStartService(self) -> None:
+        try:
+            super().privilegedStartService()
+        except ListenError as e:
+            sys.stderr.write(f"fwx: {e}\n")
+            raise SystemExit(1) from None
+
+
+def makeService(options: Options) -> IService:
+    """twistd's entry point: a config error is one line on stderr and exit status 1."""
+    try:
+        config = configFromOptions(options)
+        firewall = buildService(config, options.filters)
+    except ConfigError as e:
+        sys.stderr.write(f"fwx: {e}\n")
+        raise SystemExit(1) from None
+    top = _CommandLineService()
+    firewall.setServiceParent(top)
+    return top

@@ -1,0 +1,248 @@
+"""UDPRedirectAction: a UDP permission mapping the expected peer to a connect address."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IDelayedCall, IListeningPort
+from twisted.internet.protocol import DatagramProtocol
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from fwxtwisted.address import Address, normalizeHost
+from fwxtwisted.gateway import Gateway
+from fwxtwisted.interfaces import (
+    ActionState,
+    ByteCounts,
+    FirewallEvent,
+    FirewallNotification,
+    IFirewallAction,
+    RedirectFlags,
+    Transport,
+)
+
+log = Logger()
+
+Notify = Callable[[FirewallNotification], None]
+
+
+class _Inbound(DatagramProtocol):
+    """The internal (peer-facing) socket."""
+
+    def __init__(self, action: UDPRedirectAction) -> None:
+        self._action = action
+
+    def datagramReceived(self, datagram: bytes, addr: tuple[str, int]) -> None:
+        self._action._fromPeer(datagram, Address(normalizeHost(addr[0]), addr[1]))
+
+
+class _Mapping(DatagramProtocol):
+    """One peer's outbound socket, bound on the external IP; replies come back here."""
+
+    def __init__(self, action: UDPRedirectAction, peer: Address) -> None:
+        self.action = action
+        self.peer = peer
+        self.fromPeer = 0
+        self.fromServer = 0
+        self.port: IListeningPort | None = None
+        self.idle: IDelayedCall | None = None
+
+    def datagramReceived(self, datagram: bytes, addr: tuple[str, int]) -> None:
+        self.action._fromServer(self, datagram, Address(normalizeHost(addr[0]), addr[1]))
+
+
+@implementer(IFirewallAction)
+class UDPRedirectAction:
+    """A UDP permission: datagrams from the expected peer's IP to the internal port go to
+    the connect address from a socket on the external IP; replies go back to the peer.
+
+    Each peer (IP, port) gets its own mapping, closed after the idle timeout.  Without
+    ALLOW_MULTIPLE only the first peer port is mapped.
+    """
+
+    transport = Transport.UDP
+
+    def __init__(
+        self,
+        gateway: Gateway,
+        connectAddress: Address,
+        externalAddress: str | None,
+        expectedPeer: str,
+        flags: RedirectFlags,
+        context: object,
+        notify: Notify,
+        label: str = "",
+    ) -> None:
+        self._gateway = gateway
+        self.connectAddress = connectAddress
+        self.externalAddress = externalAddress
+        self.expectedPeer = normalizeHost(expectedPeer)
+        self.flags = flags
+        self.context = context
+        self._notify = notify
+        self._label = label
+        self.internalAddress: Address | None = None
+        self.state = ActionState.LISTENING
+        self.connectionCount = 0
+        self.refusedCount = 0
+        self._port: IListeningPort | None = None
+        self._timer: IDelayedCall | None = None
+        self._mappings: dict[Address, _Mapping] = {}
+        self._waiters: list[Deferred[ActionState]] = []
+        self._done = False
+
+    def bind(self, host: str, port: int) -> IListeningPort:
+        """Listen on C{host}:C{port}; raises C{CannotListenError} when it is taken."""
+        listening: IListeningPort = self._gateway.reactor.listenUDP(
+            port, _Inbound(self), interface=host
+        )
+        self._port = listening
+        self.internalAddress = Address(host, listening.getHost().port)  # type: ignore[attr-defined]
+        return listening
+
+    def start(self, timeout: float) -> None:
+        """Arm the expiry timer when the permission was granted with TIMEOUT."""
+        if RedirectFlags.TIMEOUT in self.flags:
+            self._timer = self._gateway.clock.callLater(timeout, self._expire)
+
+    def cancel(self) -> None:
+        if self.state in (ActionState.LISTENING, ActionState.USED):
+            self.state = ActionState.CANCELLED
+        for mapping in list(self._mappings.values()):
+            self._closeMapping(mapping, "permission cancelled")
+        self._closeInbound()
+        self._checkDone()
+
+    def whenFinished(self) -> Deferred[ActionState]:
+        if self._done:
+            return succeed(self.state)
+        waiter: Deferred[ActionState] = Deferred()
+        self._waiters.append(waiter)
+        return waiter
+
+    # Datagrams.
+
+    def _fromPeer(self, datagram: bytes, peer: Address) -> None:
+        mapping = self._mappings.get(peer)
+        if mapping is None:
+            mapping = self._newMapping(peer)
+            if mapping is None:
+                return
+        mapping.fromPeer += len(datagram)
+        self._touch(mapping)
+        if mapping.port is not None:
+            mapping.port.write(datagram, (self.connectAddress.host, self.connectAddress.port))  # type: ignore[attr-defined]
+
+    def _fromServer(self, mapping: _Mapping, datagram: bytes, source: Address) -> None:
+        if source != self.connectAddress or self._port is None:
+            return
+        mapping.fromServer += len(datagram)
+        self._touch(mapping)
+        self._port.write(datagram, (mapping.peer.host, mapping.peer.port))  # type: ignore[attr-defined]
+
+    def _newMapping(self, peer: Address) -> _Mapping | None:
+        if peer.host != self.expectedPeer:
+            self._refuse(peer, "wrong peer")
+            return None
+        if self.state is not ActionState.LISTENING:
+            self._refuse(peer, "permission already used")
+            return None
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+        if RedirectFlags.ALLOW_MULTIPLE not in self.flags:
+            self.state = ActionState.USED
+        mapping = _Mapping(self, peer)
+        bindHost = self.externalAddress
+        if bindHost is None or (":" in bindHost) != self.connectAddress.isIPv6:
+            bindHost = "::" if self.connectAddress.isIPv6 else "0.0.0.0"
+        mapping.port = self._gateway.reactor.listenUDP(0, mapping, interface=bindHost)
+        self._mappings[peer] = mapping
+        self.connectionCount += 1
+        self._emit(FirewallEvent.UDP_DESTINATION, peer)
+        return mapping
+
+    def _refuse(self, peer: Address, reason: str) -> None:
+        self.refusedCount += 1
+        log.warn(
+            "{label}: refused datagram from {peer} to {internal}: {reason}",
+            label=self._label,
+            peer=str(peer),
+            internal=str(self.internalAddress),
+            reason=reason,
+        )
+        self._emit(FirewallEvent.REFUSED_CONNECTION, peer, reason=reason)
+
+    def _touch(self, mapping: _Mapping) -> None:
+        timeout = self._gateway.settings.udpIdleTimeout
+        if mapping.idle is not None and mapping.idle.active():
+            mapping.idle.reset(timeout)
+        else:
+            mapping.idle = self._gateway.clock.callLater(
+                timeout, self._closeMapping, mapping, "idle timeout"
+            )
+
+    def _closeMapping(self, mapping: _Mapping, reason: str) -> None:
+        if self._mappings.pop(mapping.peer, None) is None:
+            return
+        if mapping.idle is not None and mapping.idle.active():
+            mapping.idle.cancel()
+        if mapping.port is not None:
+            mapping.port.stopListening()
+            mapping.port = None
+        self._emit(
+            FirewallEvent.CONNECTION_TERMINATING,
+            mapping.peer,
+            counts=ByteCounts(mapping.fromPeer, mapping.fromServer),
+            reason=reason,
+        )
+        if self.state is ActionState.USED and not self._mappings:
+            self._closeInbound()
+        self._checkDone()
+
+    def _expire(self) -> None:
+        self._timer = None
+        if self.state is not ActionState.LISTENING or self._mappings:
+            return
+        self.state = ActionState.EXPIRED
+        self._closeInbound()
+        self._emit(FirewallEvent.PERMISSION_EXPIRED, None, reason="timeout")
+        self._checkDone()
+
+    def _closeInbound(self) -> None:
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+        if self._port is not None:
+            port, self._port = self._port, None
+            port.stopListening()
+
+    def _emit(
+        self,
+        event: FirewallEvent,
+        peer: Address | None,
+        counts: ByteCounts | None = None,
+        reason: str | None = None,
+    ) -> None:
+        self._notify(
+            FirewallNotification(
+                event=event,
+                action=self,
+                context=self.context,
+                clientAddress=peer,
+                serverAddress=self.connectAddress,
+                counts=counts or ByteCounts(),
+                reason=reason,
+            )
+        )
+
+    def _checkDone(self) -> None:
+        if self._done or self._port is not None or self._mappings:
+            return
+        if self.state is ActionState.LISTENING:
+            return
+        self._done = True
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            waiter.callback(self.state)

@@ -1,0 +1,14 @@
+"""twisted plugins of fwxtwisted: the `fwx` twistd command and the built-in filters."""
+
+from twisted.application.service import ServiceMaker
+
+from fwxtwisted.filters.tcp import tcpFilter
+
+fwx = ServiceMaker(
+    "fwxtwisted gateway",
+    "fwxtwisted.tap",
+    "Application-level gateway: filters that follow secondary connections (FTP, ...).",
+    "fwx",
+)
+
+__all__ = ["fwx", "tcpFilter"]
