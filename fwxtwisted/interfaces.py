@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from twisted.internet.defer import Deferred
+from twisted.plugin import IPlugin
 from twisted.python import usage
 from zope.interface import Attribute, Interface
 
@@ -138,6 +139,30 @@ class Redirection:
     actions: Sequence[IFirewallAction]
 
 
+@dataclass(frozen=True)
+class Listen:
+    """A leg of L{ISession.joinConnections} that the gateway accepts: on C{host}
+    (port 0 = allocate from the range), from C{expectedPeer} only."""
+
+    host: str
+    expectedPeer: str
+    port: int = 0
+    #: Allocate from this inclusive range instead of the one configured for C{host}.
+    portRange: tuple[int, int] | None = None
+
+
+@dataclass(frozen=True)
+class Connect:
+    """A leg of L{ISession.joinConnections} that the gateway connects: to C{address},
+    leaving from C{sourceHost} (None: the OS chooses)."""
+
+    address: Address
+    sourceHost: str | None = None
+
+
+LegSpec = Listen | Connect
+
+
 class IFirewallAction(Interface):
     """A granted permission: a listener (TCP) or a datagram mapping (UDP) (IFWXFirewallAction)."""
 
@@ -160,6 +185,15 @@ class IFirewallAction(Interface):
     def whenFinished() -> Deferred[ActionState]:
         """A Deferred that fires with the final state once the listener is closed and every
         connection the permission owns is over."""
+
+
+class IJoin(IFirewallAction):
+    """The permission made by L{ISession.joinConnections}."""
+
+    listeningAddresses = Attribute(
+        "Dict from side ('client' or 'server' L{fwxtwisted.relay.Side}) to the L{Address} "
+        "bound for each accepted leg."
+    )
 
 
 class IDataChannel(Interface):
@@ -227,6 +261,13 @@ class ISession(Interface):
     defaultUpstream = Attribute("L{Address} configured for the listener, or None.")
     options = Attribute("The listener's options, as parsed by L{IFilter.parseOptions}.")
     closed = Attribute("True once the session is over.")
+    clock = Attribute("C{IReactorTime} for the filter's own timers (injected; fake in tests).")
+
+    def resolveHost(host: str) -> Deferred[str]:
+        """The IP of C{host} (an IP literal comes back normalized, a name is resolved).
+
+        The Deferred fails with C{DNSLookupError} when a name does not resolve.
+        """
 
     def connectUpstream(address: Address | None = None) -> Deferred[Address]:
         """Connect the primary's server leg, from the session's external address.
@@ -251,6 +292,7 @@ class ISession(Interface):
         sessionFilter: ISessionFilter | None = None,
         context: object = None,
         expectedPeer: str | None = None,
+        portRange: tuple[int, int] | None = None,
     ) -> Deferred[Redirection]:
         """Grant N permissions: listen on N consecutive ports, relay each to its connect
         address (IFWXSession::RedirectConnections).
@@ -261,10 +303,29 @@ class ISession(Interface):
         @param proxyExternalAddress: source IP of the outbound legs; the session's
             external address by default.
         @param expectedPeer: the only IP accepted; the session's client IP by default.
+        @param portRange: allocate from this inclusive range instead of the one
+            configured for the listening IP (e.g. an FTP listener's passive ports).
         @param sessionFilter: receives L{FirewallNotification}s with C{context}.
         @return: a Deferred firing with a L{Redirection} once every listener is bound.
             It fails with C{PortRangeExhausted}, C{PortUnavailable} (an explicit port is
             taken) or C{SessionClosed}.
+        """
+
+    def joinConnections(
+        client: LegSpec,
+        server: LegSpec,
+        flags: RedirectFlags = RedirectFlags.TIMEOUT,
+        sessionFilter: ISessionFilter | None = None,
+        context: object = None,
+    ) -> Deferred[IJoin]:
+        """Relay one connection between two legs that are each accepted (L{Listen}) or
+        connected (L{Connect}).
+
+        redirectConnections always accepts one leg and connects the other; translating
+        FTP data-channel modes needs both accepted, or both connected.  Single use.
+
+        @return: a Deferred firing with the action once its listening legs are bound;
+            their addresses are in C{action.listeningAddresses} by side.
         """
 
     def close(reason: str | None = None) -> None:
@@ -274,8 +335,9 @@ class ISession(Interface):
         """A Deferred firing once the session is fully over."""
 
 
-class IFilter(Interface):
-    """An application filter (IFWXFilter), found as a twisted plugin."""
+class IFilter(IPlugin):
+    """An application filter (IFWXFilter), found as a twisted plugin (so it is an
+    C{IPlugin} too: getPlugins finds only those)."""
 
     name = Attribute("Short name used on the command line and in config (str).")
     description = Attribute("One line for --help (str).")

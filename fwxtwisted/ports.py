@@ -40,16 +40,23 @@ class PortAllocator:
         """The (low, high) inclusive range configured for C{ip}."""
         return self._ranges.get(ip, self._ranges[ANY_IP])
 
-    def bindRun(self, ip: str, count: int, bind: Callable[[int, int], T]) -> list[T]:
+    def bindRun(
+        self,
+        ip: str,
+        count: int,
+        bind: Callable[[int, int], T],
+        portRange: tuple[int, int] | None = None,
+    ) -> list[T]:
         """Bind C{count} consecutive ports on C{ip} with C{bind}.
 
         C{bind(index, port)} binds the index-th port of the run; it raises
         C{CannotListenError} for a port that is taken, with no lasting effect then.
-        Ports of a failed run are released with C{.stopListening()}.
+        Ports of a failed run are released with C{.stopListening()}.  C{portRange}
+        overrides the range configured for C{ip}.
 
         @raise PortRangeExhausted: no run of C{count} free ports is left in the range.
         """
-        low, high = self.rangeFor(ip)
+        low, high = portRange if portRange is not None else self.rangeFor(ip)
         size = high - low + 1
         if count < 1:
             raise ValueError("count must be at least 1")

@@ -106,7 +106,7 @@ class Relay:
         self._eofSent: set[Direction] = set()
         self._fromClient = 0
         self._fromServer = 0
-        self._connecting: Deferred[object] | None = None
+        self._connecting: list[Deferred[object]] = []
         self._closeReason: str | None = None
         self._finished = False
         self.established = False
@@ -131,10 +131,11 @@ class Relay:
 
     def connecting(self, attempt: Deferred[object]) -> None:
         """Remember an outbound connect in flight, to cancel it if the relay ends first."""
-        self._connecting = attempt
+        self._connecting.append(attempt)
 
         def done(result: object) -> object:
-            self._connecting = None
+            if attempt in self._connecting:
+                self._connecting.remove(attempt)
             return result
 
         attempt.addBoth(done)
@@ -154,8 +155,7 @@ class Relay:
         """Close both legs now and cancel a connect in flight."""
         if self._closeReason is None:
             self._closeReason = reason
-        if self._connecting is not None:
-            self._connecting.cancel()
+        self._cancelConnecting()
         for side, leg in list(self._legs.items()):
             if side not in self._lost and leg.transport is not None:
                 leg.transport.abortConnection()  # type: ignore[attr-defined]
@@ -165,8 +165,7 @@ class Relay:
         """Close both legs after flushing what is already written to them."""
         if self._closeReason is None:
             self._closeReason = reason
-        if self._connecting is not None:
-            self._connecting.cancel()
+        self._cancelConnecting()
         for side, leg in list(self._legs.items()):
             if side not in self._lost and leg.transport is not None:
                 leg.transport.loseConnection()
@@ -176,6 +175,10 @@ class Relay:
         """The outbound leg will never come: close the other side."""
         self._lost.add(Side.SERVER)
         self.close(reason)
+
+    def _cancelConnecting(self) -> None:
+        for attempt in list(self._connecting):
+            attempt.cancel()
 
     # Called by the legs.
 
@@ -227,8 +230,8 @@ class Relay:
         otherLeg = self._legs.get(other)
         if otherLeg is not None and other not in self._lost and otherLeg.transport is not None:
             otherLeg.transport.loseConnection()
-        elif otherLeg is None and self._connecting is not None:
-            self._connecting.cancel()
+        elif otherLeg is None:
+            self._cancelConnecting()
         self._maybeFinish()
 
     # The filter chain.
@@ -322,7 +325,7 @@ class Relay:
         for side in Side:
             if side in self._legs and side not in self._lost:
                 return
-        if self._connecting is not None:
+        if self._connecting:
             return
         if not self._legs and self._closeReason is None:
             return

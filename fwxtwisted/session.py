@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from twisted.internet import error
 from twisted.internet.defer import CancelledError, Deferred, fail, succeed
@@ -11,7 +12,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from fwxtwisted.address import Address
+from fwxtwisted.address import Address, isIPLiteral, normalizeHost
 from fwxtwisted.connect import connectFrom
 from fwxtwisted.errors import FWXError, PortRangeExhausted, SessionClosed, UpstreamTimeout
 from fwxtwisted.gateway import Gateway
@@ -20,19 +21,24 @@ from fwxtwisted.interfaces import (
     FirewallEvent,
     FirewallNotification,
     IDataFilter,
+    IJoin,
     ISession,
     ISessionFilter,
+    LegSpec,
+    Listen,
     RedirectFlags,
     Redirection,
     Transport,
 )
+from fwxtwisted.join import JoinAction
 from fwxtwisted.redirect import TCPRedirectAction
 from fwxtwisted.relay import Relay, RelayLeg, Side
 from fwxtwisted.udp import UDPRedirectAction
 
 log = Logger()
 
-_Action = TCPRedirectAction | UDPRedirectAction
+_Redirect = TCPRedirectAction | UDPRedirectAction
+_Action = _Redirect | JoinAction
 
 
 @implementer(ISession)
@@ -78,6 +84,17 @@ class Session:
         self._sessionFilter = sessionFilter
         if self.internalAddress is not None:
             self._started()
+
+    @property
+    def clock(self) -> Any:
+        """The gateway's clock, for the filter's own timers."""
+        return self._gateway.clock
+
+    def resolveHost(self, host: str) -> Deferred[str]:
+        if isIPLiteral(host):
+            return succeed(normalizeHost(host))
+        resolved: Deferred[str] = self._gateway.reactor.resolve(host)
+        return resolved
 
     @property
     def actions(self) -> Sequence[_Action]:
@@ -162,6 +179,7 @@ class Session:
         sessionFilter: ISessionFilter | None = None,
         context: object = None,
         expectedPeer: str | None = None,
+        portRange: tuple[int, int] | None = None,
     ) -> Deferred[Redirection]:
         if self.closed:
             return fail(SessionClosed(f"session {self.sessionId} is closed"))
@@ -177,10 +195,10 @@ class Session:
         )
         peer = expectedPeer if expectedPeer is not None else self.clientAddress.host
         target = sessionFilter if sessionFilter is not None else self._sessionFilter
-        actionType: type[_Action] = (
+        actionType: type[_Redirect] = (
             TCPRedirectAction if transport is Transport.TCP else UDPRedirectAction
         )
-        actions: list[_Action] = [
+        actions: list[_Redirect] = [
             actionType(
                 self._gateway,
                 connectAddress,
@@ -204,7 +222,10 @@ class Session:
                 )
             else:
                 ports.bindRun(
-                    listenHost, len(actions), lambda i, port: actions[i].bind(listenHost, port)
+                    listenHost,
+                    len(actions),
+                    lambda i, port: actions[i].bind(listenHost, port),
+                    portRange,
                 )
         except (PortRangeExhausted, FWXError) as e:
             log.warn("{session}: redirect refused: {error}", session=self.sessionId, error=str(e))
@@ -222,6 +243,52 @@ class Session:
             targets=", ".join(str(a) for a in connectAddresses),
         )
         return succeed(Redirection(first, tuple(actions)))
+
+    def joinConnections(
+        self,
+        client: LegSpec,
+        server: LegSpec,
+        flags: RedirectFlags = RedirectFlags.TIMEOUT,
+        sessionFilter: ISessionFilter | None = None,
+        context: object = None,
+    ) -> Deferred[IJoin]:
+        """Relay one connection between two legs, each accepted (L{Listen}) or connected
+        (L{Connect}): the shapes redirectConnections cannot make.
+
+        @return: a Deferred firing with the action once its listening legs are bound
+            (see C{action.listeningAddresses}); it fails like redirectConnections.
+        """
+        if self.closed:
+            return fail(SessionClosed(f"session {self.sessionId} is closed"))
+        target = sessionFilter if sessionFilter is not None else self._sessionFilter
+        action = JoinAction(
+            self._gateway,
+            client,
+            server,
+            flags,
+            context,
+            lambda notification: self._notify(target, notification),
+            label=self.sessionId,
+        )
+        ports = self._gateway.ports
+        try:
+            for side in action.listeningSides():
+                spec = client if side is Side.CLIENT else server
+                assert isinstance(spec, Listen)
+                bindOne = lambda i, port, side=side: action.bind(side, port)  # noqa: E731
+                if spec.port:
+                    ports.bindExact(spec.host, spec.port, 1, bindOne)
+                else:
+                    ports.bindRun(spec.host, 1, bindOne, spec.portRange)
+        except FWXError as e:
+            action.cancel()
+            log.warn("{session}: data join refused: {error}", session=self.sessionId, error=str(e))
+            return fail(e)
+        action.start(self._gateway.settings.redirectTimeout)
+        self._actions.append(action)
+        action.whenFinished().addCallback(self._actionFinished, action)
+        joined: Deferred[IJoin] = succeed(action)
+        return joined
 
     def close(self, reason: str | None = None) -> None:
         if self.closed:

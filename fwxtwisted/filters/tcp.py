@@ -5,7 +5,6 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping
 
-from twisted.plugin import IPlugin
 from twisted.python import usage
 from zope.interface import implementer
 
@@ -30,7 +29,7 @@ class TCPCommandOptions(GatewayCommandOptions):
             raise usage.UsageError("--upstream ENDPOINT is required")
 
 
-@implementer(IPlugin, IFilter)
+@implementer(IFilter)
 class TCPForwardFilter:
     """Forwards each primary connection to the listener's upstream, unchanged."""
 
