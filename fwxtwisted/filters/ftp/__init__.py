@@ -1,0 +1,1 @@
+"""The FTP filter and its sans-I/O control-channel parser."""
