@@ -1,0 +1,754 @@
+"""Fakes for filter authors: FakeSession and FakeFirewallAction, for tests with no network."""
+
+from __future__ import annotations
+
+import itertools
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.error import ConnectionRefusedError, DNSLookupError
+from twisted.internet.task import Clock
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from fwxtwisted.address import Address, isIPLiteral, normalizeHost
+from fwxtwisted.errors import SessionClosed
+from fwxtwisted.interfaces import (
+    ActionState,
+    Connect,
+    Direction,
+    FirewallNotification,
+    IDataChannel,
+    IDataFilter,
+    IFilter,
+    IFirewallAction,
+    IJoin,
+    ISession,
+    ISessionFilter,
+    LegSpec,
+    Listen,
+    RedirectFlags,
+    Redirection,
+    Transport,
+)
+from fwxtwisted.relay import Side
+
+__all__ = [
+    "DEFAULT_CLIENT",
+    "DEFAULT_EXTERNAL_IP",
+    "DEFAULT_INTERNAL",
+    "DEFAULT_UPSTREAM",
+    "AttachedDataFilter",
+    "FakeFirewallAction",
+    "FakeJoin",
+    "FakeSession",
+    "JoinCall",
+    "RedirectCall",
+    "UpstreamConnect",
+]
+
+_SESSION_NUMBERS = itertools.count(1)
+
+# Documentation addresses (RFC 5737), so a fake never looks like a real host.
+DEFAULT_CLIENT = Address("192.0.2.10", 50000)
+DEFAULT_INTERNAL = Address("198.51.100.1", 2100)
+DEFAULT_EXTERNAL_IP = "203.0.113.1"
+DEFAULT_UPSTREAM = Address("203.0.113.50", 2100)
+
+
+class _FakePermission:
+    """The life of a fake permission, moved by the test.
+
+    L{cancel} behaves as the real one (idempotent, no effect once finished); L{accept},
+    L{expire} and L{finish} stand in for what the gateway's listener would do.
+
+    @ivar cancelCalls: how many times L{cancel} was called, effective or not.
+    @ivar finished: True once L{whenFinished} has fired (or would fire at once).
+    """
+
+    def __init__(self, flags: RedirectFlags, context: object) -> None:
+        self.flags = flags
+        self.context = context
+        self.state = ActionState.LISTENING
+        self.connectionCount = 0
+        self.cancelCalls = 0
+        self.finished = False
+        self._finishWaiters: list[Deferred[ActionState]] = []
+
+    def cancel(self) -> None:
+        """Withdraw the permission: state CANCELLED and finished, unless already finished."""
+        self.cancelCalls += 1
+        if self.finished or self.state in (ActionState.CANCELLED, ActionState.EXPIRED):
+            return
+        self.state = ActionState.CANCELLED
+        self.finish()
+
+    def whenFinished(self) -> Deferred[ActionState]:
+        """A Deferred firing with the final state once L{finish} (or cancel/expire) ran."""
+        if self.finished:
+            return succeed(self.state)
+        waiter: Deferred[ActionState] = Deferred()
+        self._finishWaiters.append(waiter)
+        return waiter
+
+    def accept(self) -> None:
+        """Play the listener taking a connection: count it, and a single-use permission
+        becomes USED."""
+        if self.state is not ActionState.LISTENING:
+            raise RuntimeError(f"{self!r} is not listening")
+        self.connectionCount += 1
+        if not self.flags & RedirectFlags.ALLOW_MULTIPLE:
+            self.state = ActionState.USED
+
+    def expire(self) -> None:
+        """Play the redirect timeout: an unused permission becomes EXPIRED and finishes.
+
+        Only the state changes; deliver the PERMISSION_EXPIRED notification with
+        L{FakeSession.fireEvent} if the filter should see it.
+        """
+        if self.state is not ActionState.LISTENING:
+            raise RuntimeError(f"{self!r} is not listening")
+        self.state = ActionState.EXPIRED
+        self.finish()
+
+    def finish(self) -> None:
+        """Play the last connection ending: fire L{whenFinished} with the current state."""
+        if self.finished:
+            return
+        self.finished = True
+        waiters, self._finishWaiters = self._finishWaiters, []
+        for waiter in waiters:
+            waiter.callback(self.state)
+
+
+@implementer(IFirewallAction)
+class FakeFirewallAction(_FakePermission):
+    """An L{IFirewallAction} with no listener behind it; the test moves its state."""
+
+    def __init__(
+        self,
+        internalAddress: Address,
+        connectAddress: Address,
+        transport: Transport = Transport.TCP,
+        externalAddress: str | None = None,
+        expectedPeer: str | None = None,
+        flags: RedirectFlags = RedirectFlags.TIMEOUT,
+        context: object = None,
+    ) -> None:
+        super().__init__(flags, context)
+        self.transport = transport
+        self.internalAddress = internalAddress
+        self.connectAddress = connectAddress
+        self.externalAddress = externalAddress
+        self.expectedPeer = expectedPeer
+
+    def __repr__(self) -> str:
+        return (
+            f"<FakeFirewallAction {self.internalAddress} -> {self.connectAddress}"
+            f" {self.state.value}>"
+        )
+
+
+@implementer(IJoin)
+class FakeJoin(_FakePermission):
+    """An L{IJoin} with no legs behind it; the test moves its state.
+
+    The redirect-shaped attributes are derived from the legs as the real join does.
+    """
+
+    transport = Transport.TCP
+
+    def __init__(
+        self,
+        client: LegSpec,
+        server: LegSpec,
+        listeningAddresses: Mapping[Side, Address],
+        flags: RedirectFlags = RedirectFlags.TIMEOUT,
+        context: object = None,
+    ) -> None:
+        super().__init__(flags, context)
+        self.client = client
+        self.server = server
+        self.listeningAddresses = dict(listeningAddresses)
+
+    def __repr__(self) -> str:
+        return f"<FakeJoin {self.client} <-> {self.server} {self.state.value}>"
+
+    @property
+    def internalAddress(self) -> Address | None:
+        """The client-side listening address, else the server-side one."""
+        return self.listeningAddresses.get(Side.CLIENT) or self.listeningAddresses.get(Side.SERVER)
+
+    @property
+    def connectAddress(self) -> Address | None:
+        """The server-side leg's address when the gateway connects it."""
+        return self.server.address if isinstance(self.server, Connect) else None
+
+    @property
+    def externalAddress(self) -> str | None:
+        """Where the server-side leg leaves from, or is accepted on."""
+        if isinstance(self.server, Connect):
+            return self.server.sourceHost
+        return self.server.host
+
+    @property
+    def expectedPeer(self) -> str | None:
+        """The peer the client-side leg accepts, when it listens."""
+        return self.client.expectedPeer if isinstance(self.client, Listen) else None
+
+
+@dataclass
+class RedirectCall:
+    """One call to L{FakeSession.redirectConnections}: its arguments and its Deferred.
+
+    The test answers it with L{grant}, L{succeed} or L{fail}.
+    """
+
+    connectAddresses: Sequence[Address]
+    internalAddress: Address | None
+    proxyExternalAddress: str | None
+    transport: Transport
+    flags: RedirectFlags
+    protocolId: uuid.UUID | None
+    sessionFilter: ISessionFilter | None
+    context: object
+    expectedPeer: str | None
+    portRange: tuple[int, int] | None
+    #: What redirectConnections returned to the filter.
+    deferred: Deferred[Redirection] = field(repr=False)
+    session: FakeSession = field(repr=False, compare=False)
+    #: The Redirection the call succeeded with, once it did.
+    redirection: Redirection | None = None
+
+    @property
+    def pending(self) -> bool:
+        """True until the Deferred has fired."""
+        return not self.deferred.called
+
+    def succeed(self, redirection: Redirection) -> None:
+        """Fire the Deferred with C{redirection}; the session then owns its actions and
+        cancels them when it closes.
+
+        @raise ValueError: not one action per connect address.
+        """
+        if len(redirection.actions) != len(self.connectAddresses):
+            raise ValueError(
+                f"{len(redirection.actions)} actions for "
+                f"{len(self.connectAddresses)} connect addresses"
+            )
+        self.redirection = redirection
+        self.session.actions.extend(redirection.actions)
+        self.deferred.callback(redirection)
+
+    def fail(self, reason: BaseException | Failure) -> None:
+        """Fail the Deferred, e.g. with C{PortRangeExhausted("...")}."""
+        self.deferred.errback(reason)
+
+    def grant(self, internalPort: int | None = None) -> Redirection:
+        """Succeed as the gateway would: one L{FakeFirewallAction} per connect address,
+        listening on consecutive ports from C{internalPort}.
+
+        The listening host is the one asked for, else the session's internal IP; the
+        outbound IP and the expected peer default as L{ISession.redirectConnections}
+        documents.
+
+        @param internalPort: the first port; by default the port the filter asked for.
+        @return: the Redirection the filter was given.
+        @raise ValueError: no port given and the filter asked for none.
+        """
+        requested = self.internalAddress
+        if internalPort is None:
+            if requested is None or requested.port == 0:
+                raise ValueError("the filter asked for no port: pass internalPort")
+            internalPort = requested.port
+        host = requested.host if requested is not None and requested.host else None
+        base = Address(host or self.session.internalAddress.host, internalPort)
+        actions = [
+            FakeFirewallAction(
+                internalAddress=base.withPort(internalPort + index),
+                connectAddress=connectAddress,
+                transport=self.transport,
+                externalAddress=self.proxyExternalAddress or self.session.externalAddress,
+                expectedPeer=self.expectedPeer or self.session.clientAddress.host,
+                flags=self.flags,
+                context=self.context,
+            )
+            for index, connectAddress in enumerate(self.connectAddresses)
+        ]
+        redirection = Redirection(internalAddress=base, actions=actions)
+        self.succeed(redirection)
+        return redirection
+
+
+@dataclass
+class UpstreamConnect:
+    """One call to L{FakeSession.connectUpstream}."""
+
+    #: Where the filter asked to connect (the default upstream filled in).
+    address: Address
+    deferred: Deferred[Address] = field(repr=False)
+
+
+@dataclass
+class JoinCall:
+    """One call to L{FakeSession.joinConnections}; the test answers it with L{grant},
+    L{succeed} or L{fail}."""
+
+    client: LegSpec
+    server: LegSpec
+    flags: RedirectFlags
+    sessionFilter: ISessionFilter | None
+    context: object
+    deferred: Deferred[IJoin] = field(repr=False)
+    session: FakeSession = field(repr=False, compare=False)
+    #: The join the call succeeded with, once it did.
+    join: IJoin | None = None
+
+    @property
+    def pending(self) -> bool:
+        """True until the Deferred has fired."""
+        return not self.deferred.called
+
+    def succeed(self, join: IJoin) -> None:
+        """Fire the Deferred with C{join}, which the session then cancels at close."""
+        self.join = join
+        self.session.actions.append(join)
+        self.deferred.callback(join)
+
+    def fail(self, reason: BaseException | Failure) -> None:
+        """Fail the Deferred, e.g. with C{PortRangeExhausted("...")}."""
+        self.deferred.errback(reason)
+
+    def grant(self, clientPort: int | None = None, serverPort: int | None = None) -> FakeJoin:
+        """Succeed with a L{FakeJoin} whose listening legs are bound on the given ports.
+
+        @param clientPort: the client-side port if that leg listens; by default the port
+            its L{Listen} asked for.
+        @param serverPort: the same for the server side.
+        @raise ValueError: a listening leg has no port, given or asked for.
+        """
+        bound: dict[Side, Address] = {}
+        for side, spec, port in (
+            (Side.CLIENT, self.client, clientPort),
+            (Side.SERVER, self.server, serverPort),
+        ):
+            if not isinstance(spec, Listen):
+                continue
+            port = port or spec.port
+            if not port:
+                raise ValueError(f"the {side.value} leg asked for no port: pass one")
+            bound[side] = Address(spec.host, port)
+        join = FakeJoin(self.client, self.server, bound, self.flags, self.context)
+        self.succeed(join)
+        return join
+
+
+# Identity, not field equality: the same filter object may be attached twice.
+@dataclass(eq=False)
+class AttachedDataFilter:
+    """A data filter in the fake primary connection's chain."""
+
+    dataFilter: IDataFilter
+    priority: int
+    #: The channel the filter was given in C{attached}.
+    channel: IDataChannel = field(repr=False)
+    _eofSent: set[Direction] = field(default_factory=set, init=False, repr=False)
+
+
+@implementer(IDataChannel)
+class _StageChannel:
+    """What one data filter of the fake chain writes to."""
+
+    def __init__(self, session: FakeSession) -> None:
+        self._session = session
+        self.stage: AttachedDataFilter | None = None
+
+    def write(self, direction: Direction, data: bytes) -> None:
+        assert self.stage is not None
+        self._session._forward(self.stage, direction, data)
+
+    def writeEOF(self, direction: Direction) -> None:
+        assert self.stage is not None
+        self._session._forwardEOF(self.stage, direction)
+
+    def close(self, reason: str) -> None:
+        self._session.close(reason)
+
+
+@implementer(ISession)
+class FakeSession:
+    """An L{ISession} that records what the filter asks for and plays its primary
+    connection.
+
+    A test attaches the filter under test with L{attachFilter}, then plays both the
+    peers and the gateway::
+
+        session = FakeSession(defaultUpstream=Address("203.0.113.50", 21))
+        session.attachFilter(MyFilter())
+        session.succeedUpstream()
+        session.serverSends(b"227 Entering Passive Mode (203,0,113,50,39,16)\\r\\n")
+        session.redirectCalls[0].grant(40000)
+        assert session.toClient == b"227 Entering Passive Mode (198,51,100,1,156,64)\\r\\n"
+
+    Nothing fires by itself: every Deferred the filter gets waits for the test, so the
+    fake works the same under trial's C{SynchronousTestCase} and under plain pytest.
+
+    Bytes the test pushes in with L{clientSends} and L{serverSends} go through the
+    attached data filters in priority order (lower priorities see client bytes first
+    and server bytes last); what leaves the chain accumulates in L{toServer} and
+    L{toClient}.  Writes after the session closed are dropped, as a closed connection
+    would; writing after a half-close, or pushing bytes the test already half-closed,
+    raises C{RuntimeError} since a real peer never does it.
+
+    @ivar redirectCalls: every L{RedirectCall}, oldest first.
+    @ivar joinCalls: every L{JoinCall}, oldest first.
+    @ivar upstreamConnects: every L{UpstreamConnect}, oldest first.
+    @ivar actions: every action of a succeeded redirect or join; L{close} cancels them.
+    @ivar sessionFilter: the filter attached by L{attachFilter}, or set by the test.
+    @ivar toServer: bytes that left the chain toward the server.
+    @ivar toClient: bytes that left the chain toward the client.
+    @ivar toServerEOF: True once a half-close left the chain toward the server.
+    @ivar toClientEOF: True once a half-close left the chain toward the client.
+    @ivar closeReason: the reason given to the first L{close}.
+    """
+
+    def __init__(
+        self,
+        clientAddress: Address = DEFAULT_CLIENT,
+        internalAddress: Address = DEFAULT_INTERNAL,
+        externalAddress: str | None = DEFAULT_EXTERNAL_IP,
+        defaultUpstream: Address | None = DEFAULT_UPSTREAM,
+        options: object = None,
+        serverAddress: Address | None = None,
+        sessionId: str | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        self.sessionId = sessionId or f"fake-{next(_SESSION_NUMBERS)}"
+        #: The session's clock: a C{task.Clock} the test advances.
+        self.clock = clock if clock is not None else Clock()
+        #: Names L{resolveHost} knows, name to IP; others fail with DNSLookupError.
+        self.hostnames: dict[str, str] = {}
+        self.clientAddress = clientAddress
+        self.internalAddress = internalAddress
+        self.externalAddress = externalAddress
+        self.serverAddress = serverAddress
+        self.defaultUpstream = defaultUpstream
+        self.options = options
+        self.closed = False
+        self.closeReason: str | None = None
+        self.sessionFilter: ISessionFilter | None = None
+        self.redirectCalls: list[RedirectCall] = []
+        self.joinCalls: list[JoinCall] = []
+        self.upstreamConnects: list[UpstreamConnect] = []
+        self.actions: list[IFirewallAction] = []
+        self.toServer = b""
+        self.toClient = b""
+        self.toServerEOF = False
+        self.toClientEOF = False
+        self._chain: list[AttachedDataFilter] = []
+        self._peerEOF: set[Direction] = set()
+        self._closeWaiters: list[Deferred[None]] = []
+
+    def __repr__(self) -> str:
+        return f"<FakeSession {self.sessionId} {self.clientAddress}>"
+
+    # The test's side: attaching, and playing the gateway and the peers.
+
+    def attachFilter(self, filterPlugin: IFilter) -> ISessionFilter:
+        """Do what the gateway does for a new primary connection: ask C{filterPlugin}
+        for a session filter, keep it as L{sessionFilter} and call its C{sessionStarted}."""
+        sessionFilter = filterPlugin.attachToSession(self)
+        self.sessionFilter = sessionFilter
+        sessionFilter.sessionStarted()
+        return sessionFilter
+
+    @property
+    def dataFilters(self) -> list[AttachedDataFilter]:
+        """The attached data filters in chain order (priority, then attach order)."""
+        return list(self._chain)
+
+    def succeedUpstream(self, address: Address | None = None) -> Address:
+        """Fire the oldest pending L{connectUpstream} and set L{serverAddress}.
+
+        @param address: the upstream reached; by default the one asked for.
+        @raise RuntimeError: no connect is pending.
+        """
+        connect = self._pendingUpstream()
+        reached = address or connect.address
+        self.serverAddress = reached
+        connect.deferred.callback(reached)
+        return reached
+
+    def failUpstream(self, reason: BaseException | Failure | None = None) -> None:
+        """Fail the oldest pending L{connectUpstream} (by default: connection refused).
+
+        @raise RuntimeError: no connect is pending.
+        """
+        connect = self._pendingUpstream()
+        if reason is None:
+            # Twisted's error classes carry no annotations.
+            reason = ConnectionRefusedError(string=str(connect.address))  # type: ignore[no-untyped-call]
+        connect.deferred.errback(reason)
+
+    def clientSends(self, data: bytes) -> None:
+        """Bytes from the client: into the chain toward the server."""
+        self._peerSends(Direction.CLIENT_TO_SERVER, data)
+
+    def serverSends(self, data: bytes) -> None:
+        """Bytes from the server: into the chain toward the client."""
+        self._peerSends(Direction.SERVER_TO_CLIENT, data)
+
+    def clientEOF(self) -> None:
+        """The client half-closes: the EOF goes through the chain toward the server."""
+        self._peerEOFs(Direction.CLIENT_TO_SERVER)
+
+    def serverEOF(self) -> None:
+        """The server half-closes: the EOF goes through the chain toward the client."""
+        self._peerEOFs(Direction.SERVER_TO_CLIENT)
+
+    def fireEvent(self, notification: FirewallNotification) -> None:
+        """Deliver C{notification} to the session filter that should get it.
+
+        That is the session filter given to the redirect or join that granted
+        C{notification.action}, else the attached L{sessionFilter}.
+
+        @raise RuntimeError: the session is closed (filters get no events after detach).
+        @raise LookupError: no session filter to deliver to.
+        """
+        if self.closed:
+            raise RuntimeError(f"{self!r} is closed: no events after detach()")
+        target = self._grantingFilter(notification.action) or self.sessionFilter
+        if target is None:
+            raise LookupError(f"no session filter to deliver {notification.event} to")
+        target.firewallEvent(notification)
+
+    # ISession
+
+    def connectUpstream(self, address: Address | None = None) -> Deferred[Address]:
+        """Record the connect; the test fires it with L{succeedUpstream} or
+        L{failUpstream}."""
+        target = address or self.defaultUpstream
+        if target is None:
+            raise ValueError("no upstream address and no default upstream")
+        if self.closed:
+            return fail(SessionClosed(f"session {self.sessionId} is closed"))
+        connect = UpstreamConnect(target, Deferred())
+        self.upstreamConnects.append(connect)
+        return connect.deferred
+
+    def attachDataFilter(self, dataFilter: IDataFilter, priority: int = 0) -> None:
+        """Insert C{dataFilter} in the fake primary connection's chain.
+
+        Among equal priorities the earlier attached sees client bytes first.  A filter
+        attached after close is attached and detached at once.
+        """
+        channel = _StageChannel(self)
+        stage = AttachedDataFilter(dataFilter, priority, channel)
+        channel.stage = stage
+        index = len(self._chain)
+        while index > 0 and self._chain[index - 1].priority > priority:
+            index -= 1
+        self._chain.insert(index, stage)
+        dataFilter.attached(channel)
+        if self.closed:
+            dataFilter.detached()
+
+    def redirectConnections(
+        self,
+        connectAddresses: Sequence[Address],
+        internalAddress: Address | None = None,
+        proxyExternalAddress: str | None = None,
+        transport: Transport = Transport.TCP,
+        flags: RedirectFlags = RedirectFlags.TIMEOUT,
+        protocolId: uuid.UUID | None = None,
+        sessionFilter: ISessionFilter | None = None,
+        context: object = None,
+        expectedPeer: str | None = None,
+        portRange: tuple[int, int] | None = None,
+    ) -> Deferred[Redirection]:
+        """Record a L{RedirectCall}; the test answers it.  After close the call is still
+        recorded but its Deferred has already failed with C{SessionClosed}.
+
+        @raise ValueError: no connect address.
+        """
+        if not connectAddresses:
+            raise ValueError("redirectConnections needs at least one connect address")
+        deferred: Deferred[Redirection] = Deferred()
+        self.redirectCalls.append(
+            RedirectCall(
+                connectAddresses=tuple(connectAddresses),
+                internalAddress=internalAddress,
+                proxyExternalAddress=proxyExternalAddress,
+                transport=transport,
+                flags=flags,
+                protocolId=protocolId,
+                sessionFilter=sessionFilter,
+                context=context,
+                expectedPeer=expectedPeer,
+                portRange=portRange,
+                deferred=deferred,
+                session=self,
+            )
+        )
+        if self.closed:
+            deferred.errback(SessionClosed(f"session {self.sessionId} is closed"))
+        return deferred
+
+    def resolveHost(self, host: str) -> Deferred[str]:
+        """IP literals come back normalized; names from L{hostnames}, else a failure."""
+        if isIPLiteral(host):
+            return succeed(normalizeHost(host))
+        if host in self.hostnames:
+            return succeed(self.hostnames[host])
+        return fail(DNSLookupError(host))
+
+    def joinConnections(
+        self,
+        client: LegSpec,
+        server: LegSpec,
+        flags: RedirectFlags = RedirectFlags.TIMEOUT,
+        sessionFilter: ISessionFilter | None = None,
+        context: object = None,
+    ) -> Deferred[IJoin]:
+        """Record a L{JoinCall}; the test answers it.  After close the call is still
+        recorded but its Deferred has already failed with C{SessionClosed}."""
+        deferred: Deferred[IJoin] = Deferred()
+        self.joinCalls.append(
+            JoinCall(client, server, flags, sessionFilter, context, deferred, self)
+        )
+        if self.closed:
+            deferred.errback(SessionClosed(f"session {self.sessionId} is closed"))
+        return deferred
+
+    def close(self, reason: str | None = None) -> None:
+        """End the session as the gateway would, once: fail pending redirects and
+        connects with C{SessionClosed}, cancel every action, detach the data filters,
+        then call the session filter's C{detach()}."""
+        if self.closed:
+            return
+        self.closed = True
+        self.closeReason = reason
+        closedError = SessionClosed(f"session {self.sessionId} closed: {reason}")
+        for call in self.redirectCalls:
+            if call.pending:
+                call.deferred.errback(closedError)
+        for join in self.joinCalls:
+            if join.pending:
+                join.deferred.errback(closedError)
+        for connect in self.upstreamConnects:
+            if not connect.deferred.called:
+                connect.deferred.errback(closedError)
+        for action in self.actions:
+            action.cancel()
+        for stage in list(self._chain):
+            stage.dataFilter.detached()
+        if self.sessionFilter is not None:
+            self.sessionFilter.detach()
+        waiters, self._closeWaiters = self._closeWaiters, []
+        for waiter in waiters:
+            waiter.callback(None)
+
+    def whenClosed(self) -> Deferred[None]:
+        """A Deferred firing once L{close} ran."""
+        if self.closed:
+            return succeed(None)
+        waiter: Deferred[None] = Deferred()
+        self._closeWaiters.append(waiter)
+        return waiter
+
+    # The chain.
+
+    def _grantingFilter(self, action: IFirewallAction | None) -> ISessionFilter | None:
+        if action is None:
+            return None
+        for call in self.redirectCalls:
+            granted = call.redirection.actions if call.redirection is not None else ()
+            if any(candidate is action for candidate in granted):
+                return call.sessionFilter
+        for join in self.joinCalls:
+            if join.join is action:
+                return join.sessionFilter
+        return None
+
+    def _pendingUpstream(self) -> UpstreamConnect:
+        for connect in self.upstreamConnects:
+            if not connect.deferred.called:
+                return connect
+        raise RuntimeError("no connectUpstream is pending")
+
+    def _peerSends(self, direction: Direction, data: bytes) -> None:
+        if not isinstance(data, bytes):
+            raise TypeError(f"data must be bytes, not {type(data).__name__}")
+        if direction in self._peerEOF:
+            raise RuntimeError(f"the test sent {direction.value} bytes after its EOF")
+        # A real transport never delivers empty chunks, nor anything after close.
+        if self.closed or not data:
+            return
+        first = self._entry(direction)
+        if first is None:
+            self._deliver(direction, data)
+        else:
+            first.dataFilter.dataReceived(direction, data)
+
+    def _peerEOFs(self, direction: Direction) -> None:
+        if direction in self._peerEOF:
+            raise RuntimeError(f"the test sent a second {direction.value} EOF")
+        self._peerEOF.add(direction)
+        if self.closed:
+            return
+        first = self._entry(direction)
+        if first is None:
+            self._deliverEOF(direction)
+        else:
+            first.dataFilter.eofReceived(direction)
+
+    def _entry(self, direction: Direction) -> AttachedDataFilter | None:
+        if not self._chain:
+            return None
+        return self._chain[0] if direction is Direction.CLIENT_TO_SERVER else self._chain[-1]
+
+    def _after(self, stage: AttachedDataFilter, direction: Direction) -> AttachedDataFilter | None:
+        index = self._chain.index(stage)
+        index += 1 if direction is Direction.CLIENT_TO_SERVER else -1
+        if 0 <= index < len(self._chain):
+            return self._chain[index]
+        return None
+
+    def _forward(self, stage: AttachedDataFilter, direction: Direction, data: bytes) -> None:
+        if not isinstance(data, bytes):
+            raise TypeError(f"{stage.dataFilter!r} wrote {type(data).__name__}, not bytes")
+        if direction in stage._eofSent:
+            raise RuntimeError(f"{stage.dataFilter!r} wrote {direction.value} after its EOF")
+        if self.closed:
+            return
+        following = self._after(stage, direction)
+        if following is None:
+            self._deliver(direction, data)
+        else:
+            following.dataFilter.dataReceived(direction, data)
+
+    def _forwardEOF(self, stage: AttachedDataFilter, direction: Direction) -> None:
+        if direction in stage._eofSent:
+            raise RuntimeError(f"{stage.dataFilter!r} wrote a second {direction.value} EOF")
+        stage._eofSent.add(direction)
+        if self.closed:
+            return
+        following = self._after(stage, direction)
+        if following is None:
+            self._deliverEOF(direction)
+        else:
+            following.dataFilter.eofReceived(direction)
+
+    def _deliver(self, direction: Direction, data: bytes) -> None:
+        if direction is Direction.CLIENT_TO_SERVER:
+            self.toServer += data
+        else:
+            self.toClient += data
+
+    def _deliverEOF(self, direction: Direction) -> None:
+        if direction is Direction.CLIENT_TO_SERVER:
+            self.toServerEOF = True
+        else:
+            self.toClientEOF = True
