@@ -2,6 +2,7 @@
 
 from twisted.application.service import ServiceMaker
 
+from fwxtwisted.filters.ftp.filter import ftpFilter
 from fwxtwisted.filters.tcp import tcpFilter
 
 fwx = ServiceMaker(
@@ -11,4 +12,4 @@ fwx = ServiceMaker(
     "fwx",
 )
 
-__all__ = ["fwx", "tcpFilter"]
+__all__ = ["fwx", "ftpFilter", "tcpFilter"]

@@ -1,0 +1,411 @@
+"""FTPSessionFilter: reads one FTP control connection and drives the gateway for it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IDelayedCall
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from fwxtwisted.address import Address
+from fwxtwisted.errors import SessionClosed
+from fwxtwisted.filters.ftp.commands import Command
+from fwxtwisted.filters.ftp.conversation import (
+    ClientCommand,
+    ClientEvent,
+    Conversation,
+    ServerEvent,
+    ServerProtocolError,
+    ServerReply,
+)
+from fwxtwisted.filters.ftp.datachannels import DataChannels
+from fwxtwisted.filters.ftp.explicit import parseExplicitUser
+from fwxtwisted.filters.ftp.options import FTPOptions
+from fwxtwisted.filters.ftp.replies import Reply, formatReply
+from fwxtwisted.filters.ftp.replyqueue import ReplyQueue, ReplySlot
+from fwxtwisted.filters.ftp.transfers import DIRECTIONS, Transfer
+from fwxtwisted.interfaces import (
+    Direction,
+    FirewallNotification,
+    IDataChannel,
+    IDataFilter,
+    ISession,
+    ISessionFilter,
+)
+
+log = Logger()
+
+#: Commands a client may have waiting behind a slow step (an explicit login's connect).
+MAX_QUEUED_COMMANDS = 64
+
+#: FEAT lines hidden from clients: TLS is not offered through this filter.
+_HIDDEN_FEATURES = ("AUTH", "PBSZ", "PROT", "CCC")
+
+ReplyHandler = Callable[[Reply], None]
+
+
+@dataclass
+class _Awaiting:
+    """A command sent to the server, the client's slot for its answer, and who wants
+    the final reply (None: relay it as it is)."""
+
+    command: Command
+    slot: ReplySlot
+    handler: ReplyHandler | None
+
+
+@implementer(ISessionFilter, IDataFilter)
+class FTPSessionFilter:
+    """The FTP filter for one session: a data filter on the control connection that
+    rewrites data-channel commands and replies and opens data channels through the
+    session (the rewriting itself is in L{DataChannels})."""
+
+    def __init__(self, session: ISession, options: FTPOptions) -> None:
+        self.session = session
+        self.options = options
+        self.conversation = Conversation(
+            maxCommandLength=options.maxLineLength, maxReplyLineLength=options.maxLineLength
+        )
+        self.replies = ReplyQueue(self._toClient)
+        self.data = DataChannels(self)
+        self.user: str | None = None
+        self._channel: IDataChannel | None = None
+        self._lane: Deferred[None] = succeed(None)
+        self._queued = 0
+        self._awaiting: dict[int, _Awaiting] = {}
+        self._greetingDone = False
+        self._greetingWaiter: Deferred[Reply] | None = None
+        self._upstreamReady = not options.explicit
+        self._transfers: list[Transfer] = []
+        self._idle: IDelayedCall | None = None
+        self._closing = False
+
+    # ISessionFilter
+
+    def sessionStarted(self) -> None:
+        self.session.attachDataFilter(self)
+        self._touch()
+        if self.options.explicit:
+            self._toClient(
+                formatReply(220, "fwxtwisted FTP gateway ready; log in as USER name@host[:port]")
+            )
+            return
+        self.session.connectUpstream().addErrback(self._upstreamUnreachable, None)
+
+    def firewallEvent(self, notification: FirewallNotification) -> None:
+        self.data.event(notification)
+        for transfer in list(self._transfers):
+            if transfer.action is not None and transfer.action is notification.action:
+                self._followData(transfer)
+
+    def detach(self) -> None:
+        if self._idle is not None and self._idle.active():
+            self._idle.cancel()
+        self._idle = None
+        now = self.session.clock.seconds()
+        for transfer in self._transfers:
+            if transfer.result is None:
+                transfer.result = "aborted: session closed"
+            transfer.emit(now)
+        self._transfers.clear()
+
+    # IDataFilter
+
+    def attached(self, channel: IDataChannel) -> None:
+        self._channel = channel
+
+    def dataReceived(self, direction: Direction, data: bytes) -> None:
+        self._touch()
+        if direction is Direction.CLIENT_TO_SERVER:
+            for clientEvent in self.conversation.receiveClientData(data):
+                self._queue(clientEvent)
+        else:
+            for serverEvent in self.conversation.receiveServerData(data):
+                self._serverEvent(serverEvent)
+
+    def eofReceived(self, direction: Direction) -> None:
+        if direction is Direction.CLIENT_TO_SERVER:
+            self._lane.addCallback(lambda _: self._writeEOF(Direction.CLIENT_TO_SERVER))
+        else:
+            self._writeEOF(Direction.SERVER_TO_CLIENT)
+
+    def detached(self) -> None:
+        self._channel = None
+
+    # Used by DataChannels.
+
+    def sendToServer(self, command: Command, slot: ReplySlot, handler: ReplyHandler | None) -> None:
+        """Forward C{command}; its final reply goes to C{handler} (or to C{slot} as is)."""
+        self._awaiting[id(command)] = _Awaiting(command, slot, handler)
+        self.conversation.commandSent(command)
+        if self._channel is not None:
+            self._channel.write(Direction.CLIENT_TO_SERVER, command.toBytes())
+
+    def reply(self, code: int, text: str) -> None:
+        """Answer the current command from the gateway itself."""
+        self.replies.local(formatReply(code, text))
+
+    # Client commands, one at a time.
+
+    def _queue(self, clientEvent: ClientEvent) -> None:
+        if self._queued >= MAX_QUEUED_COMMANDS:
+            self._closeAfterReplies("client sent too many commands without waiting")
+            return
+        self._queued += 1
+
+        def run(_: object) -> Deferred[Any] | None:
+            self._queued -= 1
+            if self.session.closed or self._closing:
+                return None
+            return self._clientEvent(clientEvent)
+
+        def failed(failure: Failure) -> None:
+            log.failure(
+                "{session}: command handling failed", failure, session=self.session.sessionId
+            )
+            self.session.close("internal error in the FTP filter")
+
+        self._lane.addCallback(run).addErrback(failed)
+
+    def _clientEvent(self, clientEvent: ClientEvent) -> Deferred[Any] | None:
+        if not isinstance(clientEvent, ClientCommand):
+            log.warn(
+                "{session}: bad command from client: {reason}",
+                session=self.session.sessionId,
+                reason=clientEvent.reason,
+            )
+            self.reply(clientEvent.replyCode, clientEvent.reason)
+            if clientEvent.fatal:
+                self._closeAfterReplies(f"client protocol error: {clientEvent.reason}")
+            return None
+        command = clientEvent.command
+        if not self._upstreamReady:
+            return self._beforeLogin(command)
+        verb = command.verb
+        if verb in ("PASV", "EPSV"):
+            self.data.passive(command)
+        elif verb in ("PORT", "EPRT"):
+            self.data.active(command)
+        elif verb in ("LPRT", "LPSV"):
+            self.reply(502, f"{verb} not implemented; use EPSV or EPRT")
+        elif verb in ("AUTH", "PBSZ", "PROT", "CCC", "ADAT", "MIC", "CONF", "ENC"):
+            self.reply(534 if verb == "AUTH" else 503, "TLS is not offered by this gateway")
+        elif verb == "USER" and "@" in command.argument and self.options.explicit:
+            self.reply(530, "already connected to a server; reconnect to change servers")
+        else:
+            if verb == "USER":
+                self.user = command.argument
+            if verb in DIRECTIONS:
+                self._startTransfer(command)
+            slot = self.replies.reserve()
+            self.sendToServer(command, slot, self._featHandler(slot) if verb == "FEAT" else None)
+        return None
+
+    def _beforeLogin(self, command: Command) -> Deferred[Any] | None:
+        if command.verb == "QUIT":
+            self.reply(221, "Goodbye")
+            self._closeAfterReplies("client quit before logging in")
+        elif command.verb == "USER":
+            return self._explicitLogin(command)
+        elif command.verb == "NOOP":
+            self.reply(200, "NOOP ok")
+        else:
+            self.reply(530, "log in first: USER name@host[:port]")
+        return None
+
+    def _explicitLogin(self, command: Command) -> Deferred[Any] | None:
+        try:
+            name, destination = parseExplicitUser(command.argument)
+        except ValueError as e:
+            self.reply(501, str(e))
+            return None
+        slot = self.replies.reserve()
+
+        def resolved(ip: str) -> Deferred[Any] | None:
+            target = Address(ip, destination.port)
+            if not self.options.allows(target):
+                log.warn(
+                    "{session}: explicit destination {target} refused by allow-list",
+                    session=self.session.sessionId,
+                    target=str(target),
+                )
+                self.replies.complete(
+                    slot,
+                    formatReply(
+                        530, f"destination {destination.host}:{destination.port} is not allowed"
+                    ),
+                )
+                return None
+            waiter: Deferred[Reply] = Deferred()
+            self._greetingWaiter = waiter
+            connecting: Deferred[Any] = self.session.connectUpstream(target)
+            connecting.addCallback(lambda _: waiter)
+            connecting.addCallback(greeted)
+            connecting.addErrback(self._upstreamUnreachable, slot)
+            return connecting
+
+        def greeted(greeting: Reply) -> None:
+            if not greeting.isPositive:
+                self.replies.complete(
+                    slot,
+                    formatReply(
+                        421, f"server refused the session: {greeting.text.splitlines()[-1]}"
+                    ),
+                )
+                self._closeAfterReplies("server refused the session")
+                return
+            self._upstreamReady = True
+            self.user = name
+            self.sendToServer(Command("USER", name), slot, None)
+
+        def unresolved(failure: Failure) -> None:
+            self.replies.complete(slot, formatReply(530, f"cannot resolve {destination.host}"))
+
+        lookup = self.session.resolveHost(destination.host)
+        lookup.addCallbacks(resolved, unresolved)
+        return lookup
+
+    def _upstreamUnreachable(self, failure: Failure, slot: ReplySlot | None) -> None:
+        if failure.check(SessionClosed):
+            return
+        reason = failure.getErrorMessage()
+        data = formatReply(421, f"service not available: {reason}")
+        if slot is None:
+            self.replies.local(data)
+        else:
+            self.replies.complete(slot, data)
+        self._closeAfterReplies(reason)
+
+    # Server replies.
+
+    def _serverEvent(self, serverEvent: ServerEvent) -> None:
+        if isinstance(serverEvent, ServerProtocolError):
+            log.warn(
+                "{session}: bad reply from server: {reason}",
+                session=self.session.sessionId,
+                reason=serverEvent.reason,
+            )
+            self.reply(421, "the server sent an invalid reply; closing")
+            self._closeAfterReplies(f"server protocol error: {serverEvent.reason}")
+            return
+        assert isinstance(serverEvent, ServerReply)
+        reply, command = serverEvent.reply, serverEvent.command
+        if command is None:
+            self._unsolicited(reply)
+            return
+        waiting = self._awaiting.get(id(command))
+        if waiting is None:
+            self._toClient(reply.toBytes())
+            return
+        if reply.isPreliminary:
+            if waiting.handler is None:
+                self.replies.preliminary(waiting.slot, reply.toBytes())
+            return
+        del self._awaiting[id(command)]
+        if command.verb in DIRECTIONS:
+            self._endTransfer(command, reply)
+        if waiting.handler is not None:
+            waiting.handler(reply)
+        else:
+            self.replies.complete(waiting.slot, reply.toBytes())
+
+    def _unsolicited(self, reply: Reply) -> None:
+        if not self._greetingDone:
+            self._greetingDone = not reply.isPreliminary
+            if self._greetingWaiter is not None:
+                if self._greetingDone:
+                    waiter, self._greetingWaiter = self._greetingWaiter, None
+                    waiter.callback(reply)
+                return
+        self._toClient(reply.toBytes())
+
+    def _featHandler(self, slot: ReplySlot) -> ReplyHandler:
+        def handle(reply: Reply) -> None:
+            if not reply.isPositive or len(reply.lines) < 3:
+                self.replies.complete(slot, reply.toBytes())
+                return
+            middle = [
+                line
+                for line in reply.lines[1:-1]
+                if not line.strip().upper().startswith(tuple(f.encode() for f in _HIDDEN_FEATURES))
+            ]
+            kept = Reply(reply.code, (reply.lines[0], *middle, reply.lines[-1]))
+            self.replies.complete(slot, kept.toBytes())
+
+        return handle
+
+    # Transfers.
+
+    def _startTransfer(self, command: Command) -> None:
+        server = self.session.serverAddress
+        if len(self._transfers) >= 16:
+            self._transfers.pop(0).emit(self.session.clock.seconds())
+        self._transfers.append(
+            transfer := Transfer(
+                sessionId=self.session.sessionId,
+                command=command.verb,
+                path=command.argument,
+                client=str(self.session.clientAddress),
+                user=self.user,
+                server=str(server) if server else None,
+                external=self.session.externalAddress,
+                started=self.session.clock.seconds(),
+                action=self.data.current,
+            )
+        )
+        state = self.data.state(transfer.action)
+        transfer.established, transfer.dataClosed = state.established, state.closed
+
+    def _endTransfer(self, command: Command, reply: Reply) -> None:
+        for transfer in self._transfers:
+            if transfer.command == command.verb and transfer.result is None:
+                transfer.result = f"{reply.code} {reply.text.splitlines()[-1].strip()}"
+                transfer.ended = self.session.clock.seconds()
+                self._followData(transfer)
+                return
+
+    def _followData(self, transfer: Transfer) -> None:
+        state = self.data.state(transfer.action)
+        transfer.established = state.established
+        transfer.dataClosed = state.closed
+        transfer.bytes = state.bytes
+        self._maybeLog(transfer)
+
+    def _maybeLog(self, transfer: Transfer) -> None:
+        if transfer.ready():
+            transfer.emit(self.session.clock.seconds())
+            self._transfers.remove(transfer)
+
+    # Plumbing.
+
+    def _toClient(self, data: bytes) -> None:
+        if self._channel is not None:
+            self._channel.write(Direction.SERVER_TO_CLIENT, data)
+
+    def _writeEOF(self, direction: Direction) -> None:
+        if self._channel is not None:
+            self._channel.writeEOF(direction)
+
+    def _closeAfterReplies(self, reason: str) -> None:
+        self._closing = True
+        log.info("{session}: closing: {reason}", session=self.session.sessionId, reason=reason)
+        self.session.close(reason)
+
+    def _touch(self) -> None:
+        if self._idle is not None and self._idle.active():
+            self._idle.reset(self.options.idleTimeout)
+        else:
+            self._idle = self.session.clock.callLater(self.options.idleTimeout, self._idleExpired)
+
+    def _idleExpired(self) -> None:
+        self._idle = None
+        if self.data.transferring:
+            self._touch()
+            return
+        self.reply(421, f"idle for {self.options.idleTimeout:g} s; closing control connection")
+        self._closeAfterReplies("idle timeout")

@@ -1,0 +1,118 @@
+"""FTPFilter: the FTP gateway filter plugin and its twistd command."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+from twisted.python import usage
+from zope.interface import implementer
+
+from fwxtwisted.cli import GatewayCommandOptions
+from fwxtwisted.errors import ConfigError
+from fwxtwisted.filters.ftp.control import FTPSessionFilter
+from fwxtwisted.filters.ftp.options import FTPOptions, parseFTPOptions
+from fwxtwisted.filters.ftp.replies import formatReply
+from fwxtwisted.interfaces import IFilter, ISession, ISessionFilter, ProtocolDefinition, Transport
+from fwxtwisted.service import IConnectionRefuser
+
+FTP_CONTROL = ProtocolDefinition(
+    uuid.UUID("9a4c1f0e-6c2b-4d6a-8e1f-2b7d5c3a9e01"), "ftp", Transport.TCP, 21
+)
+FTP_DATA = ProtocolDefinition(uuid.UUID("9a4c1f0e-6c2b-4d6a-8e1f-2b7d5c3a9e02"), "ftp-data")
+
+
+class FTPCommandOptions(GatewayCommandOptions):
+    """twistd fwx ftp --listen ENDPOINT (--upstream ENDPOINT | --explicit
+    --allow-destination CIDR[:PORTS]...) [options]"""
+
+    filterName = "ftp"
+
+    optParameters: list[list[Any]] = [
+        *GatewayCommandOptions.optParameters,
+        ["passive-ports", None, None, "LOW-HIGH: ports for client-facing passive listeners."],
+        [
+            "data-policy",
+            None,
+            "client",
+            "Data connections toward the server: client (as the client does), passive, active.",
+        ],
+        ["advertise-address", None, None, "IPv4 address to write in 227 replies (behind NAT)."],
+        ["idle-timeout", None, 900.0, "Seconds of control-channel silence before closing.", float],
+        [
+            "data-connect-timeout",
+            None,
+            None,
+            "Seconds an offered data port waits for its peer (alias of --redirect-timeout).",
+            float,
+        ],
+    ]
+    optFlags: list[list[str | None]] = [
+        *GatewayCommandOptions.optFlags,
+        ["explicit", None, "Explicit proxy: clients log in as USER name@host[:port]."],
+        ["allow-fxp", None, "Let PORT/EPRT name other hosts and ports below 1024."],
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self["allow-destination"] = []
+
+    def opt_allow_destination(self, destination: str) -> None:
+        """CIDR[:PORTS] an explicit-proxy session may reach (repeat; needed with --explicit)."""
+        self["allow-destination"].append(destination)
+
+    def postOptions(self) -> None:
+        super().postOptions()
+        if bool(self["upstream"]) == bool(self["explicit"]):
+            raise usage.UsageError("give either --upstream ENDPOINT or --explicit")
+
+    def gatewayTable(self) -> dict[str, object]:
+        table = super().gatewayTable()
+        if self["data-connect-timeout"] is not None:
+            table["redirect_timeout"] = self["data-connect-timeout"]
+        return table
+
+    def filterOptions(self) -> dict[str, object]:
+        options: dict[str, object] = {
+            "data_policy": self["data-policy"],
+            "idle_timeout": self["idle-timeout"],
+            "allow_fxp": bool(self["allow-fxp"]),
+        }
+        if self["explicit"]:
+            options["explicit"] = True
+            options["allow_destinations"] = list(self["allow-destination"])
+        if self["passive-ports"]:
+            options["passive_ports"] = self["passive-ports"]
+        if self["advertise-address"]:
+            options["advertise_address"] = self["advertise-address"]
+        return options
+
+
+@implementer(IFilter, IConnectionRefuser)
+class FTPFilter:
+    """FTP gateway: reverse or explicit proxy, every data-channel mode, IPv4 and IPv6."""
+
+    name = "ftp"
+    description = "FTP gateway (reverse or explicit USER name@host proxy)."
+    protocols = (FTP_CONTROL, FTP_DATA)
+
+    def parseOptions(self, options: Mapping[str, object]) -> object:
+        return parseFTPOptions(options)
+
+    def commandLineOptions(self) -> usage.Options:
+        return FTPCommandOptions()
+
+    def attachToSession(self, session: ISession) -> ISessionFilter:
+        options = session.options
+        if not isinstance(options, FTPOptions):
+            raise ConfigError("the ftp filter was not configured")
+        if not options.explicit and session.defaultUpstream is None:
+            raise ConfigError("the ftp filter needs an upstream, or explicit = true")
+        return FTPSessionFilter(session, options)
+
+    def refusalMessage(self, reason: str) -> bytes:
+        return formatReply(421, f"too many connections ({reason}); try again later")
+
+
+ftpFilter = FTPFilter()
