@@ -10,11 +10,14 @@ from twisted.application.service import IService, MultiService
 from twisted.python import usage
 
 from fwxtwisted.config import GatewayConfig, loadConfig, parseConfig
+from fwxtwisted.demoservice import DemoOptions, DemoService
 from fwxtwisted.errors import ConfigError
 from fwxtwisted.gateway import Gateway
 from fwxtwisted.interfaces import IFilter
 from fwxtwisted.registry import ProtocolRegistry, discoverFilters
 from fwxtwisted.service import BoundListener, FirewallService, ListenError
+
+DEMO_DESCRIPTION = "The FTP gateway on 127.0.0.1:2121 before an embedded FTP server."
 
 
 class Options(usage.Options):
@@ -42,6 +45,8 @@ class Options(usage.Options):
                 commands.append(
                     (name, None, filterPlugin.commandLineOptions, filterPlugin.description)
                 )
+        if "ftp" in self.filters:
+            commands.append(("demo", None, DemoOptions, DEMO_DESCRIPTION))
         return commands
 
     def postOptions(self) -> None:
@@ -102,6 +107,12 @@ class _CommandLineService(MultiService):
 
 def makeService(options: Options) -> IService:
     """twistd's entry point: a config error is one line on stderr and exit status 1."""
+    if options.subCommand == "demo":
+        from twisted.internet import reactor
+
+        top = _CommandLineService()
+        DemoService(options.subOptions, options.filters, reactor).setServiceParent(top)
+        return top
     try:
         config = configFromOptions(options)
         firewall = buildService(config, options.filters)

@@ -1,0 +1,92 @@
+"""The demo: the FTP gateway in front of an embedded, read-only FTP server."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+from twisted.application.service import MultiService
+from twisted.cred.checkers import AllowAnonymousAccess
+from twisted.cred.portal import Portal
+from twisted.internet.interfaces import IListeningPort
+from twisted.protocols.ftp import FTPFactory, FTPRealm
+from twisted.python import usage
+from twisted.python.filepath import FilePath
+
+from fwxtwisted.config import parseConfig
+from fwxtwisted.interfaces import IFilter
+from fwxtwisted.service import FirewallService
+
+SAMPLE_FOLDER = Path(__file__).parent / "demo"
+
+
+class DemoOptions(usage.Options):
+    """twistd fwx demo [--listen ENDPOINT] [--folder DIR]"""
+
+    optParameters: list[list[Any]] = [
+        ["listen", "l", "tcp:2121:interface=127.0.0.1", "Where the gateway listens."],
+        ["folder", None, str(SAMPLE_FOLDER), "Folder the embedded FTP server serves, read-only."],
+    ]
+
+    def postOptions(self) -> None:
+        if not Path(self["folder"]).is_dir():
+            raise usage.UsageError(f"--folder {self['folder']}: not a directory")
+
+
+class DemoService(MultiService):
+    """Starts Twisted's FTP server on a free loopback port, then the gateway before it.
+
+    Twisted's FTP server checks no data-connection peer; it is here only as something
+    to talk to.  The gateway in front of it does check.
+    """
+
+    def __init__(self, options: DemoOptions, filters: dict[str, IFilter], reactor: Any) -> None:
+        super().__init__()
+        self._options = options
+        self._filters = filters
+        self._reactor = reactor
+        self._embedded: IListeningPort | None = None
+
+    def privilegedStartService(self) -> None:
+        from fwxtwisted.tap import buildService
+
+        folder = FilePath(self._options["folder"])
+        factory = FTPFactory(Portal(FTPRealm(folder.path), [AllowAnonymousAccess()]))
+        factory.allowAnonymous = True
+        factory.noisy = False
+        self._embedded = self._reactor.listenTCP(0, factory, interface="127.0.0.1")
+        serverPort = self._embedded.getHost().port  # type: ignore[union-attr]
+        config = parseConfig(
+            {
+                "listeners": [
+                    {
+                        "name": "demo",
+                        "filter": "ftp",
+                        "listen": self._options["listen"],
+                        "upstream": f"127.0.0.1:{serverPort}",
+                    }
+                ]
+            },
+            "demo",
+        )
+        firewall: FirewallService = buildService(config, self._filters, self._reactor)
+        firewall.setServiceParent(self)
+        super().privilegedStartService()
+        port = firewall.ports[0].getHost().port  # type: ignore[attr-defined]
+        sys.stdout.write(
+            f"fwx demo: FTP gateway on 127.0.0.1:{port}, in front of an FTP server on "
+            f"127.0.0.1:{serverPort} serving {folder.path} (read-only, anonymous).\n"
+            f"Try:\n"
+            f"  curl ftp://127.0.0.1:{port}/\n"
+            f"  curl ftp://127.0.0.1:{port}/hello.txt\n"
+            f"  curl -P 127.0.0.1 ftp://127.0.0.1:{port}/hello.txt    # active mode\n"
+        )
+        sys.stdout.flush()
+
+    def stopService(self) -> Any:
+        result = super().stopService()
+        if self._embedded is not None:
+            self._embedded.stopListening()
+            self._embedded = None
+        return result
