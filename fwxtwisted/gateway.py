@@ -6,7 +6,9 @@ from typing import Any
 
 from twisted.internet.interfaces import IReactorTime
 
+from fwxtwisted import splice
 from fwxtwisted.externals import ExternalAddressPool
+from fwxtwisted.interfaces import RedirectFlags
 from fwxtwisted.ports import PortAllocator
 from fwxtwisted.settings import GatewaySettings
 
@@ -30,6 +32,14 @@ class Gateway:
         self.ports = PortAllocator(self.settings.portRanges)
         self.externalPool = ExternalAddressPool(self.settings.externalAddresses)
         self._sessionCounter = 0
+
+    def fastPathFor(self, flags: RedirectFlags) -> bool:
+        """May a relay granted with C{flags} move its bytes on the fast path?"""
+        return (
+            self.settings.fastPath
+            and RedirectFlags.NO_KERNEL_MODE not in flags
+            and splice.available()
+        )
 
     def nextSessionId(self) -> str:
         """A short id unique within this gateway, for logs."""

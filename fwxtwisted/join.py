@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from twisted.internet.defer import CancelledError, Deferred, succeed
+from twisted.internet.error import ConnectingCancelledError
 from twisted.internet.interfaces import IDelayedCall, IListeningPort
 from twisted.internet.protocol import Protocol, ServerFactory
 from twisted.logger import Logger
@@ -84,7 +85,12 @@ class JoinAction:
         self._timer: IDelayedCall | None = None
         self._waiters: list[Deferred[ActionState]] = []
         self._done = False
-        self._relay = Relay(onEstablished=self._established, onClosed=self._closed)
+        self._relay = Relay(
+            onEstablished=self._established,
+            onClosed=self._closed,
+            reactor=gateway.reactor,
+            fastPath=gateway.fastPathFor(flags),
+        )
         self._started = False
 
     # IFirewallAction attributes, in the terms of a redirect.
@@ -187,7 +193,7 @@ class JoinAction:
             self._emit(FirewallEvent.CONNECT_TCP, peer=spec.address)
 
         def failed(failure: Failure) -> None:
-            if failure.check(CancelledError):
+            if failure.check(CancelledError, ConnectingCancelledError):
                 return
             reason = f"connect to {spec.address} failed: {failure.getErrorMessage()}"
             log.warn("{label}: {reason}", label=self._label, reason=reason)
@@ -242,6 +248,7 @@ class JoinAction:
                 clientAddress=peer,
                 counts=counts or ByteCounts(),
                 reason=reason,
+                fastPath=self._relay.onFastPath,
             )
         )
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable
+from typing import Any
 
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone
@@ -17,6 +18,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from fwxtwisted import splice
 from fwxtwisted.interfaces import ByteCounts, Direction, IDataChannel, IDataFilter
 
 log = Logger()
@@ -92,8 +94,16 @@ class Relay:
         onEstablished: Callable[[], None] | None = None,
         onClosed: Callable[[ByteCounts, str | None], None] | None = None,
         onLegConnected: Callable[[RelayLeg], None] | None = None,
+        reactor: Any = None,
+        fastPath: bool = False,
     ) -> None:
         self._onEstablished = onEstablished
+        self._reactor = reactor
+        self._fastPathAllowed = fastPath and reactor is not None and splice.available()
+        self._fast: splice.SpliceRelay | None = None
+        self._fastTries = 0
+        #: True once the bytes move on the zero-copy fast path.
+        self.onFastPath = False
         self._onLegConnected = onLegConnected
         self._onClosed = onClosed
         self._legs: dict[Side, RelayLeg] = {}
@@ -141,7 +151,12 @@ class Relay:
         attempt.addBoth(done)
 
     def attachDataFilter(self, dataFilter: IDataFilter, priority: int = 0) -> None:
-        """Insert a filter; lower priorities see client bytes first, server bytes last."""
+        """Insert a filter; lower priorities see client bytes first, server bytes last.
+
+        @raise RuntimeError: the relay already moves its bytes on the fast path.
+        """
+        if self._fast is not None:
+            raise RuntimeError("a data filter cannot join a relay on the fast path")
         self._filters.append((priority, len(self._filters), dataFilter))
         self._filters.sort(key=lambda entry: (entry[0], entry[1]))
         dataFilter.attached(_ChainLink(self, dataFilter))
@@ -153,6 +168,7 @@ class Relay:
 
     def abort(self, reason: str) -> None:
         """Close both legs now and cancel a connect in flight."""
+        self._stopFastPath()
         if self._closeReason is None:
             self._closeReason = reason
         self._cancelConnecting()
@@ -163,6 +179,7 @@ class Relay:
 
     def close(self, reason: str | None = None) -> None:
         """Close both legs after flushing what is already written to them."""
+        self._stopFastPath()
         if self._closeReason is None:
             self._closeReason = reason
         self._cancelConnecting()
@@ -175,6 +192,58 @@ class Relay:
         """The outbound leg will never come: close the other side."""
         self._lost.add(Side.SERVER)
         self.close(reason)
+
+    # The fast path.
+
+    def _tryFastPath(self) -> None:
+        if not self._fastPathAllowed or self._fast is not None or self._filters:
+            return
+        if self._closeReason is not None or self._lost or self._eofSent or self._pendingEOF:
+            return
+        client, server = self._legs.get(Side.CLIENT), self._legs.get(Side.SERVER)
+        if client is None or server is None:
+            return
+        clientTransport, serverTransport = client.transport, server.transport
+        if not (
+            splice.transportEligible(clientTransport) and splice.transportEligible(serverTransport)
+        ):
+            # Bytes still sit in a Twisted write buffer (held while connecting): retry
+            # for a few reactor turns, then stay in user mode.
+            self._fastTries += 1
+            if self._fastTries <= 20:
+                self._reactor.callLater(0.001 * self._fastTries, self._tryFastPath)
+            return
+        for transport in (clientTransport, serverTransport):
+            transport.unregisterProducer()  # type: ignore[union-attr]
+        self._pausedForPending.clear()
+        self._fast = splice.SpliceRelay(
+            self._reactor,
+            clientTransport,
+            serverTransport,
+            self._countFromClient,
+            self._countFromServer,
+            self._fastPathEnded,
+        )
+        self.onFastPath = True
+
+    def _countFromClient(self, count: int) -> None:
+        self._fromClient += count
+
+    def _countFromServer(self, count: int) -> None:
+        self._fromServer += count
+
+    def _fastPathEnded(self, error: str | None) -> None:
+        self._fast = None
+        if error is None:
+            self._eofSent.update(Direction)
+            self.close()
+        else:
+            self.abort(error)
+
+    def _stopFastPath(self) -> None:
+        if self._fast is not None:
+            fast, self._fast = self._fast, None
+            fast.stop()
 
     def _cancelConnecting(self) -> None:
         for attempt in list(self._connecting):
@@ -201,6 +270,7 @@ class Relay:
             self._pausedForPending.discard(_other(leg.side))
             other.transport.resumeProducing()  # type: ignore[attr-defined]
         self.established = True
+        self._tryFastPath()
         if self._onEstablished is not None:
             self._onEstablished()
 
