@@ -1,52 +1,90 @@
-"""connectFrom: an outbound TCP connection bound to a chosen source IP."""
+"""connectFrom: an outbound TCP connection bound to a chosen source IP.
+
+Twisted's client endpoints wrap the protocol, and the wrapper re-declares only the
+last of the optional interfaces it copies (IHalfCloseableProtocol, IHandshakeListener),
+which silently loses half-close on a leg that also listens for TLS handshakes.  The
+reactor's connectTCP hands our protocol the transport directly, and saves a call per
+read on the data path.
+"""
 
 from __future__ import annotations
 
-from typing import TypeVar
+from typing import Any, Protocol
 
-from twisted.internet.defer import Deferred
-from twisted.internet.endpoints import HostnameEndpoint, TCP4ClientEndpoint, TCP6ClientEndpoint
-from twisted.internet.interfaces import IAddress, IReactorTCP, IStreamClientEndpoint
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.interfaces import IAddress, IConnector
+from twisted.internet.protocol import ClientFactory
+from twisted.internet.protocol import Protocol as TwistedProtocol
+from twisted.python.failure import Failure
 
-from fwxtwisted.address import Address, isIPLiteral
-
-P = TypeVar("P", bound=Protocol)
+from fwxtwisted.address import Address
 
 
-def clientEndpoint(
-    reactor: IReactorTCP, address: Address, bindHost: str | None, timeout: float
-) -> IStreamClientEndpoint:
-    """An endpoint to C{address} whose connections leave from C{bindHost} (any port).
+class Connectable(Protocol):
+    """A protocol that reports its own connection (RelayLeg does)."""
 
-    A source IP of the other family than the destination cannot be bound; the OS then
-    picks the source, as it would with no external address at all.
+    onConnected: Any
+
+    def makeConnection(self, transport: Any) -> None: ...
+
+
+def bindFor(address: Address, bindHost: str | None) -> tuple[str, int] | None:
+    """The source to bind toward C{address}: C{bindHost} when of the same family.
+
+    A source of the other family cannot be bound; the OS then picks the source, as it
+    would with no external address at all.
     """
-    sameFamily = bindHost is not None and (":" in bindHost) == address.isIPv6
-    bind = (bindHost, 0) if bindHost is not None and sameFamily else None
-    if not isIPLiteral(address.host):
-        return HostnameEndpoint(reactor, address.host, address.port, timeout, bind)
-    if address.isIPv6:
-        return TCP6ClientEndpoint(reactor, address.host, address.port, timeout, bind)
-    return TCP4ClientEndpoint(reactor, address.host, address.port, timeout, bind)
+    if bindHost is None or (":" in bindHost) != address.isIPv6:
+        return None
+    return (bindHost, 0)
+
+
+class _Connecting(ClientFactory):
+    noisy = False
+
+    def __init__(self, protocol: Connectable, result: Deferred[Any]) -> None:
+        self._protocol = protocol
+        self._result = result
+
+    def buildProtocol(self, addr: IAddress | None) -> TwistedProtocol:
+        protocol = self._protocol
+        protocol.onConnected = self._connected
+        assert isinstance(protocol, TwistedProtocol)
+        return protocol
+
+    def _connected(self, protocol: Connectable) -> None:
+        if not self._result.called:
+            self._result.callback(protocol)
+
+    def clientConnectionFailed(self, connector: IConnector, reason: Failure) -> None:
+        if not self._result.called:
+            self._result.errback(reason)
 
 
 def connectFrom(
-    reactor: IReactorTCP, address: Address, bindHost: str | None, protocol: P, timeout: float
-) -> Deferred[P]:
-    """Connect C{protocol} to C{address} from C{bindHost}; cancellable."""
-    return clientEndpoint(reactor, address, bindHost, timeout).connect(  # type: ignore[return-value]
-        _OneShot(protocol)
+    reactor: Any, address: Address, bindHost: str | None, protocol: Connectable, timeout: float
+) -> Deferred[Any]:
+    """Connect C{protocol} to C{address} from C{bindHost}.
+
+    The Deferred fires with the protocol once it is connected (its connectionMade has
+    run), fails with the connect error (C{TimeoutError}, C{ConnectionRefusedError} ...),
+    and cancelling it stops the attempt.
+    """
+    connector: IConnector | None = None
+
+    def cancel(result: Deferred[Any]) -> None:
+        # Fail first: stopConnecting reports a UserError that must not look like a
+        # connect failure.
+        result.errback(Failure(CancelledError()))
+        if connector is not None:
+            connector.stopConnecting()
+
+    result: Deferred[Any] = Deferred(cancel)
+    connector = reactor.connectTCP(
+        address.host,
+        address.port,
+        _Connecting(protocol, result),
+        timeout=timeout,
+        bindAddress=bindFor(address, bindHost),
     )
-
-
-class _OneShot(Factory):
-    """Hands out one given protocol; quiet, as a gateway opens thousands of these."""
-
-    noisy = False
-
-    def __init__(self, protocol: Protocol) -> None:
-        self._protocol = protocol
-
-    def buildProtocol(self, addr: IAddress | None) -> Protocol:
-        return self._protocol
+    return result

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import enum
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from twisted.internet.defer import Deferred
@@ -88,6 +88,31 @@ class Direction(enum.Enum):
         if self is Direction.CLIENT_TO_SERVER:
             return Direction.SERVER_TO_CLIENT
         return Direction.CLIENT_TO_SERVER
+
+
+class Side(enum.Enum):
+    """One end of a relayed connection: CLIENT connected to the gateway (or, in a join,
+    the first leg), SERVER is the peer the gateway connected to (the second leg)."""
+
+    CLIENT = "client"
+    SERVER = "server"
+
+
+@dataclass(frozen=True)
+class LegTLS:
+    """TLS on one leg of a relayed connection, started as soon as the leg is up.
+
+    @ivar creator: a Twisted TLS connection creator (or context factory).
+    @ivar asServer: True when the gateway is the TLS server on this leg, whichever
+        side opened the TCP connection (FTPS data channels keep the FTP client as the
+        TLS client in active mode too).
+    @ivar check: called with the pyOpenSSL connection once the handshake is done;
+        a returned reason aborts the connection (e.g. a session that was not resumed).
+    """
+
+    creator: object
+    asServer: bool
+    check: Callable[[object], str | None] | None = None
 
 
 @dataclass(frozen=True)

@@ -6,20 +6,20 @@ producer), half-close in each direction, and the byte counts reported at close.
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone
-from twisted.internet.interfaces import IHalfCloseableProtocol
+from twisted.internet.interfaces import IHalfCloseableProtocol, IHandshakeListener
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from fwxtwisted import splice
-from fwxtwisted.interfaces import ByteCounts, Direction, IDataChannel, IDataFilter
+from fwxtwisted.interfaces import ByteCounts, Direction, IDataChannel, IDataFilter, LegTLS
+from fwxtwisted.interfaces import Side as Side  # re-exported: relays speak of sides
 
 log = Logger()
 
@@ -29,27 +29,24 @@ _CONNECTION_DONE = Failure(ConnectionDone())
 PENDING_LIMIT = 256 * 1024
 
 
-class Side(enum.Enum):
-    """One end of a relay: CLIENT connected to the gateway, SERVER was connected to."""
-
-    CLIENT = "client"
-    SERVER = "server"
-
-
 _FROM = {Side.CLIENT: Direction.CLIENT_TO_SERVER, Side.SERVER: Direction.SERVER_TO_CLIENT}
 _TARGET = {Direction.CLIENT_TO_SERVER: Side.SERVER, Direction.SERVER_TO_CLIENT: Side.CLIENT}
 
 
-@implementer(IHalfCloseableProtocol)
+@implementer(IHalfCloseableProtocol, IHandshakeListener)
 class RelayLeg(Protocol):
     """The Twisted protocol of one side; everything it hears goes to its relay."""
 
     def __init__(self, relay: Relay, side: Side) -> None:
         self.relay = relay
         self.side = side
+        #: Told once the leg is connected (set by whoever connects it out).
+        self.onConnected: Callable[[RelayLeg], None] | None = None
 
     def connectionMade(self) -> None:
         self.relay._legConnected(self)
+        if self.onConnected is not None:
+            self.onConnected(self)
 
     def dataReceived(self, data: bytes) -> None:
         self.relay._received(self.side, data)
@@ -59,6 +56,9 @@ class RelayLeg(Protocol):
 
     def writeConnectionLost(self) -> None:
         pass
+
+    def handshakeCompleted(self) -> None:
+        self.relay._handshakeCompleted(self)
 
     def connectionLost(self, reason: Failure = _CONNECTION_DONE) -> None:
         self.relay._legLost(self.side, reason)
@@ -96,7 +96,10 @@ class Relay:
         onLegConnected: Callable[[RelayLeg], None] | None = None,
         reactor: Any = None,
         fastPath: bool = False,
+        tls: dict[Side, LegTLS] | None = None,
     ) -> None:
+        #: TLS to start on each leg as it connects.
+        self._tls: dict[Side, LegTLS] = dict(tls or {})
         self._onEstablished = onEstablished
         self._reactor = reactor
         self._fastPathAllowed = fastPath and reactor is not None and splice.available()
@@ -193,6 +196,47 @@ class Relay:
         self._lost.add(Side.SERVER)
         self.close(reason)
 
+    # TLS.
+
+    def startTLS(self, side: Side, legTLS: LegTLS) -> None:
+        """Start TLS now on the connected leg of C{side} (e.g. after FTP's AUTH TLS).
+
+        What was written to the leg before goes out in clear; what follows is
+        encrypted.  The relay leaves the fast path for good.
+        """
+        self._stopFastPath()
+        self._fastPathAllowed = False
+        self._tls[side] = legTLS
+        leg = self._legs.get(side)
+        if leg is not None:
+            self._startTLS(leg, legTLS)
+
+    def isTLS(self, side: Side) -> bool:
+        """True when the leg of C{side} speaks (or will speak) TLS."""
+        return side in self._tls
+
+    def tlsConnection(self, side: Side) -> Any:
+        """The pyOpenSSL connection of a TLS leg, else None."""
+        leg = self._legs.get(side)
+        getHandle = getattr(leg.transport, "getHandle", None) if leg is not None else None
+        return getHandle() if getHandle is not None and side in self._tls else None
+
+    def _startTLS(self, leg: RelayLeg, legTLS: LegTLS) -> None:
+        self._fastPathAllowed = False
+        transport: Any = leg.transport
+        # Twisted's startTLS picks the role from who connected; FTPS needs it chosen.
+        connectedOut = getattr(transport, "_tlsClientDefault", True)
+        transport.startTLS(legTLS.creator, connectedOut == (not legTLS.asServer))
+
+    def _handshakeCompleted(self, leg: RelayLeg) -> None:
+        legTLS = self._tls.get(leg.side)
+        if legTLS is None or legTLS.check is None:
+            return
+        problem = legTLS.check(self.tlsConnection(leg.side))
+        if problem is not None:
+            log.warn("{side} TLS refused: {problem}", side=leg.side.value, problem=problem)
+            self.abort(problem)
+
     # The fast path.
 
     def _tryFastPath(self) -> None:
@@ -257,6 +301,9 @@ class Relay:
                 leg.transport.loseConnection()
             return
         self._legs[leg.side] = leg
+        legTLS = self._tls.get(leg.side)
+        if legTLS is not None:
+            self._startTLS(leg, legTLS)
         if self._onLegConnected is not None:
             self._onLegConnected(leg)
         other = self._legs.get(_other(leg.side))
