@@ -95,7 +95,16 @@ class FTPSessionFilter:
                 formatReply(220, "fwxtwisted FTP gateway ready; log in as USER name@host[:port]")
             )
             return
-        self.session.connectUpstream().addErrback(self._upstreamUnreachable, None)
+        # Commands wait for the server leg: data commands need its address.
+        ready: Deferred[None] = Deferred()
+
+        def connected(_: object) -> None:
+            ready.callback(None)
+
+        self.session.connectUpstream().addCallbacks(
+            connected, self._upstreamUnreachable, errbackArgs=(None,)
+        )
+        self._lane = ready
 
     def firewallEvent(self, notification: FirewallNotification) -> None:
         self.data.event(notification)
@@ -394,6 +403,9 @@ class FTPSessionFilter:
     def _closeAfterReplies(self, reason: str) -> None:
         self._closing = True
         log.info("{session}: closing: {reason}", session=self.session.sessionId, reason=reason)
+        # Replies still awaited never come now: write what is known, the gateway's last
+        # word included, rather than lose it behind them.
+        self.replies.abandon()
         self.session.close(reason)
 
     def _touch(self) -> None:

@@ -180,8 +180,9 @@ class DataChannels:
             if target.port < 1024:
                 return "ports below 1024 are refused"
             return None
+        # Loopback is the gateway too: the data connection would reach its own services.
         own = {self._session.internalAddress.host, self._session.externalAddress}
-        if target.host in own and target.host != client:
+        if (target.host in own or ip.is_loopback) and target.host != client:
             return "the gateway itself"
         return None
 

@@ -51,6 +51,17 @@ class ReplyQueue:
         """A reply the gateway gives itself, in order after every pending one."""
         self.complete(self.reserve(), data)
 
+    def abandon(self) -> None:
+        """The session is ending: write every reply already known, in command order,
+        and give up on those still awaited (they will never come)."""
+        while self._slots:
+            slot = self._slots.popleft()
+            for data in slot.early:
+                self._write(data)
+            slot.early.clear()
+            if slot.done:
+                self._write(slot.final)
+
     @property
     def pending(self) -> int:
         """How many replies are still awaited."""
