@@ -7,6 +7,7 @@ import pytest
 from fwxtwisted.address import Address
 from fwxtwisted.filters.ftp.filter import ftpFilter
 from fwxtwisted.filters.ftp.options import parseFTPOptions
+from fwxtwisted.filters.ftp.protocols import FTP_DATA
 from fwxtwisted.interfaces import ActionState, FirewallEvent, FirewallNotification, RedirectFlags
 from fwxtwisted.testing import DEFAULT_INTERNAL, DEFAULT_UPSTREAM, FakeSession
 
@@ -277,11 +278,11 @@ def test_epsvStillWorksAfterEpsvAll() -> None:
     assert session.toServer == b"EPSV\r\n"
 
 
-@pytest.mark.parametrize("argument", [b"3", b"0", b"x"])
-def test_epsvUnknownProtocolIs522(argument: bytes) -> None:
+@pytest.mark.parametrize("argument", [b"3", b"0", b"x", b"2"])
+def test_epsvOtherProtocolThanTheSessionsIs522(argument: bytes) -> None:
     session = started()
     session.clientSends(b"EPSV " + argument + b"\r\n")
-    assert session.toClient == b"522 network protocol not supported, use (1,2)\r\n"
+    assert session.toClient == b"522 network protocol not supported, use (1)\r\n"
     assert session.toServer == b""
 
 
@@ -326,3 +327,19 @@ def test_secondPasvKeepsAnEstablishedChannel() -> None:
     session.clientSends(b"PASV\r\n")
     assert first.state is ActionState.LISTENING
     assert first.cancelCalls == 0  # type: ignore[attr-defined]
+
+
+def test_pasvReplyNamingPortZeroIs425AndOpensNothing() -> None:
+    session = started()
+    session.clientSends(b"PASV\r\n")
+    session.serverSends(b"227 Entering Passive Mode (10,9,8,7,0,0).\r\n")
+    assert session.redirectCalls == []
+    assert session.toClient == b"425 the server offered data port 0\r\n"
+
+
+def test_passiveRedirectIsRegisteredAsFtpData() -> None:
+    session = started()
+    session.clientSends(b"PASV\r\n")
+    session.serverSends(b"227 Entering Passive Mode (10,9,8,7,156,64).\r\n")
+    [call] = session.redirectCalls
+    assert call.protocolId == FTP_DATA.protocolId

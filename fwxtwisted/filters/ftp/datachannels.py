@@ -36,6 +36,7 @@ from fwxtwisted.filters.ftp.dataaddress import (
     parsePort,
 )
 from fwxtwisted.filters.ftp.options import DataPolicy
+from fwxtwisted.filters.ftp.protocols import FTP_DATA
 from fwxtwisted.filters.ftp.replies import Reply, formatReply
 from fwxtwisted.filters.ftp.replyqueue import ReplySlot
 from fwxtwisted.interfaces import (
@@ -115,8 +116,10 @@ class DataChannels:
             self._epsvAll = True
             control.reply(200, "EPSV ALL ok; only EPSV from now on")
             return
-        if command.verb == "EPSV" and argument not in ("", "1", "2"):
-            control.reply(522, "network protocol not supported, use (1,2)")
+        # RFC 2428: EPSV names the network protocol the data connection must use.
+        family = "2" if internal.isIPv6 else "1"
+        if command.verb == "EPSV" and argument not in ("", family):
+            control.reply(522, f"network protocol not supported, use ({family})")
             return
         if command.verb == "PASV" and (self._epsvAll or internal.isIPv6):
             control.reply(501, "PASV is not possible here; use EPSV")
@@ -195,6 +198,7 @@ class DataChannels:
             internalAddress=Address(internal.host, 0),
             flags=RedirectFlags.TIMEOUT,
             context=self,
+            protocolId=FTP_DATA.protocolId,
             portRange=self._options.passivePorts,
         )
 
@@ -214,6 +218,7 @@ class DataChannels:
             expectedPeer=server.host,
             flags=RedirectFlags.TIMEOUT,
             context=self,
+            protocolId=FTP_DATA.protocolId,
         )
 
         def ready(redirection: Redirection) -> None:
@@ -306,6 +311,11 @@ class DataChannels:
                 )
                 self._control.replies.complete(
                     slot, formatReply(425, "cannot read the server's passive reply")
+                )
+                return
+            if port == 0:
+                self._control.replies.complete(
+                    slot, formatReply(425, "the server offered data port 0")
                 )
                 return
             then(Address(server.host, port))

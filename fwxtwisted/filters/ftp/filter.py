@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Mapping
 from typing import Any
 
@@ -13,14 +12,10 @@ from fwxtwisted.cli import GatewayCommandOptions
 from fwxtwisted.errors import ConfigError
 from fwxtwisted.filters.ftp.control import FTPSessionFilter
 from fwxtwisted.filters.ftp.options import FTPOptions, parseFTPOptions
+from fwxtwisted.filters.ftp.protocols import FTP_CONTROL, FTP_DATA
 from fwxtwisted.filters.ftp.replies import formatReply
-from fwxtwisted.interfaces import IFilter, ISession, ISessionFilter, ProtocolDefinition, Transport
+from fwxtwisted.interfaces import IFilter, ISession, ISessionFilter
 from fwxtwisted.service import IConnectionRefuser
-
-FTP_CONTROL = ProtocolDefinition(
-    uuid.UUID("9a4c1f0e-6c2b-4d6a-8e1f-2b7d5c3a9e01"), "ftp", Transport.TCP, 21
-)
-FTP_DATA = ProtocolDefinition(uuid.UUID("9a4c1f0e-6c2b-4d6a-8e1f-2b7d5c3a9e02"), "ftp-data")
 
 
 class FTPCommandOptions(GatewayCommandOptions):
