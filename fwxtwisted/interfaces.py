@@ -59,6 +59,9 @@ class FirewallEvent(enum.Enum):
     UDP_DESTINATION = "udp-destination"
     #: An unused permission reached its timeout; its listener is closed.
     PERMISSION_EXPIRED = "permission-expired"
+    #: One leg closed while the other is still up (C{side} says which, C{reason} why);
+    #: the other leg closes next, after what is written to it now.
+    LEG_CLOSED = "leg-closed"
 
 
 class ActionState(enum.Enum):
@@ -152,6 +155,8 @@ class FirewallNotification:
     reason: str | None = None
     #: True when the connection's bytes moved on the zero-copy fast path.
     fastPath: bool = False
+    #: The leg concerned, for LEG_CLOSED.
+    side: Side | None = None
 
 
 @dataclass(frozen=True)
@@ -318,6 +323,8 @@ class ISession(Interface):
         context: object = None,
         expectedPeer: str | None = None,
         portRange: tuple[int, int] | None = None,
+        tls: Mapping[Side, LegTLS] | None = None,
+        dataFilterFactory: Callable[[], Sequence[IDataFilter]] | None = None,
     ) -> Deferred[Redirection]:
         """Grant N permissions: listen on N consecutive ports, relay each to its connect
         address (IFWXSession::RedirectConnections).
@@ -330,6 +337,10 @@ class ISession(Interface):
         @param expectedPeer: the only IP accepted; the session's client IP by default.
         @param portRange: allocate from this inclusive range instead of the one
             configured for the listening IP (e.g. an FTP listener's passive ports).
+        @param tls: TLS to start on the accepted (CLIENT) and connected (SERVER) legs
+            of each TCP connection; a TLS connection never takes the fast path.
+        @param dataFilterFactory: called for each TCP connection; the data filters it
+            returns are attached in order (priorities 0, 1, ...), forcing user mode.
         @param sessionFilter: receives L{FirewallNotification}s with C{context}.
         @return: a Deferred firing with a L{Redirection} once every listener is bound.
             It fails with C{PortRangeExhausted}, C{PortUnavailable} (an explicit port is
@@ -342,6 +353,7 @@ class ISession(Interface):
         flags: RedirectFlags = RedirectFlags.TIMEOUT,
         sessionFilter: ISessionFilter | None = None,
         context: object = None,
+        tls: Mapping[Side, LegTLS] | None = None,
     ) -> Deferred[IJoin]:
         """Relay one connection between two legs that are each accepted (L{Listen}) or
         connected (L{Connect}).
@@ -352,6 +364,17 @@ class ISession(Interface):
         @return: a Deferred firing with the action once its listening legs are bound;
             their addresses are in C{action.listeningAddresses} by side.
         """
+
+    def startTLS(side: Side, tls: LegTLS) -> None:
+        """Start TLS on the primary connection's leg of C{side} now (after FTP's AUTH TLS,
+        say): what was written to it before goes in clear, what follows encrypted."""
+
+    def isTLS(side: Side) -> bool:
+        """True when the primary's leg of C{side} speaks TLS (started here, or accepted
+        on a TLS listener)."""
+
+    def tlsConnection(side: Side) -> object:
+        """The pyOpenSSL connection of the primary's TLS leg of C{side}, else None."""
 
     def close(reason: str | None = None) -> None:
         """End the session: cancel every permission, close both legs. Idempotent."""

@@ -8,7 +8,7 @@ gateway connects to both).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from twisted.internet.defer import CancelledError, Deferred, succeed
 from twisted.internet.error import ConnectingCancelledError
@@ -29,6 +29,7 @@ from fwxtwisted.interfaces import (
     FirewallNotification,
     IJoin,
     LegSpec,
+    LegTLS,
     Listen,
     RedirectFlags,
     Transport,
@@ -70,6 +71,7 @@ class JoinAction:
         context: object,
         notify: Notify,
         label: str = "",
+        tls: Mapping[Side, LegTLS] | None = None,
     ) -> None:
         self._gateway = gateway
         self._specs = {Side.CLIENT: client, Side.SERVER: server}
@@ -90,6 +92,7 @@ class JoinAction:
             onClosed=self._closed,
             reactor=gateway.reactor,
             fastPath=gateway.fastPathFor(flags),
+            tls=dict(tls or {}),
         )
         self._started = False
 

@@ -73,8 +73,9 @@ class PortAllocator:
             bound, failedAt = _tryRun(start, count, bind)
             if bound is not None:
                 return bound
-            # Every run overlapping the failed port fails too: skip past it.
-            skip = failedAt - start + 1
+            # Every run overlapping the failed port fails too: skip past it, but not
+            # beyond the last run (the search wraps to the first, which may be free).
+            skip = min(failedAt - start + 1, starts - offset)
             tried += skip
             offset = (offset + skip) % starts
         raise PortRangeExhausted(f"no {count} free consecutive port(s) on {ip} in {low}-{high}")

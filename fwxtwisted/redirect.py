@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from twisted.internet.defer import CancelledError, Deferred, succeed
+from twisted.internet.defer import CancelledError, Deferred, maybeDeferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IListeningPort
 from twisted.internet.protocol import Protocol, ServerFactory
 from twisted.logger import Logger
@@ -20,7 +20,9 @@ from fwxtwisted.interfaces import (
     ByteCounts,
     FirewallEvent,
     FirewallNotification,
+    IDataFilter,
     IFirewallAction,
+    LegTLS,
     RedirectFlags,
     Transport,
 )
@@ -69,6 +71,10 @@ class TCPRedirectAction:
         self._notify = notify
         self._label = label
         self.internalAddress: Address | None = None
+        #: TLS for the legs of each connection (set by the session).
+        self.tls: dict[Side, LegTLS] = {}
+        #: Data filters for each connection (set by the session).
+        self.dataFilterFactory: Callable[[], Sequence[IDataFilter]] | None = None
         self.state = ActionState.LISTENING
         self.connectionCount = 0
         self.refusedCount = 0
@@ -76,6 +82,7 @@ class TCPRedirectAction:
         self._timer: IDelayedCall | None = None
         self._relays: set[Relay] = set()
         self._waiters: list[Deferred[ActionState]] = []
+        self._closing: set[Deferred[object]] = set()
         self._done = False
 
     def __repr__(self) -> str:
@@ -144,7 +151,9 @@ class TCPRedirectAction:
         relay: Relay
 
         def established() -> None:
-            self._emit(FirewallEvent.ESTABLISHED_CONNECTION, clientAddress=peer)
+            self._emit(
+                FirewallEvent.ESTABLISHED_CONNECTION, clientAddress=peer, fastPath=relay.onFastPath
+            )
 
         def closed(counts: ByteCounts, reason: str | None) -> None:
             self._relays.discard(relay)
@@ -153,10 +162,20 @@ class TCPRedirectAction:
                 clientAddress=peer,
                 counts=counts,
                 reason=reason,
+                fastPath=relay.onFastPath,
             )
             self._checkDone()
 
-        relay = Relay(onEstablished=established, onClosed=closed)
+        relay = Relay(
+            onEstablished=established,
+            onClosed=closed,
+            reactor=self._gateway.reactor,
+            fastPath=self._gateway.fastPathFor(self.flags) and not self.dataFilterFactory,
+            tls=self.tls,
+        )
+        if self.dataFilterFactory is not None:
+            for priority, dataFilter in enumerate(self.dataFilterFactory()):
+                relay.attachDataFilter(dataFilter, priority)
         self._relays.add(relay)
         self._emit(FirewallEvent.ACCEPTED_CONNECTION, clientAddress=peer)
         attempt = connectFrom(
@@ -203,6 +222,7 @@ class TCPRedirectAction:
         clientAddress: Address | None = None,
         counts: ByteCounts | None = None,
         reason: str | None = None,
+        fastPath: bool = False,
     ) -> None:
         self._notify(
             FirewallNotification(
@@ -213,6 +233,7 @@ class TCPRedirectAction:
                 serverAddress=self.connectAddress,
                 counts=counts or ByteCounts(),
                 reason=reason,
+                fastPath=fastPath,
             )
         )
 
@@ -225,10 +246,19 @@ class TCPRedirectAction:
         self._cancelTimer()
         if self._port is not None:
             port, self._port = self._port, None
-            port.stopListening()
+            # The socket closes on a later reactor turn: whenFinished waits for it, so
+            # the port is free again when it fires.
+            closing: Deferred[object] = maybeDeferred(port.stopListening)
+            self._closing.add(closing)
+
+            def closed(_: object) -> None:
+                self._closing.discard(closing)
+                self._checkDone()
+
+            closing.addBoth(closed)
 
     def _checkDone(self) -> None:
-        if self._done or self._port is not None or self._relays:
+        if self._done or self._port is not None or self._closing or self._relays:
             return
         if self.state is ActionState.LISTENING:
             return

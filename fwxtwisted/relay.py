@@ -97,7 +97,9 @@ class Relay:
         reactor: Any = None,
         fastPath: bool = False,
         tls: dict[Side, LegTLS] | None = None,
+        onLegLost: Callable[[Side, str], None] | None = None,
     ) -> None:
+        self._onLegLost = onLegLost
         #: TLS to start on each leg as it connects.
         self._tls: dict[Side, LegTLS] = dict(tls or {})
         self._onEstablished = onEstablished
@@ -346,6 +348,9 @@ class Relay:
         other = _other(side)
         otherLeg = self._legs.get(other)
         if otherLeg is not None and other not in self._lost and otherLeg.transport is not None:
+            if self._onLegLost is not None and not self._finished:
+                # The owner may still write to the other leg before it closes.
+                self._onLegLost(side, _describe(reason))
             otherLeg.transport.loseConnection()
         elif otherLeg is None:
             self._cancelConnecting()
@@ -451,6 +456,16 @@ class Relay:
             dataFilter.detached()
         if self._onClosed is not None:
             self._onClosed(self.counts, self._closeReason)
+
+
+def _describe(reason: Failure) -> str:
+    """A short reason for a lost connection (TLS errors are long lists otherwise)."""
+    value = reason.value
+    args = getattr(value, "args", ())
+    if args and isinstance(args[0], list) and args[0] and isinstance(args[0][-1], tuple):
+        # pyOpenSSL: [(library, function, reason), ...]: the last reason says it.
+        return f"TLS error: {args[0][-1][-1]}"
+    return reason.getErrorMessage()
 
 
 def _other(side: Side) -> Side:

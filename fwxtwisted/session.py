@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from twisted.internet import error
@@ -25,6 +25,7 @@ from fwxtwisted.interfaces import (
     ISession,
     ISessionFilter,
     LegSpec,
+    LegTLS,
     Listen,
     RedirectFlags,
     Redirection,
@@ -33,6 +34,7 @@ from fwxtwisted.interfaces import (
 from fwxtwisted.join import JoinAction
 from fwxtwisted.redirect import TCPRedirectAction
 from fwxtwisted.relay import Relay, RelayLeg, Side
+from fwxtwisted.tls import tlsConnectionOf
 from fwxtwisted.udp import UDPRedirectAction
 
 log = Logger()
@@ -73,6 +75,9 @@ class Session:
         self.primary = Relay(
             onClosed=self._primaryClosed,
             onLegConnected=self._legConnected,
+            reactor=gateway.reactor,
+            fastPath=gateway.fastPathFor(RedirectFlags.NONE),
+            onLegLost=self._primaryLegLost,
         )
         self.clientLeg: RelayLeg = self.primary.makeLeg(Side.CLIENT)
 
@@ -180,11 +185,15 @@ class Session:
         context: object = None,
         expectedPeer: str | None = None,
         portRange: tuple[int, int] | None = None,
+        tls: Mapping[Side, LegTLS] | None = None,
+        dataFilterFactory: Callable[[], Sequence[IDataFilter]] | None = None,
     ) -> Deferred[Redirection]:
         if self.closed:
             return fail(SessionClosed(f"session {self.sessionId} is closed"))
         if not connectAddresses:
             return fail(ValueError("redirectConnections needs at least one connect address"))
+        if transport is Transport.UDP and (tls or dataFilterFactory):
+            return fail(ValueError("TLS and data filters apply to TCP redirections only"))
         listenHost = internalAddress.host if internalAddress is not None else None
         if not listenHost:
             assert self.internalAddress is not None
@@ -211,6 +220,10 @@ class Session:
             )
             for connectAddress in connectAddresses
         ]
+        for action in actions:
+            if isinstance(action, TCPRedirectAction):
+                action.tls = dict(tls or {})
+                action.dataFilterFactory = dataFilterFactory
         ports = self._gateway.ports
         try:
             if listenPort:
@@ -251,6 +264,7 @@ class Session:
         flags: RedirectFlags = RedirectFlags.TIMEOUT,
         sessionFilter: ISessionFilter | None = None,
         context: object = None,
+        tls: Mapping[Side, LegTLS] | None = None,
     ) -> Deferred[IJoin]:
         """Relay one connection between two legs, each accepted (L{Listen}) or connected
         (L{Connect}): the shapes redirectConnections cannot make.
@@ -269,6 +283,7 @@ class Session:
             context,
             lambda notification: self._notify(target, notification),
             label=self.sessionId,
+            tls=tls,
         )
         ports = self._gateway.ports
         try:
@@ -289,6 +304,19 @@ class Session:
         action.whenFinished().addCallback(self._actionFinished, action)
         joined: Deferred[IJoin] = succeed(action)
         return joined
+
+    def startTLS(self, side: Side, tls: LegTLS) -> None:
+        self.primary.startTLS(side, tls)
+
+    def isTLS(self, side: Side) -> bool:
+        if self.primary.isTLS(side):
+            return True
+        leg = self.primary.leg(side)
+        return leg is not None and tlsConnectionOf(leg.transport) is not None
+
+    def tlsConnection(self, side: Side) -> object:
+        leg = self.primary.leg(side)
+        return tlsConnectionOf(leg.transport) if leg is not None else None
 
     def close(self, reason: str | None = None) -> None:
         if self.closed:
@@ -325,6 +353,19 @@ class Session:
         except Exception:
             log.failure("{session}: session filter failed to start", session=self.sessionId)
             self.abort("session filter failed")
+
+    def _primaryLegLost(self, side: Side, reason: str) -> None:
+        self._notify(
+            None,
+            FirewallNotification(
+                FirewallEvent.LEG_CLOSED,
+                None,
+                clientAddress=self.clientAddress,
+                serverAddress=self.serverAddress,
+                reason=reason,
+                side=side,
+            ),
+        )
 
     def _notify(self, target: ISessionFilter | None, notification: FirewallNotification) -> None:
         target = target if target is not None else self._sessionFilter

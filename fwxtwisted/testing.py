@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from twisted.internet.defer import Deferred, fail, succeed
@@ -28,6 +28,7 @@ from fwxtwisted.interfaces import (
     ISession,
     ISessionFilter,
     LegSpec,
+    LegTLS,
     Listen,
     RedirectFlags,
     Redirection,
@@ -216,6 +217,8 @@ class RedirectCall:
     context: object
     expectedPeer: str | None
     portRange: tuple[int, int] | None
+    tls: Mapping[Side, LegTLS] | None
+    dataFilterFactory: Callable[[], Sequence[IDataFilter]] | None
     #: What redirectConnections returned to the filter.
     deferred: Deferred[Redirection] = field(repr=False)
     session: FakeSession = field(repr=False, compare=False)
@@ -303,6 +306,8 @@ class JoinCall:
     context: object
     deferred: Deferred[IJoin] = field(repr=False)
     session: FakeSession = field(repr=False, compare=False)
+    #: TLS asked for on each side.
+    tls: Mapping[Side, LegTLS] = field(default_factory=dict)
     #: The join the call succeeded with, once it did.
     join: IJoin | None = None
 
@@ -430,6 +435,12 @@ class FakeSession:
         self.clock = clock if clock is not None else Clock()
         #: Names L{resolveHost} knows, name to IP; others fail with DNSLookupError.
         self.hostnames: dict[str, str] = {}
+        #: Every startTLS call: (side, LegTLS).
+        self.tlsStarted: list[tuple[Side, LegTLS]] = []
+        #: Sides that are TLS from the start (implicit TLS).
+        self.tlsSides: set[Side] = set()
+        #: Stand-ins for pyOpenSSL connections, by side, for tlsConnection.
+        self.tlsConnections: dict[Side, object] = {}
         self.clientAddress = clientAddress
         self.internalAddress = internalAddress
         self.externalAddress = externalAddress
@@ -567,6 +578,8 @@ class FakeSession:
         context: object = None,
         expectedPeer: str | None = None,
         portRange: tuple[int, int] | None = None,
+        tls: Mapping[Side, LegTLS] | None = None,
+        dataFilterFactory: Callable[[], Sequence[IDataFilter]] | None = None,
     ) -> Deferred[Redirection]:
         """Record a L{RedirectCall}; the test answers it.  After close the call is still
         recorded but its Deferred has already failed with C{SessionClosed}.
@@ -588,6 +601,8 @@ class FakeSession:
                 context=context,
                 expectedPeer=expectedPeer,
                 portRange=portRange,
+                tls=tls,
+                dataFilterFactory=dataFilterFactory,
                 deferred=deferred,
                 session=self,
             )
@@ -595,6 +610,19 @@ class FakeSession:
         if self.closed:
             deferred.errback(SessionClosed(f"session {self.sessionId} is closed"))
         return deferred
+
+    def startTLS(self, side: Side, tls: LegTLS) -> None:
+        """Record the TLS start (see L{tlsStarted}); nothing is encrypted here."""
+        self.tlsStarted.append((side, tls))
+
+    def isTLS(self, side: Side) -> bool:
+        """True once startTLS was called for C{side}, or the test listed it in
+        L{tlsSides} (an implicit-TLS listener)."""
+        return side in self.tlsSides or any(s is side for s, _ in self.tlsStarted)
+
+    def tlsConnection(self, side: Side) -> object:
+        """What the test put in L{tlsConnections} for C{side}, else None."""
+        return self.tlsConnections.get(side)
 
     def resolveHost(self, host: str) -> Deferred[str]:
         """IP literals come back normalized; names from L{hostnames}, else a failure."""
@@ -611,12 +639,13 @@ class FakeSession:
         flags: RedirectFlags = RedirectFlags.TIMEOUT,
         sessionFilter: ISessionFilter | None = None,
         context: object = None,
+        tls: Mapping[Side, LegTLS] | None = None,
     ) -> Deferred[IJoin]:
         """Record a L{JoinCall}; the test answers it.  After close the call is still
         recorded but its Deferred has already failed with C{SessionClosed}."""
         deferred: Deferred[IJoin] = Deferred()
         self.joinCalls.append(
-            JoinCall(client, server, flags, sessionFilter, context, deferred, self)
+            JoinCall(client, server, flags, sessionFilter, context, deferred, self, dict(tls or {}))
         )
         if self.closed:
             deferred.errback(SessionClosed(f"session {self.sessionId} is closed"))

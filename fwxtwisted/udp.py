@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, maybeDeferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IListeningPort
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
@@ -90,6 +90,7 @@ class UDPRedirectAction:
         self._timer: IDelayedCall | None = None
         self._mappings: dict[Address, _Mapping] = {}
         self._waiters: list[Deferred[ActionState]] = []
+        self._closing: set[Deferred[object]] = set()
         self._done = False
 
     def bind(self, host: str, port: int) -> IListeningPort:
@@ -189,7 +190,7 @@ class UDPRedirectAction:
         if mapping.idle is not None and mapping.idle.active():
             mapping.idle.cancel()
         if mapping.port is not None:
-            mapping.port.stopListening()
+            self._stopPort(mapping.port)
             mapping.port = None
         self._emit(
             FirewallEvent.CONNECTION_TERMINATING,
@@ -216,7 +217,19 @@ class UDPRedirectAction:
         self._timer = None
         if self._port is not None:
             port, self._port = self._port, None
-            port.stopListening()
+            self._stopPort(port)
+
+    def _stopPort(self, port: IListeningPort) -> None:
+        # The socket closes on a later reactor turn: whenFinished waits for it, so the
+        # port is free again when it fires.
+        closing: Deferred[object] = maybeDeferred(port.stopListening)
+        self._closing.add(closing)
+
+        def closed(_: object) -> None:
+            self._closing.discard(closing)
+            self._checkDone()
+
+        closing.addBoth(closed)
 
     def _emit(
         self,
@@ -238,7 +251,7 @@ class UDPRedirectAction:
         )
 
     def _checkDone(self) -> None:
-        if self._done or self._port is not None or self._mappings:
+        if self._done or self._port is not None or self._mappings or self._closing:
             return
         if self.state is ActionState.LISTENING:
             return
