@@ -1,0 +1,158 @@
+"""IDataFilter chains on the primary connection: rewriting, priority order, EOF, close."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pytest_twisted
+import support
+from support import Network, Peer, PeerFactory, RecordingFilter, RecordingSessionFilter, within
+
+from fwxtwisted.datafilter import PassThroughDataFilter
+from fwxtwisted.interfaces import Direction, FirewallEvent
+
+net = support.net
+
+C2S = Direction.CLIENT_TO_SERVER
+S2C = Direction.SERVER_TO_CLIENT
+
+
+class UpperCase(PassThroughDataFilter):
+    """Upper-cases what the client sends; the server's bytes pass unchanged."""
+
+    def dataReceived(self, direction: Direction, data: bytes) -> None:
+        self.write(direction, data.upper() if direction is C2S else data)
+
+
+class Counter(PassThroughDataFilter):
+    """Counts and keeps what it sees each way, and the half-closes."""
+
+    def __init__(self) -> None:
+        self.seen: dict[Direction, bytes] = {C2S: b"", S2C: b""}
+        self.eofs: list[Direction] = []
+        self.wasDetached = False
+
+    def dataReceived(self, direction: Direction, data: bytes) -> None:
+        self.seen[direction] += data
+        self.write(direction, data)
+
+    def eofReceived(self, direction: Direction) -> None:
+        self.eofs.append(direction)
+        self.writeEOF(direction)
+
+    def detached(self) -> None:
+        self.wasDetached = True
+        super().detached()
+
+    def count(self, direction: Direction) -> int:
+        return len(self.seen[direction])
+
+
+class Tag(PassThroughDataFilter):
+    """Puts its tag before the first bytes it passes each way."""
+
+    def __init__(self, tag: bytes) -> None:
+        self.tag = tag
+        self.tagged: set[Direction] = set()
+
+    def dataReceived(self, direction: Direction, data: bytes) -> None:
+        if direction not in self.tagged:
+            self.tagged.add(direction)
+            data = self.tag + data
+        self.write(direction, data)
+
+
+class CloseOnQuit(PassThroughDataFilter):
+    """Ends the whole connection when the client says QUIT."""
+
+    def dataReceived(self, direction: Direction, data: bytes) -> None:
+        if direction is C2S and b"QUIT" in data:
+            assert self.channel is not None
+            self.channel.close("client said QUIT")
+            return
+        self.write(direction, data)
+
+
+async def chain(
+    net: Network, filters: Sequence[tuple[int, PassThroughDataFilter]]
+) -> tuple[Peer, Peer, RecordingSessionFilter, PeerFactory]:
+    """A session whose primary carries C{filters}; returns client, upstream peer, filter."""
+    recording = RecordingFilter(connectUpstream=True, dataFilters=lambda _: filters)
+    upstream, upstreamAddress = net.server()
+    running = net.startGateway(recording, upstream=upstreamAddress)
+    client, sessionFilter = await net.openSession(running, recording)
+    server: Peer = await within(upstream.accepted.get())
+    return client, server, sessionFilter, upstream
+
+
+@pytest_twisted.ensureDeferred
+async def test_data_filter_rewrites_client_bytes(net: Network) -> None:
+    client, server, _, _ = await chain(net, [(0, UpperCase())])
+    client.send(b"hello")
+    assert await within(server.waitFor(5)) == b"HELLO"
+    server.send(b"reply")
+    assert await within(client.waitFor(5)) == b"reply"
+
+
+@pytest_twisted.ensureDeferred
+async def test_lower_priority_sees_client_bytes_first(net: Network) -> None:
+    counter = Counter()
+    client, server, _, _ = await chain(net, [(10, UpperCase()), (0, counter)])
+    client.send(b"hello")
+    assert await within(server.waitFor(5)) == b"HELLO"
+    assert counter.seen[C2S] == b"hello"
+
+
+@pytest_twisted.ensureDeferred
+async def test_higher_priority_sees_client_bytes_later(net: Network) -> None:
+    counter = Counter()
+    client, server, _, _ = await chain(net, [(0, UpperCase()), (10, counter)])
+    client.send(b"hello")
+    assert await within(server.waitFor(5)) == b"HELLO"
+    assert counter.seen[C2S] == b"HELLO"
+    assert counter.count(C2S) == 5
+
+
+@pytest_twisted.ensureDeferred
+async def test_server_bytes_cross_the_chain_in_reverse_order(net: Network) -> None:
+    filters = [(10, Tag(b"[hi]")), (0, Tag(b"[lo]")), (5, Tag(b"[mid]"))]
+    client, server, _, _ = await chain(net, filters)
+    client.send(b"up")
+    assert await within(server.waitFor(15)) == b"[hi][mid][lo]up"
+    server.send(b"down")
+    assert await within(client.waitFor(17)) == b"[lo][mid][hi]down"
+
+
+@pytest_twisted.ensureDeferred
+async def test_equal_priorities_keep_the_order_of_attachment(net: Network) -> None:
+    client, server, _, _ = await chain(net, [(0, Tag(b"[first]")), (0, Tag(b"[second]"))])
+    client.send(b"x")
+    assert await within(server.waitFor(16)) == b"[second][first]x"
+
+
+@pytest_twisted.ensureDeferred
+async def test_eof_passes_through_the_chain_each_way(net: Network) -> None:
+    counter = Counter()
+    client, server, sessionFilter, _ = await chain(net, [(0, counter), (5, UpperCase())])
+    server.closeOnEOF = False
+    client.send(b"bye")
+    client.shutdownWrite()
+    assert await within(server.eof) == b"BYE"
+    assert counter.eofs == [C2S]
+    server.send(b"see you")
+    server.shutdownWrite()
+    assert await within(client.eof) == b"see you"
+    assert counter.eofs == [C2S, S2C]
+    await within(sessionFilter.session.whenClosed())
+    assert counter.wasDetached
+
+
+@pytest_twisted.ensureDeferred
+async def test_data_filter_can_close_the_connection(net: Network) -> None:
+    client, server, sessionFilter, _ = await chain(net, [(0, CloseOnQuit())])
+    client.send(b"QUIT")
+    await within(client.lost)
+    await within(server.lost)
+    ending = await within(sessionFilter.waitFor(FirewallEvent.CONNECTION_TERMINATING))
+    assert ending.reason == "client said QUIT"
+    assert server.received == b""
