@@ -391,8 +391,10 @@ class IFilter(IPlugin):
     description = Attribute("One line for --help (str).")
     protocols = Attribute("Sequence of L{ProtocolDefinition}: what the filter handles.")
 
-    def parseOptions(options: Mapping[str, object]) -> object:
-        """Validate a listener's filter options (from TOML or the command line).
+    def parseOptions(options: Mapping[str, object], upstream: Address | None) -> object:
+        """Validate a listener's filter options (from TOML or the command line) and its
+        upstream (None when none is configured), so a listener that cannot work is a
+        configuration error at start, not a failure at its first session.
 
         @return: the parsed options, handed to every session as L{ISession.options}.
         @raise fwxtwisted.errors.ConfigError: naming the bad key.

@@ -87,7 +87,7 @@ def buildService(
                 f"{where}.filter: unknown filter {listener.filter!r} (known: {known})"
             )
         try:
-            parsed = filterPlugin.parseOptions(listener.options)
+            parsed = filterPlugin.parseOptions(listener.options, listener.upstream)
         except ConfigError as e:
             raise ConfigError(f"{where}.{e}") from None
         bound.append(BoundListener(listener, filterPlugin, parsed))

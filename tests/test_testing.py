@@ -135,7 +135,7 @@ class RecordingFilter:
         self.sessionFilter = RecordingSessionFilter()
         self.sessions: list[ISession] = []
 
-    def parseOptions(self, options: Mapping[str, object]) -> object:
+    def parseOptions(self, options: Mapping[str, object], upstream: Address | None) -> object:
         return options
 
     def commandLineOptions(self) -> usage.Options | None:

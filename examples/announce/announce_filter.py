@@ -249,7 +249,7 @@ class AnnounceFilter:
     description = "Toy protocol: relays the TCP data port a server announces in DATA lines."
     protocols = (ANNOUNCE,)
 
-    def parseOptions(self, options: Mapping[str, object]) -> object:
+    def parseOptions(self, options: Mapping[str, object], upstream: Address | None) -> object:
         """Accept any table of options; the filter uses none."""
         if not isinstance(options, Mapping):
             raise ConfigError(f"announce: options must be a table, not {type(options).__name__}")

@@ -271,9 +271,10 @@ class FilterTests(SynchronousTestCase):
 
     def test_parseOptions(self) -> None:
         options = {"anything": 1}
-        self.assertIs(AnnounceFilter().parseOptions(options), options)
-        self.assertRaises(ConfigError, AnnounceFilter().parseOptions, {1: "x"})
-        self.assertRaises(ConfigError, AnnounceFilter().parseOptions, ["x"])
+        upstream = Address("192.0.2.1", 7000)
+        self.assertIs(AnnounceFilter().parseOptions(options, upstream), options)
+        self.assertRaises(ConfigError, AnnounceFilter().parseOptions, {1: "x"}, upstream)
+        self.assertRaises(ConfigError, AnnounceFilter().parseOptions, ["x"], upstream)
 
     def test_plugin(self) -> None:
         """The plugin module exposes a filter under twisted.plugins."""

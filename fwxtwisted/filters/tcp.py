@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from twisted.python import usage
 from zope.interface import implementer
 
+from fwxtwisted.address import Address
 from fwxtwisted.cli import GatewayCommandOptions
 from fwxtwisted.errors import ConfigError
 from fwxtwisted.filters.forwarding import ForwardingSessionFilter
@@ -37,9 +38,11 @@ class TCPForwardFilter:
     description = "Plain TCP port forward (no secondary channels)."
     protocols = (TCP_FORWARD,)
 
-    def parseOptions(self, options: Mapping[str, object]) -> object:
+    def parseOptions(self, options: Mapping[str, object], upstream: Address | None) -> object:
         if options:
             raise ConfigError(f"{sorted(options)[0]}: not an option of the tcp filter")
+        if upstream is None:
+            raise ConfigError("upstream: the tcp filter needs one (where to forward)")
         return None
 
     def commandLineOptions(self) -> usage.Options:

@@ -257,7 +257,7 @@ class RecordingFilter:
             return ()
         return self._dataFilters(sessionFilter)
 
-    def parseOptions(self, options: Any) -> object:
+    def parseOptions(self, options: Any, upstream: Any) -> object:
         return None
 
     def commandLineOptions(self) -> None:

@@ -100,9 +100,22 @@ def test_neitherUpstreamNorExplicitRefused() -> None:
 
 
 def test_filterParseOptionsIsParseFTPOptions() -> None:
-    assert ftpFilter.parseOptions({"data_policy": "passive"}) == parseFTPOptions(
+    upstream = Address("192.0.2.1", 21)
+    assert ftpFilter.parseOptions({"data_policy": "passive"}, upstream) == parseFTPOptions(
         {"data_policy": "passive"}
     )
+
+
+def test_reverseListenerWithoutUpstreamIsAConfigError() -> None:
+    with pytest.raises(ConfigError, match="^upstream: give either"):
+        ftpFilter.parseOptions({}, None)
+
+
+def test_explicitListenerWithAnUpstreamIsAConfigError() -> None:
+    with pytest.raises(ConfigError, match="^upstream: give either"):
+        ftpFilter.parseOptions(
+            {"explicit": True, "allow_destinations": ["192.0.2.0/24"]}, Address("192.0.2.1", 21)
+        )
 
 
 @pytest.mark.parametrize(

@@ -8,6 +8,7 @@ from typing import Any
 from twisted.python import usage
 from zope.interface import implementer
 
+from fwxtwisted.address import Address
 from fwxtwisted.cli import GatewayCommandOptions
 from fwxtwisted.errors import ConfigError
 from fwxtwisted.filters.ftp.control import FTPSessionFilter
@@ -92,8 +93,8 @@ class FTPFilter:
     description = "FTP gateway (reverse or explicit USER name@host proxy)."
     protocols = (FTP_CONTROL, FTP_DATA)
 
-    def parseOptions(self, options: Mapping[str, object]) -> object:
-        return parseFTPOptions(options)
+    def parseOptions(self, options: Mapping[str, object], upstream: Address | None) -> object:
+        return parseFTPOptions(options, hasUpstream=upstream is not None)
 
     def commandLineOptions(self) -> usage.Options:
         return FTPCommandOptions()
