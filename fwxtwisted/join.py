@@ -34,6 +34,7 @@ from fwxtwisted.interfaces import (
     RedirectFlags,
     Transport,
 )
+from fwxtwisted.portclosing import PortCloser
 from fwxtwisted.relay import Relay, Side
 
 log = Logger()
@@ -84,6 +85,7 @@ class JoinAction:
         self.refusedCount = 0
         self.listeningAddresses: dict[Side, Address] = {}
         self._ports: dict[Side, IListeningPort] = {}
+        self._closer = PortCloser(self._checkDone)
         self._timer: IDelayedCall | None = None
         self._waiters: list[Deferred[ActionState]] = []
         self._done = False
@@ -176,8 +178,7 @@ class JoinAction:
             )
             self._emit(FirewallEvent.REFUSED_CONNECTION, peer=peer, reason="wrong peer")
             return None
-        port = self._ports.pop(side)
-        port.stopListening()
+        self._closer.close(self._ports.pop(side))
         self.connectionCount += 1
         self._emit(FirewallEvent.ACCEPTED_CONNECTION, peer=peer)
         return self._relay.makeLeg(side)
@@ -234,7 +235,7 @@ class JoinAction:
 
     def _stopListening(self) -> None:
         for side in list(self._ports):
-            self._ports.pop(side).stopListening()
+            self._closer.close(self._ports.pop(side))
 
     def _emit(
         self,
@@ -256,7 +257,7 @@ class JoinAction:
         )
 
     def _checkDone(self) -> None:
-        if self._done or self._ports or self.state is ActionState.LISTENING:
+        if self._done or self._ports or self._closer.busy or self.state is ActionState.LISTENING:
             return
         if self._relay.established and not self._relay.finished:
             return

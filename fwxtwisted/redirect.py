@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from twisted.internet.defer import CancelledError, Deferred, maybeDeferred, succeed
+from twisted.internet.defer import CancelledError, Deferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IListeningPort
 from twisted.internet.protocol import Protocol, ServerFactory
 from twisted.logger import Logger
@@ -26,6 +26,7 @@ from fwxtwisted.interfaces import (
     RedirectFlags,
     Transport,
 )
+from fwxtwisted.portclosing import PortCloser
 from fwxtwisted.relay import Relay, Side
 
 log = Logger()
@@ -82,7 +83,7 @@ class TCPRedirectAction:
         self._timer: IDelayedCall | None = None
         self._relays: set[Relay] = set()
         self._waiters: list[Deferred[ActionState]] = []
-        self._closing: set[Deferred[object]] = set()
+        self._closer = PortCloser(self._checkDone)
         self._done = False
 
     def __repr__(self) -> str:
@@ -246,19 +247,10 @@ class TCPRedirectAction:
         self._cancelTimer()
         if self._port is not None:
             port, self._port = self._port, None
-            # The socket closes on a later reactor turn: whenFinished waits for it, so
-            # the port is free again when it fires.
-            closing: Deferred[object] = maybeDeferred(port.stopListening)
-            self._closing.add(closing)
-
-            def closed(_: object) -> None:
-                self._closing.discard(closing)
-                self._checkDone()
-
-            closing.addBoth(closed)
+            self._closer.close(port)
 
     def _checkDone(self) -> None:
-        if self._done or self._port is not None or self._closing or self._relays:
+        if self._done or self._port is not None or self._closer.busy or self._relays:
             return
         if self.state is ActionState.LISTENING:
             return

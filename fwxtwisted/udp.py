@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from twisted.internet.defer import Deferred, maybeDeferred, succeed
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IListeningPort
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
@@ -21,6 +21,7 @@ from fwxtwisted.interfaces import (
     RedirectFlags,
     Transport,
 )
+from fwxtwisted.portclosing import PortCloser
 
 log = Logger()
 
@@ -90,7 +91,7 @@ class UDPRedirectAction:
         self._timer: IDelayedCall | None = None
         self._mappings: dict[Address, _Mapping] = {}
         self._waiters: list[Deferred[ActionState]] = []
-        self._closing: set[Deferred[object]] = set()
+        self._closer = PortCloser(self._checkDone)
         self._done = False
 
     def bind(self, host: str, port: int) -> IListeningPort:
@@ -190,7 +191,7 @@ class UDPRedirectAction:
         if mapping.idle is not None and mapping.idle.active():
             mapping.idle.cancel()
         if mapping.port is not None:
-            self._stopPort(mapping.port)
+            self._closer.close(mapping.port)
             mapping.port = None
         self._emit(
             FirewallEvent.CONNECTION_TERMINATING,
@@ -217,19 +218,7 @@ class UDPRedirectAction:
         self._timer = None
         if self._port is not None:
             port, self._port = self._port, None
-            self._stopPort(port)
-
-    def _stopPort(self, port: IListeningPort) -> None:
-        # The socket closes on a later reactor turn: whenFinished waits for it, so the
-        # port is free again when it fires.
-        closing: Deferred[object] = maybeDeferred(port.stopListening)
-        self._closing.add(closing)
-
-        def closed(_: object) -> None:
-            self._closing.discard(closing)
-            self._checkDone()
-
-        closing.addBoth(closed)
+            self._closer.close(port)
 
     def _emit(
         self,
@@ -251,7 +240,7 @@ class UDPRedirectAction:
         )
 
     def _checkDone(self) -> None:
-        if self._done or self._port is not None or self._mappings or self._closing:
+        if self._done or self._port is not None or self._mappings or self._closer.busy:
             return
         if self.state is ActionState.LISTENING:
             return
