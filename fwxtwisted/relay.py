@@ -190,7 +190,7 @@ class Relay:
         self._cancelConnecting()
         for side, leg in list(self._legs.items()):
             if side not in self._lost and leg.transport is not None:
-                leg.transport.loseConnection()
+                _endWriting(leg.transport, whole=True)
         self._maybeFinish()
 
     def connectFailed(self, reason: str) -> None:
@@ -351,7 +351,7 @@ class Relay:
             if self._onLegLost is not None and not self._finished:
                 # The owner may still write to the other leg before it closes.
                 self._onLegLost(side, _describe(reason))
-            otherLeg.transport.loseConnection()
+            _endWriting(otherLeg.transport, whole=True)
         elif otherLeg is None:
             self._cancelConnecting()
         self._maybeFinish()
@@ -420,12 +420,7 @@ class Relay:
         self._eofSent.add(direction)
         transport = leg.transport
         if target not in self._lost and transport is not None:
-            # TLS transports may not support half-close; closing is the honest fallback.
-            halfClose = getattr(transport, "loseWriteConnection", None)
-            if halfClose is not None:
-                halfClose()
-            else:
-                transport.loseConnection()
+            _endWriting(transport, whole=False)
         if len(self._eofSent) == 2:
             self.close()
 
@@ -456,6 +451,21 @@ class Relay:
             dataFilter.detached()
         if self._onClosed is not None:
             self._onClosed(self.counts, self._closeReason)
+
+
+def _endWriting(transport: Any, whole: bool) -> None:
+    """Close C{transport} (C{whole}) or its writing half, after what is written to it.
+
+    The other leg stops being its producer first: a TLS transport defers its close
+    while a producer is registered, and would keep the last bytes and the close.  A
+    TLS transport has no half-close, so it closes whole.
+    """
+    transport.unregisterProducer()
+    halfClose = None if whole else getattr(transport, "loseWriteConnection", None)
+    if halfClose is not None:
+        halfClose()
+    else:
+        transport.loseConnection()
 
 
 def _describe(reason: Failure) -> str:
