@@ -84,13 +84,15 @@ def test_upstreamUnreachableAfterAPipelinedCommandStill421() -> None:
     assert session.closed
 
 
-def test_commandsBeforeUpstreamConnectedWaitForIt() -> None:
+def test_commandsBeforeTheServersGreetingWaitForIt() -> None:
     session = attached()
     session.clientSends(b"USER alice\r\n")
     assert session.toServer == b""
     session.succeedUpstream()
+    assert session.toServer == b""
+    session.serverSends(b"220 hi\r\n")
     assert session.toServer == b"USER alice\r\n"
-    session.serverSends(b"220 hi\r\n331 password\r\n")
+    session.serverSends(b"331 password\r\n")
     assert session.toClient == b"220 hi\r\n331 password\r\n"
 
 
@@ -99,8 +101,9 @@ def test_pasvBeforeUpstreamConnectedWorksOnceConnected() -> None:
     session.clientSends(b"PASV\r\n")
     assert not session.closed
     session.succeedUpstream()
+    session.serverSends(b"220 hi\r\n")
     assert session.toServer == b"PASV\r\n"
-    session.serverSends(b"220 hi\r\n227 Entering Passive Mode (10,9,8,7,156,64).\r\n")
+    session.serverSends(b"227 Entering Passive Mode (10,9,8,7,156,64).\r\n")
     [call] = session.redirectCalls
     assert call.connectAddresses == (DEFAULT_UPSTREAM.withPort(40000),)
     call.grant(50010)
@@ -113,6 +116,7 @@ def test_portBeforeUpstreamConnectedWorksOnceConnected() -> None:
     assert not session.closed
     assert session.redirectCalls == []
     session.succeedUpstream()
+    session.serverSends(b"220 hi\r\n")
     [call] = session.redirectCalls
     assert call.expectedPeer == DEFAULT_UPSTREAM.host
     call.grant(60000)
@@ -250,11 +254,12 @@ def test_authTLSIs534AndNotForwarded() -> None:
     assert not session.closed
 
 
-def test_pbszAndProtAre503AndNotForwarded() -> None:
+def test_pbszAndProtWithoutTLSAre503AndNotForwarded() -> None:
     session = started()
     session.clientSends(b"PBSZ 0\r\nPROT P\r\n")
     assert session.toClient == (
-        b"503 TLS is not offered by this gateway\r\n503 TLS is not offered by this gateway\r\n"
+        b"503 PBSZ needs a TLS control connection (AUTH TLS first)\r\n"
+        b"503 PROT needs a TLS control connection (AUTH TLS first)\r\n"
     )
     assert session.toServer == b""
 

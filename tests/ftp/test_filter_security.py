@@ -164,6 +164,7 @@ def test_eprtClientIPv6AddressInAnotherSpellingAccepted() -> None:
     )
     session.attachFilter(ftpFilter)
     session.succeedUpstream()
+    session.serverSends(b"220 hi\r\n")
     session.clientSends(b"EPRT |2|2001:0DB8:0000::0010|51210|\r\n")
     [call] = session.redirectCalls
     assert call.connectAddresses == (Address("2001:db8::10", 51210),)

@@ -28,14 +28,17 @@ from fwxtwisted.filters.ftp.explicit import parseExplicitUser
 from fwxtwisted.filters.ftp.options import FTPOptions
 from fwxtwisted.filters.ftp.replies import Reply, formatReply
 from fwxtwisted.filters.ftp.replyqueue import ReplyQueue, ReplySlot
+from fwxtwisted.filters.ftp.security import REUSE_REFUSAL, SECURITY_VERBS, FTPSecurity
 from fwxtwisted.filters.ftp.transfers import DIRECTIONS, Transfer
 from fwxtwisted.interfaces import (
     Direction,
+    FirewallEvent,
     FirewallNotification,
     IDataChannel,
     IDataFilter,
     ISession,
     ISessionFilter,
+    Side,
 )
 
 log = Logger()
@@ -43,7 +46,7 @@ log = Logger()
 #: Commands a client may have waiting behind a slow step (an explicit login's connect).
 MAX_QUEUED_COMMANDS = 64
 
-#: FEAT lines hidden from clients: TLS is not offered through this filter.
+#: The server's FEAT lines about TLS, replaced by what the gateway itself offers.
 _HIDDEN_FEATURES = ("AUTH", "PBSZ", "PROT", "CCC")
 
 ReplyHandler = Callable[[Reply], None]
@@ -55,7 +58,7 @@ class _Awaiting:
     the final reply (None: relay it as it is)."""
 
     command: Command
-    slot: ReplySlot
+    slot: ReplySlot | None
     handler: ReplyHandler | None
 
 
@@ -84,29 +87,47 @@ class FTPSessionFilter:
         self._transfers: list[Transfer] = []
         self._idle: IDelayedCall | None = None
         self._closing = False
+        self._quitting = False
+        self._serverSaidGoodbye = False
+        #: Fires with the server's final greeting (reverse mode).
+        self._greeted: Deferred[Reply] = Deferred()
+        self.security = FTPSecurity(self)
 
     # ISessionFilter
 
     def sessionStarted(self) -> None:
         self.session.attachDataFilter(self)
         self._touch()
+        self.security.clientTLS = self.session.isTLS(Side.CLIENT)
         if self.options.explicit:
             self._toClient(
                 formatReply(220, "fwxtwisted FTP gateway ready; log in as USER name@host[:port]")
             )
             return
-        # Commands wait for the server leg: data commands need its address.
+        # Commands wait for the server leg (data commands need its address) and, when
+        # policy wants TLS toward the server, for that TLS: nothing goes in clear.
+        upstream = self.session.defaultUpstream
+        self.security.upstreamName = upstream.host if upstream is not None else None
         ready: Deferred[None] = Deferred()
 
-        def connected(_: object) -> None:
-            ready.callback(None)
+        def connected(_: object) -> Deferred[Reply]:
+            return self._greeted
 
-        self.session.connectUpstream().addCallbacks(
-            connected, self._upstreamUnreachable, errbackArgs=(None,)
-        )
+        def greeted(greeting: Reply) -> Deferred[Any] | None:
+            if not greeting.isPositive:
+                return None
+            return self.security.secureUpstreamIfWanted()
+
+        connecting: Deferred[Any] = self.session.connectUpstream()
+        connecting.addCallback(connected)
+        connecting.addCallback(greeted)
+        connecting.addCallbacks(lambda _: ready.callback(None), self._upstreamUnreachable)
         self._lane = ready
 
     def firewallEvent(self, notification: FirewallNotification) -> None:
+        if notification.event is FirewallEvent.LEG_CLOSED and notification.action is None:
+            self._primaryLegClosed(notification)
+            return
         self.data.event(notification)
         for transfer in list(self._transfers):
             if transfer.action is not None and transfer.action is notification.action:
@@ -148,8 +169,11 @@ class FTPSessionFilter:
 
     # Used by DataChannels.
 
-    def sendToServer(self, command: Command, slot: ReplySlot, handler: ReplyHandler | None) -> None:
-        """Forward C{command}; its final reply goes to C{handler} (or to C{slot} as is)."""
+    def sendToServer(
+        self, command: Command, slot: ReplySlot | None, handler: ReplyHandler | None
+    ) -> None:
+        """Forward C{command}; its final reply goes to C{handler} (or to C{slot} as is).
+        Without a slot the command is the gateway's own and the client sees nothing."""
         self._awaiting[id(command)] = _Awaiting(command, slot, handler)
         self.conversation.commandSent(command)
         if self._channel is not None:
@@ -193,17 +217,18 @@ class FTPSessionFilter:
                 self._closeAfterReplies(f"client protocol error: {clientEvent.reason}")
             return None
         command = clientEvent.command
+        verb = command.verb
+        if verb in SECURITY_VERBS:
+            return self.security.clientCommand(command)
+        if verb in ("USER", "PASS") and self.security.refusesLogin():
+            self.reply(530, "TLS required: use AUTH TLS before logging in")
+            return None
         if not self._upstreamReady:
             return self._beforeLogin(command)
-        verb = command.verb
-        if verb in ("PASV", "EPSV"):
-            self.data.passive(command)
-        elif verb in ("PORT", "EPRT"):
-            self.data.active(command)
-        elif verb in ("LPRT", "LPSV"):
+        if verb in ("PASV", "EPSV", "PORT", "EPRT"):
+            return self._dataCommand(command)
+        if verb in ("LPRT", "LPSV"):
             self.reply(502, f"{verb} not implemented; use EPSV or EPRT")
-        elif verb in ("AUTH", "PBSZ", "PROT", "CCC", "ADAT", "MIC", "CONF", "ENC"):
-            self.reply(534 if verb == "AUTH" else 503, "TLS is not offered by this gateway")
         elif verb == "USER" and "@" in command.argument and self.options.explicit:
             self.reply(530, "already connected to a server; reconnect to change servers")
         else:
@@ -211,6 +236,7 @@ class FTPSessionFilter:
                 self.user = command.argument
             if verb in DIRECTIONS:
                 self._startTransfer(command)
+            self._quitting = self._quitting or verb == "QUIT"
             slot = self.replies.reserve()
             self.sendToServer(command, slot, self._featHandler(slot) if verb == "FEAT" else None)
         return None
@@ -258,7 +284,7 @@ class FTPSessionFilter:
             connecting.addErrback(self._upstreamUnreachable, slot)
             return connecting
 
-        def greeted(greeting: Reply) -> None:
+        def greeted(greeting: Reply) -> Deferred[Any] | None:
             if not greeting.isPositive:
                 self.replies.complete(
                     slot,
@@ -267,10 +293,17 @@ class FTPSessionFilter:
                     ),
                 )
                 self._closeAfterReplies("server refused the session")
-                return
-            self._upstreamReady = True
-            self.user = name
-            self.sendToServer(Command("USER", name), slot, None)
+                return None
+            self.security.upstreamName = destination.host
+
+            def login(_: object) -> None:
+                self._upstreamReady = True
+                self.user = name
+                self.sendToServer(Command("USER", name), slot, None)
+
+            securing = self.security.secureUpstreamIfWanted()
+            securing.addCallbacks(login, self._upstreamUnreachable, errbackArgs=(slot,))
+            return securing
 
         def unresolved(failure: Failure) -> None:
             self.replies.complete(slot, formatReply(530, f"cannot resolve {destination.host}"))
@@ -279,7 +312,7 @@ class FTPSessionFilter:
         lookup.addCallbacks(resolved, unresolved)
         return lookup
 
-    def _upstreamUnreachable(self, failure: Failure, slot: ReplySlot | None) -> None:
+    def _upstreamUnreachable(self, failure: Failure, slot: ReplySlot | None = None) -> None:
         if failure.check(SessionClosed):
             return
         reason = failure.getErrorMessage()
@@ -312,15 +345,17 @@ class FTPSessionFilter:
             self._toClient(reply.toBytes())
             return
         if reply.isPreliminary:
-            if waiting.handler is None:
+            if waiting.handler is None and waiting.slot is not None:
                 self.replies.preliminary(waiting.slot, reply.toBytes())
             return
         del self._awaiting[id(command)]
         if command.verb in DIRECTIONS:
+            if self.security.takeReuseRefusal():
+                reply = Reply(522, (f"522 {REUSE_REFUSAL}".encode(),))
             self._endTransfer(command, reply)
         if waiting.handler is not None:
             waiting.handler(reply)
-        else:
+        elif waiting.slot is not None:
             self.replies.complete(waiting.slot, reply.toBytes())
 
     def _unsolicited(self, reply: Reply) -> None:
@@ -331,18 +366,54 @@ class FTPSessionFilter:
                     waiter, self._greetingWaiter = self._greetingWaiter, None
                     waiter.callback(reply)
                 return
+            if self._greetingDone and not self._greeted.called:
+                self._toClient(reply.toBytes())
+                self._greeted.callback(reply)
+                return
+        self._serverSaidGoodbye = reply.code == 421
         self._toClient(reply.toBytes())
+
+    def _dataCommand(self, command: Command) -> Deferred[Any]:
+        """PASV, EPSV, PORT, EPRT, once the server's side of data protection is set."""
+
+        def handle(_: object) -> None:
+            if command.verb in ("PASV", "EPSV"):
+                self.data.passive(command)
+            else:
+                self.data.active(command)
+
+        protecting = self.security.protectUpstream()
+        protecting.addCallbacks(handle, self._upstreamUnreachable)
+        return protecting
+
+    def _primaryLegClosed(self, notification: FirewallNotification) -> None:
+        if notification.side is not Side.SERVER or self._closing:
+            return
+        if self._quitting or self._serverSaidGoodbye:
+            return
+        reason = notification.reason or "closed"
+        log.warn(
+            "{session}: the server closed the control connection: {reason}",
+            session=self.session.sessionId,
+            reason=reason,
+        )
+        self._closing = True
+        self.replies.local(formatReply(421, f"connection to the server lost: {reason}"))
+        self.replies.abandon()
 
     def _featHandler(self, slot: ReplySlot) -> ReplyHandler:
         def handle(reply: Reply) -> None:
             if not reply.isPositive or len(reply.lines) < 3:
                 self.replies.complete(slot, reply.toBytes())
                 return
+            # TLS is each side's own: the client sees what the gateway offers.
             middle = [
                 line
                 for line in reply.lines[1:-1]
                 if not line.strip().upper().startswith(tuple(f.encode() for f in _HIDDEN_FEATURES))
             ]
+            if self.security.offersTLS:
+                middle += [b" AUTH TLS", b" PBSZ", b" PROT"]
             kept = Reply(reply.code, (reply.lines[0], *middle, reply.lines[-1]))
             self.replies.complete(slot, kept.toBytes())
 

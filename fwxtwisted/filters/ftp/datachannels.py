@@ -200,6 +200,7 @@ class DataChannels:
             context=self,
             protocolId=FTP_DATA.protocolId,
             portRange=self._options.passivePorts,
+            tls=self._control.security.dataTLS(clientIsAccepted=True),
         )
 
         def ready(redirection: Redirection) -> None:
@@ -219,6 +220,7 @@ class DataChannels:
             flags=RedirectFlags.TIMEOUT,
             context=self,
             protocolId=FTP_DATA.protocolId,
+            tls=self._control.security.dataTLS(clientIsAccepted=False),
         )
 
         def ready(redirection: Redirection) -> None:
@@ -241,6 +243,7 @@ class DataChannels:
             ),
             Listen(self._externalIP(), server.host),
             context=self,
+            tls=self._control.security.dataTLS(),
         )
 
         def ready(join: IFirewallAction) -> None:
@@ -273,6 +276,7 @@ class DataChannels:
             Connect(target, self._session.internalAddress.host),
             Connect(server, self._externalIP()),
             context=self,
+            tls=self._control.security.dataTLS(),
         )
 
         def ready(join: IFirewallAction) -> None:

@@ -36,6 +36,17 @@ class FTPCommandOptions(GatewayCommandOptions):
         ],
         ["advertise-address", None, None, "IPv4 address to write in 227 replies (behind NAT)."],
         ["idle-timeout", None, 900.0, "Seconds of control-channel silence before closing.", float],
+        ["tls-cert", None, None, "PEM certificate the gateway shows FTPS clients."],
+        ["tls-key", None, None, "PEM private key of --tls-cert."],
+        ["tls-chain", None, None, "PEM intermediate certificates sent with --tls-cert."],
+        ["client-ca", None, None, "PEM CAs: FTPS clients must present a certificate they sign."],
+        [
+            "upstream-tls",
+            None,
+            "auto",
+            "TLS toward the server: auto (as the client), always, never.",
+        ],
+        ["upstream-ca", None, None, "PEM CAs to check the server's certificate (default: system)."],
         [
             "data-connect-timeout",
             None,
@@ -48,6 +59,9 @@ class FTPCommandOptions(GatewayCommandOptions):
         *GatewayCommandOptions.optFlags,
         ["explicit", None, "Explicit proxy: clients log in as USER name@host[:port]."],
         ["allow-fxp", None, "Let PORT/EPRT name other hosts and ports below 1024."],
+        ["require-tls", None, "Refuse logins before AUTH TLS."],
+        ["require-tls-reuse", None, "Protected data connections must resume the TLS session."],
+        ["upstream-insecure", None, "Do not check the server's certificate (logged as a warning)."],
     ]
 
     def __init__(self) -> None:
@@ -82,6 +96,13 @@ class FTPCommandOptions(GatewayCommandOptions):
             options["passive_ports"] = self["passive-ports"]
         if self["advertise-address"]:
             options["advertise_address"] = self["advertise-address"]
+        for flag in ("require-tls", "require-tls-reuse", "upstream-insecure"):
+            if self[flag]:
+                options[flag.replace("-", "_")] = True
+        for name in ("tls-cert", "tls-key", "tls-chain", "client-ca", "upstream-ca"):
+            if self[name]:
+                options[name.replace("-", "_")] = self[name]
+        options["upstream_tls"] = self["upstream-tls"]
         return options
 
 

@@ -5,11 +5,17 @@ from __future__ import annotations
 import enum
 import ipaddress
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
+
+from twisted.logger import Logger
 
 from fwxtwisted.address import Address, parsePort
 from fwxtwisted.config import parsePortRange
 from fwxtwisted.errors import ConfigError
+from fwxtwisted.tls import ServerTLSSettings, UpstreamTLSSettings
+
+log = Logger()
 
 
 class DataPolicy(enum.Enum):
@@ -21,6 +27,15 @@ class DataPolicy(enum.Enum):
     PASSIVE = "passive"
     #: Always PORT/EPRT toward the server.
     ACTIVE = "active"
+
+
+class UpstreamTLS(enum.Enum):
+    """When the gateway speaks TLS to the server."""
+
+    #: As the client did with the gateway (AUTH TLS, or an implicit TLS listener).
+    AUTO = "auto"
+    ALWAYS = "always"
+    NEVER = "never"
 
 
 @dataclass(frozen=True)
@@ -108,6 +123,16 @@ class FTPOptions:
     allowFxp: bool = False
     #: The longest control line accepted from either side.
     maxLineLength: int = 2048
+    #: The gateway's TLS server side toward clients (None: no FTPS toward clients).
+    serverTLS: ServerTLSSettings | None = None
+    #: Refuse USER/PASS before AUTH TLS.
+    requireTLS: bool = False
+    #: Protected data connections must resume the control connection's TLS session.
+    requireTLSReuse: bool = False
+    upstreamTLS: UpstreamTLS = UpstreamTLS.AUTO
+    upstreamTLSSettings: UpstreamTLSSettings = field(default_factory=UpstreamTLSSettings)
+    #: Built once per listener from serverTLS: its one context keeps the session cache.
+    serverTLSOptions: Any = field(default=None, compare=False, repr=False)
 
     def allows(self, address: Address) -> bool:
         """True when the explicit-proxy allow-list lets sessions reach C{address}."""
@@ -123,6 +148,15 @@ _KEYS = {
     "idle_timeout",
     "allow_fxp",
     "max_line_length",
+    "tls_cert",
+    "tls_key",
+    "tls_chain",
+    "client_ca",
+    "require_tls",
+    "require_tls_reuse",
+    "upstream_tls",
+    "upstream_ca",
+    "upstream_insecure",
 }
 
 
@@ -180,7 +214,9 @@ def parseFTPOptions(raw: Mapping[str, object], hasUpstream: bool | None = None) 
     maxLine = raw.get("max_line_length", 2048)
     if isinstance(maxLine, bool) or not isinstance(maxLine, int) or not 512 <= maxLine <= 65536:
         raise ConfigError("max_line_length: must be a whole number from 512 to 65536")
+    tls = _parseTLS(raw)
     return FTPOptions(
+        **tls,
         explicit=explicit,
         allowDestinations=allow,
         dataPolicy=policy,
@@ -190,3 +226,59 @@ def parseFTPOptions(raw: Mapping[str, object], hasUpstream: bool | None = None) 
         allowFxp=fxp,
         maxLineLength=maxLine,
     )
+
+
+def _optionalPath(raw: Mapping[str, object], key: str) -> str | None:
+    value = raw.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{key}: must be a file name")
+    return value
+
+
+def _flag(raw: Mapping[str, object], key: str) -> bool:
+    value = raw.get(key, False)
+    if not isinstance(value, bool):
+        raise ConfigError(f"{key}: must be true or false")
+    return value
+
+
+def _parseTLS(raw: Mapping[str, object]) -> dict[str, Any]:
+    cert, key = _optionalPath(raw, "tls_cert"), _optionalPath(raw, "tls_key")
+    chain, clientCA = _optionalPath(raw, "tls_chain"), _optionalPath(raw, "client_ca")
+    if (cert is None) != (key is None):
+        raise ConfigError("tls_key: tls_cert and tls_key go together")
+    if cert is None and (chain or clientCA):
+        raise ConfigError(f"{'tls_chain' if chain else 'client_ca'}: needs tls_cert and tls_key")
+    requireTLS, requireReuse = _flag(raw, "require_tls"), _flag(raw, "require_tls_reuse")
+    if cert is None and (requireTLS or requireReuse):
+        key_ = "require_tls" if requireTLS else "require_tls_reuse"
+        raise ConfigError(f"{key_}: needs tls_cert and tls_key (the gateway's certificate)")
+    serverTLS = ServerTLSSettings(cert, key, chain, clientCA) if cert and key else None
+    try:
+        upstream = UpstreamTLS(raw.get("upstream_tls", "auto"))
+    except ValueError:
+        raise ConfigError("upstream_tls: must be one of auto, always, never") from None
+    insecure = _flag(raw, "upstream_insecure")
+    upstreamCA = _optionalPath(raw, "upstream_ca")
+    if insecure and upstreamCA:
+        raise ConfigError("upstream_insecure: a CA file and no checks contradict each other")
+    if upstreamCA:
+        try:
+            open(upstreamCA, "rb").close()
+        except OSError as e:
+            raise ConfigError(f"upstream_ca: cannot read {upstreamCA}: {e.strerror}") from None
+    if insecure and upstream is not UpstreamTLS.NEVER:
+        log.warn(
+            "upstream_insecure: the FTP servers' TLS certificates are NOT checked; "
+            "anyone on the path can read and change the traffic"
+        )
+    return {
+        "serverTLS": serverTLS,
+        "serverTLSOptions": serverTLS.makeOptions() if serverTLS else None,
+        "requireTLS": requireTLS,
+        "requireTLSReuse": requireReuse,
+        "upstreamTLS": upstream,
+        "upstreamTLSSettings": UpstreamTLSSettings(upstreamCA, insecure),
+    }
