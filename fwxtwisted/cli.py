@@ -23,6 +23,8 @@ class GatewayCommandOptions(usage.Options):
         ["udp-idle-timeout", None, 60.0, "Seconds a UDP mapping lives without traffic.", float],
         ["port-range", None, None, "LOW-HIGH: ports for redirect listeners (default 20000-29999)."],
         ["max-sessions", None, None, "Refuse sessions beyond this many.", int],
+        ["max-sessions-per-ip", None, None, "Refuse a client IP's sessions beyond this many.", int],
+        ["shutdown-grace", None, 30.0, "Seconds running sessions get to finish at stop.", float],
     ]
     optFlags: list[list[str | None]] = [
         ["no-fast-path", None, "Never move bytes with splice(2); always relay in Python."],
@@ -48,6 +50,7 @@ class GatewayCommandOptions(usage.Options):
             "udp_idle_timeout": self["udp-idle-timeout"],
             "external_addresses": list(self["external-address"]),
             "fast_path": not self["no-fast-path"],
+            "shutdown_grace": self["shutdown-grace"],
         }
         if self["port-range"]:
             table["port_ranges"] = {"*": self["port-range"]}
@@ -60,6 +63,8 @@ class GatewayCommandOptions(usage.Options):
             table["upstream"] = self["upstream"]
         if self["max-sessions"] is not None:
             table["max_sessions"] = self["max-sessions"]
+        if self["max-sessions-per-ip"] is not None:
+            table["max_sessions_per_ip"] = self["max-sessions-per-ip"]
         table.update(self.filterOptions())
         return table
 

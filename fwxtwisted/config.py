@@ -13,7 +13,7 @@ from fwxtwisted.errors import ConfigError
 from fwxtwisted.ports import ANY_IP
 from fwxtwisted.settings import GatewaySettings
 
-_LISTENER_KEYS = {"name", "filter", "listen", "upstream", "max_sessions"}
+_LISTENER_KEYS = {"name", "filter", "listen", "upstream", "max_sessions", "max_sessions_per_ip"}
 _TOP_KEYS = {
     "external_addresses",
     "connect_timeout",
@@ -22,6 +22,8 @@ _TOP_KEYS = {
     "fast_path",
     "port_ranges",
     "listeners",
+    "shutdown_grace",
+    "max_pending_redirects",
 }
 
 
@@ -34,6 +36,7 @@ class ListenerConfig:
     listen: str
     upstream: Address | None = None
     maxSessions: int | None = None
+    maxSessionsPerIP: int | None = None
     #: The filter's own keys, still raw: the filter's parseOptions validates them.
     options: Mapping[str, object] = field(default_factory=dict)
 
@@ -71,6 +74,8 @@ def parseConfig(data: Mapping[str, object], source: str) -> GatewayConfig:
         fastPath=_bool(data, "fast_path", True, source),
         portRanges=_portRanges(data.get("port_ranges", {}), source),
         externalAddresses=_ips(data.get("external_addresses", []), source),
+        shutdownGrace=_nonNegative(data, "shutdown_grace", 30.0, source),
+        maxPendingRedirects=_count(data, "max_pending_redirects", 16, f"{source}: ") or 16,
     )
     rawListeners = data.get("listeners")
     if not isinstance(rawListeners, list) or not rawListeners:
@@ -159,16 +164,29 @@ def _listener(raw: object, where: str, index: int) -> ListenerConfig:
             upstream = parseUpstream(raw["upstream"])
         except ValueError as e:
             raise ConfigError(f"{where}.upstream: {e}") from None
-    maxSessions = raw.get("max_sessions")
-    if maxSessions is not None and (
-        not isinstance(maxSessions, int) or isinstance(maxSessions, bool) or maxSessions < 1
-    ):
-        raise ConfigError(f"{where}.max_sessions: must be a whole number >= 1")
+    maxSessions = _count(raw, "max_sessions", None, f"{where}.")
+    maxPerIP = _count(raw, "max_sessions_per_ip", None, f"{where}.")
     name = raw.get("name", f"{filterName}-{index}")
     if not isinstance(name, str):
         raise ConfigError(f"{where}.name: must be a string")
     options = {k: v for k, v in raw.items() if k not in _LISTENER_KEYS}
-    return ListenerConfig(name, filterName, listen, upstream, maxSessions, options)
+    return ListenerConfig(name, filterName, listen, upstream, maxSessions, maxPerIP, options)
+
+
+def _count(data: Mapping[str, object], key: str, default: int | None, prefix: str) -> int | None:
+    value = data.get(key, default)
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ConfigError(f"{prefix}{key}: must be a whole number >= 1")
+    return value
+
+
+def _nonNegative(data: Mapping[str, object], key: str, default: float, source: str) -> float:
+    value = data.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        raise ConfigError(f"{source}: {key}: must be a number of seconds >= 0")
+    return float(value)
 
 
 def _positive(data: Mapping[str, object], key: str, default: float, source: str) -> float:

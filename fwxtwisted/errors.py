@@ -19,6 +19,10 @@ class PortUnavailable(FWXError):
     """An explicitly requested port could not be bound."""
 
 
+class TooManyPendingRedirects(FWXError):
+    """A session asked for more unused permissions than it may hold at once."""
+
+
 class SessionClosed(FWXError):
     """The session ended before the operation could finish."""
 

@@ -62,6 +62,10 @@ class FirewallEvent(enum.Enum):
     #: One leg closed while the other is still up (C{side} says which, C{reason} why);
     #: the other leg closes next, after what is written to it now.
     LEG_CLOSED = "leg-closed"
+    #: The gateway is stopping (for the primary connection, action None).  C{reason}
+    #: "draining": finish what runs, take nothing new; "grace period over": the session
+    #: is closed right after this notification.
+    GATEWAY_SHUTDOWN = "gateway-shutdown"
 
 
 class ActionState(enum.Enum):

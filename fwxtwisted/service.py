@@ -65,13 +65,13 @@ class PrimaryFactory(ServerFactory):
         self._service = service
         self._listener = listener
         self.sessions: set[Session] = set()
+        self._perIP: dict[str, int] = {}
 
     def buildProtocol(self, addr: Any) -> Protocol | None:
         client = Address.fromTwisted(addr)
         config = self._listener.config
-        limit = config.maxSessions
-        if limit is not None and len(self.sessions) >= limit:
-            reason = f"too many sessions ({limit}) on listener {config.name}"
+        reason = self._refusal(client)
+        if reason is not None:
             log.warn("refused {client}: {reason}", client=str(client), reason=reason)
             refuser = IConnectionRefuser(self._listener.filter, None)
             return _Refusal(refuser.refusalMessage(reason) if refuser is not None else b"")
@@ -88,6 +88,7 @@ class PrimaryFactory(ServerFactory):
             log.failure("filter {name} failed to attach", name=config.filter)
             return None
         self.sessions.add(session)
+        self._perIP[client.host] = self._perIP.get(client.host, 0) + 1
         session.start(sessionFilter)
         log.info(
             "{session}: {client} connected to listener {listener} ({filter})",
@@ -98,8 +99,23 @@ class PrimaryFactory(ServerFactory):
         )
         return session.clientLeg
 
+    def _refusal(self, client: Address) -> str | None:
+        config = self._listener.config
+        if self._service.stopping:
+            return "the gateway is shutting down"
+        if config.maxSessions is not None and len(self.sessions) >= config.maxSessions:
+            return f"too many sessions ({config.maxSessions}) on listener {config.name}"
+        perIP = config.maxSessionsPerIP
+        if perIP is not None and self._perIP.get(client.host, 0) >= perIP:
+            return f"too many sessions ({perIP}) from {client.host}"
+        return None
+
     def _closed(self, session: Session) -> None:
         self.sessions.discard(session)
+        host = session.clientAddress.host
+        self._perIP[host] -= 1
+        if not self._perIP[host]:
+            del self._perIP[host]
 
 
 class FirewallService(Service):
@@ -112,6 +128,8 @@ class FirewallService(Service):
         self.factories = [PrimaryFactory(self, listener) for listener in self.listeners]
         self.ports: list[IListeningPort] = []
         self._opened = False
+        #: True once stopService began: new sessions are refused.
+        self.stopping = False
 
     def privilegedStartService(self) -> None:
         self._openListeners()
@@ -154,10 +172,31 @@ class FirewallService(Service):
         return stopping
 
     def stopService(self) -> Deferred[Any]:
+        """Stop accepting, let running sessions finish within the shutdown grace, then
+        close the rest (their filters are told first, so FTP clients get a 421)."""
         super().stopService()
-        waits: list[Deferred[Any]] = self._closePorts()
-        for session in self.sessions:
-            waits.append(session.whenClosed())
-            session.close("gateway shutting down")
+        self.stopping = True
         self._opened = False
+        waits: list[Deferred[Any]] = self._closePorts()
+        sessions = self.sessions
+        if sessions:
+            grace = self.gateway.settings.shutdownGrace
+            log.info(
+                "stopping: {count} session(s) get {grace:g} s to finish",
+                count=len(sessions),
+                grace=grace,
+            )
+            finished = DeferredList([session.whenClosed() for session in sessions])
+            for session in sessions:
+                session.shutdown(final=False)
+            timer = self.gateway.clock.callLater(grace, self._closeRemaining)
+            finished.addBoth(lambda result: timer.cancel() if timer.active() else None)
+            waits.append(finished)
         return DeferredList(waits)
+
+    def _closeRemaining(self) -> None:
+        remaining = self.sessions
+        if remaining:
+            log.info("stopping: closing {count} session(s) still running", count=len(remaining))
+        for session in remaining:
+            session.shutdown(final=True)

@@ -14,9 +14,16 @@ from zope.interface import implementer
 
 from fwxtwisted.address import Address, isIPLiteral, normalizeHost
 from fwxtwisted.connect import connectFrom
-from fwxtwisted.errors import FWXError, PortRangeExhausted, SessionClosed, UpstreamTimeout
+from fwxtwisted.errors import (
+    FWXError,
+    PortRangeExhausted,
+    SessionClosed,
+    TooManyPendingRedirects,
+    UpstreamTimeout,
+)
 from fwxtwisted.gateway import Gateway
 from fwxtwisted.interfaces import (
+    ActionState,
     ByteCounts,
     FirewallEvent,
     FirewallNotification,
@@ -194,6 +201,9 @@ class Session:
             return fail(ValueError("redirectConnections needs at least one connect address"))
         if transport is Transport.UDP and (tls or dataFilterFactory):
             return fail(ValueError("TLS and data filters apply to TCP redirections only"))
+        crowded = self._tooManyPending(len(connectAddresses))
+        if crowded is not None:
+            return fail(crowded)
         listenHost = internalAddress.host if internalAddress is not None else None
         if not listenHost:
             assert self.internalAddress is not None
@@ -274,6 +284,9 @@ class Session:
         """
         if self.closed:
             return fail(SessionClosed(f"session {self.sessionId} is closed"))
+        crowded = self._tooManyPending(1)
+        if crowded is not None:
+            return fail(crowded)
         target = sessionFilter if sessionFilter is not None else self._sessionFilter
         action = JoinAction(
             self._gateway,
@@ -326,6 +339,23 @@ class Session:
         if not self.primary.finished and self.clientLeg.transport is None:
             self._primaryClosed(self.primary.counts, reason)
 
+    def shutdown(self, final: bool) -> None:
+        """The gateway is stopping: tell the session filter; when C{final}, close."""
+        if self.closed:
+            return
+        self._notify(
+            None,
+            FirewallNotification(
+                FirewallEvent.GATEWAY_SHUTDOWN,
+                None,
+                clientAddress=self.clientAddress,
+                serverAddress=self.serverAddress,
+                reason="grace period over" if final else "draining",
+            ),
+        )
+        if final:
+            self.close("gateway shutting down")
+
     def abort(self, reason: str) -> None:
         """End the session at once, without flushing (a hostile or broken peer)."""
         self._cancelActions()
@@ -353,6 +383,21 @@ class Session:
         except Exception:
             log.failure("{session}: session filter failed to start", session=self.sessionId)
             self.abort("session filter failed")
+
+    def _tooManyPending(self, more: int) -> TooManyPendingRedirects | None:
+        limit = self._gateway.settings.maxPendingRedirects
+        pending = sum(1 for a in self._actions if a.state is ActionState.LISTENING)
+        if pending + more <= limit:
+            return None
+        log.warn(
+            "{session}: refused {more} more permission(s): {pending} unused already",
+            session=self.sessionId,
+            more=more,
+            pending=pending,
+        )
+        return TooManyPendingRedirects(
+            f"{pending} unused permissions already (at most {limit} per session)"
+        )
 
     def _primaryLegLost(self, side: Side, reason: str) -> None:
         self._notify(

@@ -22,3 +22,7 @@ class GatewaySettings:
     portRanges: Mapping[str, tuple[int, int]] = field(default_factory=dict)
     #: The pool sessions take their external (source) IP from, round-robin.
     externalAddresses: tuple[str, ...] = ()
+    #: Seconds running sessions may take to finish at shutdown before they are closed.
+    shutdownGrace: float = 30.0
+    #: Unused permissions one session may hold at once.
+    maxPendingRedirects: int = 16

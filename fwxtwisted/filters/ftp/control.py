@@ -89,6 +89,8 @@ class FTPSessionFilter:
         self._closing = False
         self._quitting = False
         self._serverSaidGoodbye = False
+        self._draining = False
+        self._loginTimer: IDelayedCall | None = None
         #: Fires with the server's final greeting (reverse mode).
         self._greeted: Deferred[Reply] = Deferred()
         self.security = FTPSecurity(self)
@@ -98,6 +100,9 @@ class FTPSessionFilter:
     def sessionStarted(self) -> None:
         self.session.attachDataFilter(self)
         self._touch()
+        self._loginTimer = self.session.clock.callLater(
+            self.options.loginTimeout, self._loginExpired
+        )
         self.security.clientTLS = self.session.isTLS(Side.CLIENT)
         if self.options.explicit:
             self._toClient(
@@ -128,15 +133,20 @@ class FTPSessionFilter:
         if notification.event is FirewallEvent.LEG_CLOSED and notification.action is None:
             self._primaryLegClosed(notification)
             return
+        if notification.event is FirewallEvent.GATEWAY_SHUTDOWN:
+            self._shutdown(final=notification.reason != "draining")
+            return
         self.data.event(notification)
         for transfer in list(self._transfers):
             if transfer.action is not None and transfer.action is notification.action:
                 self._followData(transfer)
+        self._maybeFinishDraining()
 
     def detach(self) -> None:
-        if self._idle is not None and self._idle.active():
-            self._idle.cancel()
-        self._idle = None
+        for timer in (self._idle, self._loginTimer):
+            if timer is not None and timer.active():
+                timer.cancel()
+        self._idle = self._loginTimer = None
         now = self.session.clock.seconds()
         for transfer in self._transfers:
             if transfer.result is None:
@@ -349,6 +359,8 @@ class FTPSessionFilter:
                 self.replies.preliminary(waiting.slot, reply.toBytes())
             return
         del self._awaiting[id(command)]
+        if command.verb in ("USER", "PASS") and reply.code == 230:
+            self._loggedIn()
         if command.verb in DIRECTIONS:
             if self.security.takeReuseRefusal():
                 reply = Reply(522, (f"522 {REUSE_REFUSAL}".encode(),))
@@ -357,6 +369,7 @@ class FTPSessionFilter:
             waiting.handler(reply)
         elif waiting.slot is not None:
             self.replies.complete(waiting.slot, reply.toBytes())
+        self._maybeFinishDraining()
 
     def _unsolicited(self, reply: Reply) -> None:
         if not self._greetingDone:
@@ -372,6 +385,35 @@ class FTPSessionFilter:
                 return
         self._serverSaidGoodbye = reply.code == 421
         self._toClient(reply.toBytes())
+
+    # Login and shutdown.
+
+    def _loggedIn(self) -> None:
+        if self._loginTimer is not None and self._loginTimer.active():
+            self._loginTimer.cancel()
+        self._loginTimer = None
+
+    def _loginExpired(self) -> None:
+        self._loginTimer = None
+        self.reply(421, f"not logged in after {self.options.loginTimeout:g} s; closing")
+        self._closeAfterReplies("login timeout")
+
+    def _busy(self) -> bool:
+        """True while a transfer runs: its command or its data connection is not done."""
+        return self.data.transferring or any(t.result is None for t in self._transfers)
+
+    def _shutdown(self, final: bool) -> None:
+        if self._closing:
+            return
+        if final or not self._busy():
+            self.reply(421, "the gateway is shutting down; try again later")
+            self._closeAfterReplies("gateway shutting down")
+        else:
+            self._draining = True
+
+    def _maybeFinishDraining(self) -> None:
+        if self._draining and not self._closing and not self._busy():
+            self._shutdown(final=True)
 
     def _dataCommand(self, command: Command) -> Deferred[Any]:
         """PASV, EPSV, PORT, EPRT, once the server's side of data protection is set."""

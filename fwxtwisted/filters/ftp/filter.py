@@ -36,6 +36,7 @@ class FTPCommandOptions(GatewayCommandOptions):
         ],
         ["advertise-address", None, None, "IPv4 address to write in 227 replies (behind NAT)."],
         ["idle-timeout", None, 900.0, "Seconds of control-channel silence before closing.", float],
+        ["login-timeout", None, 60.0, "Seconds a client has to log in.", float],
         ["tls-cert", None, None, "PEM certificate the gateway shows FTPS clients."],
         ["tls-key", None, None, "PEM private key of --tls-cert."],
         ["tls-chain", None, None, "PEM intermediate certificates sent with --tls-cert."],
@@ -87,6 +88,7 @@ class FTPCommandOptions(GatewayCommandOptions):
         options: dict[str, object] = {
             "data_policy": self["data-policy"],
             "idle_timeout": self["idle-timeout"],
+            "login_timeout": self["login-timeout"],
             "allow_fxp": bool(self["allow-fxp"]),
         }
         if self["explicit"]:

@@ -121,6 +121,8 @@ class FTPOptions:
     idleTimeout: float = 900.0
     #: Allow PORT/EPRT to name another host or a port below 1024 (FXP).
     allowFxp: bool = False
+    #: Seconds a client has to log in (a 230 reply) before the session is closed.
+    loginTimeout: float = 60.0
     #: The longest control line accepted from either side.
     maxLineLength: int = 2048
     #: The gateway's TLS server side toward clients (None: no FTPS toward clients).
@@ -146,6 +148,7 @@ _KEYS = {
     "advertise_address",
     "passive_ports",
     "idle_timeout",
+    "login_timeout",
     "allow_fxp",
     "max_line_length",
     "tls_cert",
@@ -208,6 +211,9 @@ def parseFTPOptions(raw: Mapping[str, object], hasUpstream: bool | None = None) 
     idle = raw.get("idle_timeout", 900.0)
     if isinstance(idle, bool) or not isinstance(idle, int | float) or idle <= 0:
         raise ConfigError("idle_timeout: must be a number of seconds > 0")
+    login = raw.get("login_timeout", 60.0)
+    if isinstance(login, bool) or not isinstance(login, int | float) or login <= 0:
+        raise ConfigError("login_timeout: must be a number of seconds > 0")
     fxp = raw.get("allow_fxp", False)
     if not isinstance(fxp, bool):
         raise ConfigError("allow_fxp: must be true or false")
@@ -223,6 +229,7 @@ def parseFTPOptions(raw: Mapping[str, object], hasUpstream: bool | None = None) 
         advertiseAddress=advertise,
         passivePorts=passivePorts,
         idleTimeout=float(idle),
+        loginTimeout=float(login),
         allowFxp=fxp,
         maxLineLength=maxLine,
     )
