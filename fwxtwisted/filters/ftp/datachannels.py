@@ -78,6 +78,8 @@ class DataChannels:
         self._options = control.options
         #: The newest data channel (the one a transfer command will use).
         self.current: IFirewallAction | None = None
+        #: The reply slot of the newest PASV/EPSV/PORT/EPRT that asked for a channel.
+        self._newest: ReplySlot | None = None
         self.states: dict[int, DataState] = {}
         self._epsvAll = False
         self._serverLacksEpsv = False
@@ -125,7 +127,7 @@ class DataChannels:
             control.reply(501, "PASV is not possible here; use EPSV")
             return
         self._cancelUnused()
-        slot = control.replies.reserve()
+        slot = self._newest = control.replies.reserve()
         if self._options.dataPolicy is DataPolicy.ACTIVE:
             self._passiveClientActiveServer(command, slot)
         else:
@@ -159,7 +161,7 @@ class DataChannels:
             control.reply(500, f"Illegal {command.verb} command: {refusal}")
             return
         self._cancelUnused()
-        slot = control.replies.reserve()
+        slot = self._newest = control.replies.reserve()
         if self._options.dataPolicy is DataPolicy.PASSIVE:
             self._askServerPassive(
                 "EPSV" if command.verb == "EPRT" else "PASV",
@@ -204,7 +206,7 @@ class DataChannels:
         )
 
         def ready(redirection: Redirection) -> None:
-            self._use(redirection.actions[0])
+            self._use(redirection.actions[0], slot)
             self._replyPassive(command, slot, redirection.internalAddress)
 
         granted.addCallbacks(ready, lambda f: self._cannotOpen(slot, f))
@@ -225,7 +227,7 @@ class DataChannels:
 
         def ready(redirection: Redirection) -> None:
             action = redirection.actions[0]
-            self._use(action)
+            self._use(action, slot)
             self._sendActive(
                 command.verb, redirection.internalAddress, slot, action, passThrough=True
             )
@@ -247,7 +249,7 @@ class DataChannels:
         )
 
         def ready(join: IFirewallAction) -> None:
-            self._use(join)
+            self._use(join, slot)
             addresses = join.listeningAddresses  # type: ignore[attr-defined]
             forClient: Address = addresses[Side.CLIENT]
 
@@ -280,7 +282,7 @@ class DataChannels:
         )
 
         def ready(join: IFirewallAction) -> None:
-            self._use(join)
+            self._use(join, slot)
             self._control.replies.complete(
                 slot, formatReply(200, f"{command.verb} command successful")
             )
@@ -368,7 +370,12 @@ class DataChannels:
             data = formatReply(227, formatPasvReply(Address(host, listening.port)))
         self._control.replies.complete(slot, data)
 
-    def _use(self, action: IFirewallAction) -> None:
+    def _use(self, action: IFirewallAction, slot: ReplySlot) -> None:
+        if slot is not self._newest:
+            # A later data command came while this channel was being opened (commands
+            # pipelined ahead of the server's reply): as on the server, it replaces this.
+            action.cancel()
+            return
         self.current = action
         self.states[id(action)] = DataState()
         action.whenFinished().addBoth(lambda _: self._forget(action))
