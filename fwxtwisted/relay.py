@@ -11,7 +11,7 @@ from typing import Any
 
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone
-from twisted.internet.interfaces import IHalfCloseableProtocol, IHandshakeListener
+from twisted.internet.interfaces import IHalfCloseableProtocol, IHandshakeListener, IPushProducer
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -28,6 +28,10 @@ _CONNECTION_DONE = Failure(ConnectionDone())
 #: Bytes held for a leg that is not connected yet before the sending peer is paused.
 PENDING_LIMIT = 256 * 1024
 
+#: Seconds a leg still in its TLS handshake when a TLS check refuses the other leg
+#: gets to finish it before it is aborted (see L{Relay._refuse}).
+TLS_CLOSE_WAIT = 10.0
+
 
 _FROM = {Side.CLIENT: Direction.CLIENT_TO_SERVER, Side.SERVER: Direction.SERVER_TO_CLIENT}
 _TARGET = {Direction.CLIENT_TO_SERVER: Side.SERVER, Direction.SERVER_TO_CLIENT: Side.CLIENT}
@@ -42,6 +46,10 @@ class RelayLeg(Protocol):
         self.side = side
         #: Told once the leg is connected (set by whoever connects it out).
         self.onConnected: Callable[[RelayLeg], None] | None = None
+        #: True once this leg's TLS handshake is done.
+        self.handshaken = False
+        #: Aborts the leg if its close waits for a TLS handshake that does not end.
+        self.closeTimer: Any = None
 
     def connectionMade(self) -> None:
         self.relay._legConnected(self)
@@ -58,10 +66,34 @@ class RelayLeg(Protocol):
         pass
 
     def handshakeCompleted(self) -> None:
+        self.handshaken = True
         self.relay._handshakeCompleted(self)
 
     def connectionLost(self, reason: Failure = _CONNECTION_DONE) -> None:
         self.relay._legLost(self.side, reason)
+
+
+@implementer(IPushProducer)
+class _LegProducer:
+    """A leg as the producer of the other leg's transport: pause and resume pass, stop
+    does not.  A transport stops its producer as soon as its own connection is lost,
+    before the relay hears of it; the relay closes the other leg itself, after what
+    the owner writes to it then (a stopped TLS transport would drop that: the 421
+    that tells an FTP client why its server went away)."""
+
+    def __init__(self, leg: RelayLeg) -> None:
+        self._leg = leg
+
+    def pauseProducing(self) -> None:
+        if self._leg.transport is not None:
+            self._leg.transport.pauseProducing()  # type: ignore[attr-defined]
+
+    def resumeProducing(self) -> None:
+        if self._leg.transport is not None:
+            self._leg.transport.resumeProducing()  # type: ignore[attr-defined]
+
+    def stopProducing(self) -> None:
+        pass
 
 
 @implementer(IDataChannel)
@@ -123,6 +155,8 @@ class Relay:
         self._fromServer = 0
         self._connecting: list[Deferred[object]] = []
         self._closeReason: str | None = None
+        #: A TLS check refused a leg: nothing more is relayed.
+        self._refused = False
         self._finished = False
         self.established = False
 
@@ -231,13 +265,57 @@ class Relay:
         transport.startTLS(legTLS.creator, connectedOut == (not legTLS.asServer))
 
     def _handshakeCompleted(self, leg: RelayLeg) -> None:
+        if self._refused:
+            # Its close waited for the end of its handshake (see _refuse).
+            self._endLeg(leg)
+            return
         legTLS = self._tls.get(leg.side)
         if legTLS is None or legTLS.check is None:
             return
         problem = legTLS.check(self.tlsConnection(leg.side))
         if problem is not None:
             log.warn("{side} TLS refused: {problem}", side=leg.side.value, problem=problem)
-            self.abort(problem)
+            self._refuse(leg, problem)
+
+    def _refuse(self, refused: RelayLeg, reason: str) -> None:
+        """A TLS check refused C{refused}: abort it (not a byte more for that peer) and
+        relay nothing more.  The other leg is closed cleanly, and if its own TLS
+        handshake is under way, once that is done (at most L{TLS_CLOSE_WAIT} seconds):
+        cutting a peer's handshake short can end more than this connection (vsftpd
+        ends the whole FTP session when a data connection's SSL_accept fails), whereas
+        a closed data connection is an ordinary failed transfer.
+        """
+        self._refused = True
+        if self._closeReason is None:
+            self._closeReason = reason
+        self._cancelConnecting()
+        for leg in self._legs.values():
+            transport: Any = leg.transport
+            if transport is not None and leg.side not in self._lost:
+                # A leg paused for the other must read on, to its close.
+                transport.unregisterProducer()
+                transport.resumeProducing()
+        if refused.transport is not None and refused.side not in self._lost:
+            refused.transport.abortConnection()  # type: ignore[attr-defined]
+        other = self._legs.get(_other(refused.side))
+        if other is not None:
+            self._endLeg(other)
+        self._maybeFinish()
+
+    def _endLeg(self, leg: RelayLeg) -> None:
+        """Close C{leg} whole, after what is written to it; once the relay is refused,
+        a leg whose TLS handshake is under way is closed when that ends."""
+        transport: Any = leg.transport
+        if leg.side in self._lost or transport is None:
+            return
+        waiting = self._refused and leg.side in self._tls and not leg.handshaken
+        if waiting and self._reactor is not None:
+            if leg.closeTimer is None:
+                leg.closeTimer = self._reactor.callLater(TLS_CLOSE_WAIT, transport.abortConnection)
+            return
+        if leg.closeTimer is not None and leg.closeTimer.active():
+            leg.closeTimer.cancel()
+        _endWriting(transport, whole=True)
 
     # The fast path.
 
@@ -313,8 +391,8 @@ class Relay:
             return
         self._flushPending(leg.side)
         assert leg.transport is not None and other.transport is not None
-        leg.transport.registerProducer(other.transport, True)  # type: ignore[attr-defined]
-        other.transport.registerProducer(leg.transport, True)  # type: ignore[attr-defined]
+        leg.transport.registerProducer(_LegProducer(other), True)  # type: ignore[attr-defined]
+        other.transport.registerProducer(_LegProducer(leg), True)  # type: ignore[attr-defined]
         if _other(leg.side) in self._pausedForPending:
             self._pausedForPending.discard(_other(leg.side))
             other.transport.resumeProducing()  # type: ignore[attr-defined]
@@ -324,6 +402,8 @@ class Relay:
             self._onEstablished()
 
     def _received(self, side: Side, data: bytes) -> None:
+        if self._refused:
+            return
         if side is Side.CLIENT:
             self._fromClient += len(data)
         else:
@@ -343,6 +423,9 @@ class Relay:
 
     def _legLost(self, side: Side, reason: Failure) -> None:
         self._lost.add(side)
+        lostLeg = self._legs.get(side)
+        if lostLeg is not None and lostLeg.closeTimer is not None and lostLeg.closeTimer.active():
+            lostLeg.closeTimer.cancel()
         if self._closeReason is None and not reason.check(ConnectionDone):
             self._closeReason = f"{side.value} connection lost: {reason.getErrorMessage()}"
         other = _other(side)
@@ -351,7 +434,7 @@ class Relay:
             if self._onLegLost is not None and not self._finished:
                 # The owner may still write to the other leg before it closes.
                 self._onLegLost(side, _describe(reason))
-            _endWriting(otherLeg.transport, whole=True)
+            self._endLeg(otherLeg)
         elif otherLeg is None:
             self._cancelConnecting()
         self._maybeFinish()
@@ -475,7 +558,20 @@ def _describe(reason: Failure) -> str:
     if args and isinstance(args[0], list) and args[0] and isinstance(args[0][-1], tuple):
         # pyOpenSSL: [(library, function, reason), ...]: the last reason says it.
         return f"TLS error: {args[0][-1][-1]}"
+    mismatches = getattr(value, "errors", None)
+    if isinstance(mismatches, list) and mismatches and hasattr(mismatches[0], "mismatched_id"):
+        # service_identity: a valid certificate for another name than the one expected.
+        names = ", ".join(_identity(m.mismatched_id) for m in mismatches)
+        return f"TLS error: certificate does not match {names}"
     return reason.getErrorMessage()
+
+
+def _identity(pattern: Any) -> str:
+    ip = getattr(pattern, "ip", None)
+    if ip is not None:
+        return str(ip)
+    name = getattr(pattern, "hostname", pattern)
+    return name.decode("ascii", "replace") if isinstance(name, bytes) else str(name)
 
 
 def _other(side: Side) -> Side:

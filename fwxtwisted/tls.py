@@ -10,7 +10,7 @@ from typing import Any
 from OpenSSL import SSL, crypto
 from twisted.internet import ssl
 from twisted.internet._sslverify import ClientTLSOptions, OpenSSLCertificateOptions
-from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
+from twisted.internet.interfaces import IOpenSSLClientConnectionCreator, IOpenSSLContextFactory
 from twisted.logger import Logger
 from zope.interface import implementer
 
@@ -117,6 +117,19 @@ class _UncheckedClient:
         connection.set_app_data(tlsProtocol)
         connection.set_connect_state()
         return connection
+
+
+@implementer(IOpenSSLContextFactory)
+class ContextOf:
+    """A context factory handing out one existing context, e.g. that of an implicit TLS
+    listener's connection, so that a data connection is served with the same
+    certificate (and session cache) as its control connection."""
+
+    def __init__(self, context: SSL.Context) -> None:
+        self._context = context
+
+    def getContext(self) -> SSL.Context:
+        return self._context
 
 
 @implementer(IOpenSSLClientConnectionCreator)

@@ -151,8 +151,20 @@ class FTPSessionFilter:
         for transfer in self._transfers:
             if transfer.result is None:
                 transfer.result = "aborted: session closed"
-            transfer.emit(now)
+            state = self.data.state(transfer.action)
+            if transfer.action is not None and state.established and not state.closed:
+                # Its data connection is being closed too: log it with its bytes once
+                # that is over (they are known only then).
+                transfer.action.whenFinished().addBoth(self._afterData, transfer)
+            else:
+                transfer.emit(now)
         self._transfers.clear()
+
+    def _afterData(self, _: object, transfer: Transfer) -> None:
+        state = self.data.state(transfer.action)
+        transfer.established, transfer.dataClosed = state.established, state.closed
+        transfer.bytes = state.bytes
+        transfer.emit(self.session.clock.seconds())
 
     # IDataFilter
 
@@ -229,7 +241,11 @@ class FTPSessionFilter:
         command = clientEvent.command
         verb = command.verb
         if verb in SECURITY_VERBS:
-            return self.security.clientCommand(command)
+            securing = self.security.clientCommand(command)
+            if securing is not None:
+                # The server refusing AUTH TLS that policy requires: 421, nothing sent.
+                securing.addErrback(self._upstreamUnreachable)
+            return securing
         if verb in ("USER", "PASS") and self.security.refusesLogin():
             self.reply(530, "TLS required: use AUTH TLS before logging in")
             return None

@@ -12,7 +12,7 @@ from fwxtwisted.filters.ftp.commands import Command
 from fwxtwisted.filters.ftp.options import UpstreamTLS
 from fwxtwisted.filters.ftp.replies import Reply
 from fwxtwisted.interfaces import LegTLS, Side
-from fwxtwisted.tls import ResumingClient, sessionReused
+from fwxtwisted.tls import ContextOf, ResumingClient, sessionReused
 
 if TYPE_CHECKING:
     from fwxtwisted.filters.ftp.control import FTPSessionFilter
@@ -168,7 +168,7 @@ class FTPSecurity:
         )
         if self.clientProtected:
             check = self._checkReuse if self._options.requireTLSReuse else None
-            legs[clientSide] = LegTLS(self._options.serverTLSOptions, asServer=True, check=check)
+            legs[clientSide] = LegTLS(self._serverCreator(), asServer=True, check=check)
         if self.upstreamProtected:
             control = self._session.tlsConnection(Side.SERVER)
             tlsSession = control.get_session() if control is not None else None  # type: ignore[attr-defined]
@@ -190,6 +190,15 @@ class FTPSecurity:
             client=str(self._session.clientAddress),
         )
         return REUSE_REFUSAL
+
+    def _serverCreator(self) -> Any:
+        """TLS toward the client on a data connection: the context of the client's
+        control connection, whose session it can resume (after AUTH TLS that is
+        tls_cert's; on an implicit TLS listener, the listener's)."""
+        control = self._session.tlsConnection(Side.CLIENT)
+        if control is None:
+            return self._options.serverTLSOptions
+        return ContextOf(control.get_context())  # type: ignore[attr-defined]
 
     def _creator(self) -> Any:
         if self._upstreamCreator is None:
