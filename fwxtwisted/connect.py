@@ -68,7 +68,7 @@ def connectFrom(
 
     The Deferred fires with the protocol once it is connected (its connectionMade has
     run), fails with the connect error (C{TimeoutError}, C{ConnectionRefusedError} ...),
-    and cancelling it stops the attempt.
+    and cancelling it stops the attempt (or closes the connection just made).
     """
     connector: IConnector | None = None
 
@@ -77,7 +77,9 @@ def connectFrom(
         # connect failure.
         result.errback(Failure(CancelledError()))
         if connector is not None:
-            connector.stopConnecting()
+            # Stop connecting, or close the connection if it is up already (a cancel
+            # from code its connectionMade ran, before this Deferred fired).
+            connector.disconnect()
 
     result: Deferred[Any] = Deferred(cancel)
     connector = reactor.connectTCP(

@@ -177,22 +177,30 @@ class FirewallService(Service):
         super().stopService()
         self.stopping = True
         self._opened = False
-        waits: list[Deferred[Any]] = self._closePorts()
+        # Sessions are told once the listening sockets are closed (Twisted closes them
+        # a reactor turn later): a client told 421 that reconnects at once is refused,
+        # not queued on a listener about to reset it.
+        stopping: Deferred[Any] = DeferredList(self._closePorts())
+        stopping.addCallback(lambda _: self._drain())
+        return stopping
+
+    def _drain(self) -> Deferred[Any] | None:
+        """Tell every session the gateway stops; fires once all are closed."""
         sessions = self.sessions
-        if sessions:
-            grace = self.gateway.settings.shutdownGrace
-            log.info(
-                "stopping: {count} session(s) get {grace:g} s to finish",
-                count=len(sessions),
-                grace=grace,
-            )
-            finished = DeferredList([session.whenClosed() for session in sessions])
-            for session in sessions:
-                session.shutdown(final=False)
-            timer = self.gateway.clock.callLater(grace, self._closeRemaining)
-            finished.addBoth(lambda result: timer.cancel() if timer.active() else None)
-            waits.append(finished)
-        return DeferredList(waits)
+        if not sessions:
+            return None
+        grace = self.gateway.settings.shutdownGrace
+        log.info(
+            "stopping: {count} session(s) get {grace:g} s to finish",
+            count=len(sessions),
+            grace=grace,
+        )
+        finished: Deferred[Any] = DeferredList([session.whenClosed() for session in sessions])
+        for session in sessions:
+            session.shutdown(final=False)
+        timer = self.gateway.clock.callLater(grace, self._closeRemaining)
+        finished.addBoth(lambda result: timer.cancel() if timer.active() else None)
+        return finished
 
     def _closeRemaining(self) -> None:
         remaining = self.sessions

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import socket
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from twisted.internet import error
-from twisted.internet.defer import CancelledError, Deferred, fail, succeed
+from twisted.internet.defer import CancelledError, Deferred, DeferredList, fail, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -79,6 +80,8 @@ class Session:
         self._sessionFilter: ISessionFilter | None = None
         self._actions: list[_Action] = []
         self._closeWaiters: list[Deferred[None]] = []
+        #: Closed, and the connections of its permissions are over too.
+        self._over = False
         self.primary = Relay(
             onClosed=self._primaryClosed,
             onLegConnected=self._legConnected,
@@ -362,7 +365,7 @@ class Session:
         self.primary.abort(reason)
 
     def whenClosed(self) -> Deferred[None]:
-        if self.closed:
+        if self._over:
             return succeed(None)
         waiter: Deferred[None] = Deferred()
         self._closeWaiters.append(waiter)
@@ -371,6 +374,7 @@ class Session:
     # Internals.
 
     def _legConnected(self, leg: RelayLeg) -> None:
+        keepUrgentInline(leg.transport)
         if leg.side is Side.CLIENT and leg.transport is not None:
             self.internalAddress = Address.fromTwisted(leg.transport.getHost())
             if self._sessionFilter is not None:
@@ -464,9 +468,32 @@ class Session:
                 log.failure("{session}: session filter failed to detach", session=self.sessionId)
         if self._onClosed is not None:
             self._onClosed(self)
+        # Fully over once the permissions cancelled above have ended their connections
+        # too (on the next reactor turns): a gateway stopping waits for them.
+        ending = DeferredList([action.whenFinished() for action in self._actions])
+        ending.addCallback(self._fullyOver)
+
+    def _fullyOver(self, _: object) -> None:
+        self._over = True
         waiters, self._closeWaiters = self._closeWaiters, []
         for waiter in waiters:
             waiter.callback(None)
+
+
+def keepUrgentInline(transport: object) -> None:
+    """Read TCP urgent data in line (SO_OOBINLINE) on a plain TCP transport.
+
+    Otherwise the kernel takes the urgent byte out of the stream and the relay loses it:
+    a client's ABOR sent as urgent data (Telnet Synch; ftplib's abort()) reaches the
+    gateway without its final LF, and that session waits for the rest of the line.
+    """
+    getHandle = getattr(transport, "getHandle", None)
+    handle = getHandle() if getHandle is not None else None
+    if isinstance(handle, socket.socket):
+        try:
+            handle.setsockopt(socket.SOL_SOCKET, socket.SO_OOBINLINE, 1)
+        except OSError:
+            pass
 
 
 def describeConnectFailure(failure: Failure, target: Address, timeout: float) -> str:
