@@ -11,19 +11,24 @@ from typing import Any
 
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone
-from twisted.internet.interfaces import IHalfCloseableProtocol, IHandshakeListener, IPushProducer
-from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from zope.interface import implementer
 
 from fwxtwisted import splice
-from fwxtwisted.interfaces import ByteCounts, Direction, IDataChannel, IDataFilter, LegTLS
+from fwxtwisted.interfaces import ByteCounts, Direction, IDataFilter, LegTLS
 from fwxtwisted.interfaces import Side as Side  # re-exported: relays speak of sides
+from fwxtwisted.relaylegs import (
+    FROM,
+    TARGET,
+    ChainLink,
+    LegProducer,
+    describe,
+    endWriting,
+    opposite,
+)
+from fwxtwisted.relaylegs import RelayLeg as RelayLeg  # re-exported
 
 log = Logger()
-
-_CONNECTION_DONE = Failure(ConnectionDone())
 
 #: Bytes held for a leg that is not connected yet before the sending peer is paused.
 PENDING_LIMIT = 256 * 1024
@@ -31,87 +36,6 @@ PENDING_LIMIT = 256 * 1024
 #: Seconds a leg still in its TLS handshake when a TLS check refuses the other leg
 #: gets to finish it before it is aborted (see L{Relay._refuse}).
 TLS_CLOSE_WAIT = 10.0
-
-
-_FROM = {Side.CLIENT: Direction.CLIENT_TO_SERVER, Side.SERVER: Direction.SERVER_TO_CLIENT}
-_TARGET = {Direction.CLIENT_TO_SERVER: Side.SERVER, Direction.SERVER_TO_CLIENT: Side.CLIENT}
-
-
-@implementer(IHalfCloseableProtocol, IHandshakeListener)
-class RelayLeg(Protocol):
-    """The Twisted protocol of one side; everything it hears goes to its relay."""
-
-    def __init__(self, relay: Relay, side: Side) -> None:
-        self.relay = relay
-        self.side = side
-        #: Told once the leg is connected (set by whoever connects it out).
-        self.onConnected: Callable[[RelayLeg], None] | None = None
-        #: True once this leg's TLS handshake is done.
-        self.handshaken = False
-        #: Aborts the leg if its close waits for a TLS handshake that does not end.
-        self.closeTimer: Any = None
-
-    def connectionMade(self) -> None:
-        self.relay._legConnected(self)
-        if self.onConnected is not None:
-            self.onConnected(self)
-
-    def dataReceived(self, data: bytes) -> None:
-        self.relay._received(self.side, data)
-
-    def readConnectionLost(self) -> None:
-        self.relay._eofReceived(self.side)
-
-    def writeConnectionLost(self) -> None:
-        pass
-
-    def handshakeCompleted(self) -> None:
-        self.handshaken = True
-        self.relay._handshakeCompleted(self)
-
-    def connectionLost(self, reason: Failure = _CONNECTION_DONE) -> None:
-        self.relay._legLost(self.side, reason)
-
-
-@implementer(IPushProducer)
-class _LegProducer:
-    """A leg as the producer of the other leg's transport: pause and resume pass, stop
-    does not.  A transport stops its producer as soon as its own connection is lost,
-    before the relay hears of it; the relay closes the other leg itself, after what
-    the owner writes to it then (a stopped TLS transport would drop that: the 421
-    that tells an FTP client why its server went away)."""
-
-    def __init__(self, leg: RelayLeg) -> None:
-        self._leg = leg
-
-    def pauseProducing(self) -> None:
-        if self._leg.transport is not None:
-            self._leg.transport.pauseProducing()  # type: ignore[attr-defined]
-
-    def resumeProducing(self) -> None:
-        if self._leg.transport is not None:
-            self._leg.transport.resumeProducing()  # type: ignore[attr-defined]
-
-    def stopProducing(self) -> None:
-        pass
-
-
-@implementer(IDataChannel)
-class _ChainLink:
-    """The channel a data filter writes to: the stage after it in each direction."""
-
-    def __init__(self, relay: Relay, dataFilter: IDataFilter) -> None:
-        self._relay = relay
-        self._filter = dataFilter
-
-    def write(self, direction: Direction, data: bytes) -> None:
-        self._relay._forward(self._filter, direction, data)
-
-    def writeEOF(self, direction: Direction) -> None:
-        self._relay._forwardEOF(self._filter, direction)
-
-    def close(self, reason: str) -> None:
-        self._relay.abort(reason)
 
 
 class Relay:
@@ -198,7 +122,7 @@ class Relay:
             raise RuntimeError("a data filter cannot join a relay on the fast path")
         self._filters.append((priority, len(self._filters), dataFilter))
         self._filters.sort(key=lambda entry: (entry[0], entry[1]))
-        dataFilter.attached(_ChainLink(self, dataFilter))
+        dataFilter.attached(ChainLink(self, dataFilter))
 
     @property
     def hasDataFilters(self) -> bool:
@@ -224,7 +148,7 @@ class Relay:
         self._cancelConnecting()
         for side, leg in list(self._legs.items()):
             if side not in self._lost and leg.transport is not None:
-                _endWriting(leg.transport, whole=True)
+                endWriting(leg.transport, whole=True)
         self._maybeFinish()
 
     def connectFailed(self, reason: str) -> None:
@@ -297,7 +221,7 @@ class Relay:
                 transport.resumeProducing()
         if refused.transport is not None and refused.side not in self._lost:
             refused.transport.abortConnection()  # type: ignore[attr-defined]
-        other = self._legs.get(_other(refused.side))
+        other = self._legs.get(opposite(refused.side))
         if other is not None:
             self._endLeg(other)
         self._maybeFinish()
@@ -315,7 +239,7 @@ class Relay:
             return
         if leg.closeTimer is not None and leg.closeTimer.active():
             leg.closeTimer.cancel()
-        _endWriting(transport, whole=True)
+        endWriting(transport, whole=True)
 
     # The fast path.
 
@@ -386,15 +310,15 @@ class Relay:
             self._startTLS(leg, legTLS)
         if self._onLegConnected is not None:
             self._onLegConnected(leg)
-        other = self._legs.get(_other(leg.side))
+        other = self._legs.get(opposite(leg.side))
         if other is None or leg.side not in self._legs:
             return
         self._flushPending(leg.side)
         assert leg.transport is not None and other.transport is not None
-        leg.transport.registerProducer(_LegProducer(other), True)  # type: ignore[attr-defined]
-        other.transport.registerProducer(_LegProducer(leg), True)  # type: ignore[attr-defined]
-        if _other(leg.side) in self._pausedForPending:
-            self._pausedForPending.discard(_other(leg.side))
+        leg.transport.registerProducer(LegProducer(other), True)  # type: ignore[attr-defined]
+        other.transport.registerProducer(LegProducer(leg), True)  # type: ignore[attr-defined]
+        if opposite(leg.side) in self._pausedForPending:
+            self._pausedForPending.discard(opposite(leg.side))
             other.transport.resumeProducing()  # type: ignore[attr-defined]
         self.established = True
         self._tryFastPath()
@@ -408,14 +332,14 @@ class Relay:
             self._fromClient += len(data)
         else:
             self._fromServer += len(data)
-        direction = _FROM[side]
+        direction = FROM[side]
         if self._filters:
             self._entryFilter(direction).dataReceived(direction, data)
         else:
             self._deliver(direction, data)
 
     def _eofReceived(self, side: Side) -> None:
-        direction = _FROM[side]
+        direction = FROM[side]
         if self._filters:
             self._entryFilter(direction).eofReceived(direction)
         else:
@@ -428,12 +352,12 @@ class Relay:
             lostLeg.closeTimer.cancel()
         if self._closeReason is None and not reason.check(ConnectionDone):
             self._closeReason = f"{side.value} connection lost: {reason.getErrorMessage()}"
-        other = _other(side)
+        other = opposite(side)
         otherLeg = self._legs.get(other)
         if otherLeg is not None and other not in self._lost and otherLeg.transport is not None:
             if self._onLegLost is not None and not self._finished:
                 # The owner may still write to the other leg before it closes.
-                self._onLegLost(side, _describe(reason))
+                self._onLegLost(side, describe(reason))
             self._endLeg(otherLeg)
         elif otherLeg is None:
             self._cancelConnecting()
@@ -472,7 +396,7 @@ class Relay:
     def _deliver(self, direction: Direction, data: bytes) -> None:
         if not data:
             return
-        target = _TARGET[direction]
+        target = TARGET[direction]
         leg = self._legs.get(target)
         if leg is not None and leg.transport is not None:
             if target not in self._lost:
@@ -482,18 +406,18 @@ class Relay:
             return
         self._pending[target].append(data)
         self._pendingSize[target] += len(data)
-        source = self._legs.get(_other(target))
+        source = self._legs.get(opposite(target))
         if (
             self._pendingSize[target] > PENDING_LIMIT
             and source is not None
             and source.transport is not None
-            and _other(target) not in self._pausedForPending
+            and opposite(target) not in self._pausedForPending
         ):
-            self._pausedForPending.add(_other(target))
+            self._pausedForPending.add(opposite(target))
             source.transport.pauseProducing()  # type: ignore[attr-defined]
 
     def _deliverEOF(self, direction: Direction) -> None:
-        target = _TARGET[direction]
+        target = TARGET[direction]
         leg = self._legs.get(target)
         if leg is None:
             self._pendingEOF.add(target)
@@ -503,7 +427,7 @@ class Relay:
         self._eofSent.add(direction)
         transport = leg.transport
         if target not in self._lost and transport is not None:
-            _endWriting(transport, whole=False)
+            endWriting(transport, whole=False)
         if len(self._eofSent) == 2:
             self.close()
 
@@ -517,7 +441,7 @@ class Relay:
             leg.transport.write(b"".join(chunks))
         if side in self._pendingEOF:
             self._pendingEOF.discard(side)
-            self._deliverEOF(_FROM[_other(side)])
+            self._deliverEOF(FROM[opposite(side)])
 
     def _maybeFinish(self) -> None:
         if self._finished:
@@ -534,45 +458,3 @@ class Relay:
             dataFilter.detached()
         if self._onClosed is not None:
             self._onClosed(self.counts, self._closeReason)
-
-
-def _endWriting(transport: Any, whole: bool) -> None:
-    """Close C{transport} (C{whole}) or its writing half, after what is written to it.
-
-    The other leg stops being its producer first: a TLS transport defers its close
-    while a producer is registered, and would keep the last bytes and the close.  A
-    TLS transport has no half-close, so it closes whole.
-    """
-    transport.unregisterProducer()
-    halfClose = None if whole else getattr(transport, "loseWriteConnection", None)
-    if halfClose is not None:
-        halfClose()
-    else:
-        transport.loseConnection()
-
-
-def _describe(reason: Failure) -> str:
-    """A short reason for a lost connection (TLS errors are long lists otherwise)."""
-    value = reason.value
-    args = getattr(value, "args", ())
-    if args and isinstance(args[0], list) and args[0] and isinstance(args[0][-1], tuple):
-        # pyOpenSSL: [(library, function, reason), ...]: the last reason says it.
-        return f"TLS error: {args[0][-1][-1]}"
-    mismatches = getattr(value, "errors", None)
-    if isinstance(mismatches, list) and mismatches and hasattr(mismatches[0], "mismatched_id"):
-        # service_identity: a valid certificate for another name than the one expected.
-        names = ", ".join(_identity(m.mismatched_id) for m in mismatches)
-        return f"TLS error: certificate does not match {names}"
-    return reason.getErrorMessage()
-
-
-def _identity(pattern: Any) -> str:
-    ip = getattr(pattern, "ip", None)
-    if ip is not None:
-        return str(ip)
-    name = getattr(pattern, "hostname", pattern)
-    return name.decode("ascii", "replace") if isinstance(name, bytes) else str(name)
-
-
-def _other(side: Side) -> Side:
-    return Side.SERVER if side is Side.CLIENT else Side.CLIENT

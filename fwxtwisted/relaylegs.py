@@ -1,0 +1,142 @@
+"""The pieces a Relay is made of: its leg protocol, the link a data filter writes to,
+and the small rules for ending a leg and naming why it ended."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from twisted.internet.error import ConnectionDone
+from twisted.internet.interfaces import IHalfCloseableProtocol, IHandshakeListener, IPushProducer
+from twisted.internet.protocol import Protocol
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from fwxtwisted.interfaces import Direction, IDataChannel, IDataFilter, Side
+
+if TYPE_CHECKING:
+    from fwxtwisted.relay import Relay
+
+_CONNECTION_DONE = Failure(ConnectionDone())
+
+FROM = {Side.CLIENT: Direction.CLIENT_TO_SERVER, Side.SERVER: Direction.SERVER_TO_CLIENT}
+TARGET = {Direction.CLIENT_TO_SERVER: Side.SERVER, Direction.SERVER_TO_CLIENT: Side.CLIENT}
+
+
+@implementer(IHalfCloseableProtocol, IHandshakeListener)
+class RelayLeg(Protocol):
+    """The Twisted protocol of one side; everything it hears goes to its relay."""
+
+    def __init__(self, relay: Relay, side: Side) -> None:
+        self.relay = relay
+        self.side = side
+        #: Told once the leg is connected (set by whoever connects it out).
+        self.onConnected: Callable[[RelayLeg], None] | None = None
+        #: True once this leg's TLS handshake is done.
+        self.handshaken = False
+        #: Aborts the leg if its close waits for a TLS handshake that does not end.
+        self.closeTimer: Any = None
+
+    def connectionMade(self) -> None:
+        self.relay._legConnected(self)
+        if self.onConnected is not None:
+            self.onConnected(self)
+
+    def dataReceived(self, data: bytes) -> None:
+        self.relay._received(self.side, data)
+
+    def readConnectionLost(self) -> None:
+        self.relay._eofReceived(self.side)
+
+    def writeConnectionLost(self) -> None:
+        pass
+
+    def handshakeCompleted(self) -> None:
+        self.handshaken = True
+        self.relay._handshakeCompleted(self)
+
+    def connectionLost(self, reason: Failure = _CONNECTION_DONE) -> None:
+        self.relay._legLost(self.side, reason)
+
+
+@implementer(IPushProducer)
+class LegProducer:
+    """A leg as the producer of the other leg's transport: pause and resume pass, stop
+    does not.  A transport stops its producer as soon as its own connection is lost,
+    before the relay hears of it; the relay closes the other leg itself, after what
+    the owner writes to it then (a stopped TLS transport would drop that: the 421
+    that tells an FTP client why its server went away)."""
+
+    def __init__(self, leg: RelayLeg) -> None:
+        self._leg = leg
+
+    def pauseProducing(self) -> None:
+        if self._leg.transport is not None:
+            self._leg.transport.pauseProducing()  # type: ignore[attr-defined]
+
+    def resumeProducing(self) -> None:
+        if self._leg.transport is not None:
+            self._leg.transport.resumeProducing()  # type: ignore[attr-defined]
+
+    def stopProducing(self) -> None:
+        pass
+
+
+@implementer(IDataChannel)
+class ChainLink:
+    """The channel a data filter writes to: the stage after it in each direction."""
+
+    def __init__(self, relay: Relay, dataFilter: IDataFilter) -> None:
+        self._relay = relay
+        self._filter = dataFilter
+
+    def write(self, direction: Direction, data: bytes) -> None:
+        self._relay._forward(self._filter, direction, data)
+
+    def writeEOF(self, direction: Direction) -> None:
+        self._relay._forwardEOF(self._filter, direction)
+
+    def close(self, reason: str) -> None:
+        self._relay.abort(reason)
+
+
+def endWriting(transport: Any, whole: bool) -> None:
+    """Close C{transport} (C{whole}) or its writing half, after what is written to it.
+
+    The other leg stops being its producer first: a TLS transport defers its close
+    while a producer is registered, and would keep the last bytes and the close.  A
+    TLS transport has no half-close, so it closes whole.
+    """
+    transport.unregisterProducer()
+    halfClose = None if whole else getattr(transport, "loseWriteConnection", None)
+    if halfClose is not None:
+        halfClose()
+    else:
+        transport.loseConnection()
+
+
+def describe(reason: Failure) -> str:
+    """A short reason for a lost connection (TLS errors are long lists otherwise)."""
+    value = reason.value
+    args = getattr(value, "args", ())
+    if args and isinstance(args[0], list) and args[0] and isinstance(args[0][-1], tuple):
+        # pyOpenSSL: [(library, function, reason), ...]: the last reason says it.
+        return f"TLS error: {args[0][-1][-1]}"
+    mismatches = getattr(value, "errors", None)
+    if isinstance(mismatches, list) and mismatches and hasattr(mismatches[0], "mismatched_id"):
+        # service_identity: a valid certificate for another name than the one expected.
+        names = ", ".join(_identity(m.mismatched_id) for m in mismatches)
+        return f"TLS error: certificate does not match {names}"
+    return reason.getErrorMessage()
+
+
+def _identity(pattern: Any) -> str:
+    ip = getattr(pattern, "ip", None)
+    if ip is not None:
+        return str(ip)
+    name = getattr(pattern, "hostname", pattern)
+    return name.decode("ascii", "replace") if isinstance(name, bytes) else str(name)
+
+
+def opposite(side: Side) -> Side:
+    return Side.SERVER if side is Side.CLIENT else Side.CLIENT
