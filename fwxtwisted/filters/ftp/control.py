@@ -29,7 +29,7 @@ from fwxtwisted.filters.ftp.options import FTPOptions
 from fwxtwisted.filters.ftp.replies import Reply, formatReply
 from fwxtwisted.filters.ftp.replyqueue import ReplyQueue, ReplySlot
 from fwxtwisted.filters.ftp.security import REUSE_REFUSAL, SECURITY_VERBS, FTPSecurity
-from fwxtwisted.filters.ftp.transfers import DIRECTIONS, Transfer
+from fwxtwisted.filters.ftp.transfers import DIRECTIONS, TransferLog
 from fwxtwisted.interfaces import (
     Direction,
     FirewallEvent,
@@ -84,7 +84,7 @@ class FTPSessionFilter:
         self._greetingDone = False
         self._greetingWaiter: Deferred[Reply] | None = None
         self._upstreamReady = not options.explicit
-        self._transfers: list[Transfer] = []
+        self.transfers = TransferLog(session, self.data.state)
         self._idle: IDelayedCall | None = None
         self._closing = False
         self._quitting = False
@@ -137,9 +137,7 @@ class FTPSessionFilter:
             self._shutdown(final=notification.reason != "draining")
             return
         self.data.event(notification)
-        for transfer in list(self._transfers):
-            if transfer.action is not None and transfer.action is notification.action:
-                self._followData(transfer)
+        self.transfers.dataChanged(notification.action)
         self._maybeFinishDraining()
 
     def detach(self) -> None:
@@ -147,24 +145,7 @@ class FTPSessionFilter:
             if timer is not None and timer.active():
                 timer.cancel()
         self._idle = self._loginTimer = None
-        now = self.session.clock.seconds()
-        for transfer in self._transfers:
-            if transfer.result is None:
-                transfer.result = "aborted: session closed"
-            state = self.data.state(transfer.action)
-            if transfer.action is not None and state.established and not state.closed:
-                # Its data connection is being closed too: log it with its bytes once
-                # that is over (they are known only then).
-                transfer.action.whenFinished().addBoth(self._afterData, transfer)
-            else:
-                transfer.emit(now)
-        self._transfers.clear()
-
-    def _afterData(self, _: object, transfer: Transfer) -> None:
-        state = self.data.state(transfer.action)
-        transfer.established, transfer.dataClosed = state.established, state.closed
-        transfer.bytes = state.bytes
-        transfer.emit(self.session.clock.seconds())
+        self.transfers.sessionEnded()
 
     # IDataFilter
 
@@ -261,7 +242,7 @@ class FTPSessionFilter:
             if verb == "USER":
                 self.user = command.argument
             if verb in DIRECTIONS:
-                self._startTransfer(command)
+                self.transfers.start(command, self.user, self.data.current)
             self._quitting = self._quitting or verb == "QUIT"
             slot = self.replies.reserve()
             self.sendToServer(command, slot, self._featHandler(slot) if verb == "FEAT" else None)
@@ -380,7 +361,7 @@ class FTPSessionFilter:
         if command.verb in DIRECTIONS:
             if self.security.takeReuseRefusal():
                 reply = Reply(522, (f"522 {REUSE_REFUSAL}".encode(),))
-            self._endTransfer(command, reply)
+            self.transfers.replied(command, reply)
         if waiting.handler is not None:
             waiting.handler(reply)
         elif waiting.slot is not None:
@@ -416,7 +397,7 @@ class FTPSessionFilter:
 
     def _busy(self) -> bool:
         """True while a transfer runs: its command or its data connection is not done."""
-        return self.data.transferring or any(t.result is None for t in self._transfers)
+        return self.data.transferring or self.transfers.running
 
     def _shutdown(self, final: bool) -> None:
         if self._closing:
@@ -476,48 +457,6 @@ class FTPSessionFilter:
             self.replies.complete(slot, kept.toBytes())
 
         return handle
-
-    # Transfers.
-
-    def _startTransfer(self, command: Command) -> None:
-        server = self.session.serverAddress
-        if len(self._transfers) >= 16:
-            self._transfers.pop(0).emit(self.session.clock.seconds())
-        self._transfers.append(
-            transfer := Transfer(
-                sessionId=self.session.sessionId,
-                command=command.verb,
-                path=command.argument,
-                client=str(self.session.clientAddress),
-                user=self.user,
-                server=str(server) if server else None,
-                external=self.session.externalAddress,
-                started=self.session.clock.seconds(),
-                action=self.data.current,
-            )
-        )
-        state = self.data.state(transfer.action)
-        transfer.established, transfer.dataClosed = state.established, state.closed
-
-    def _endTransfer(self, command: Command, reply: Reply) -> None:
-        for transfer in self._transfers:
-            if transfer.command == command.verb and transfer.result is None:
-                transfer.result = f"{reply.code} {reply.text.splitlines()[-1].strip()}"
-                transfer.ended = self.session.clock.seconds()
-                self._followData(transfer)
-                return
-
-    def _followData(self, transfer: Transfer) -> None:
-        state = self.data.state(transfer.action)
-        transfer.established = state.established
-        transfer.dataClosed = state.closed
-        transfer.bytes = state.bytes
-        self._maybeLog(transfer)
-
-    def _maybeLog(self, transfer: Transfer) -> None:
-        if transfer.ready():
-            transfer.emit(self.session.clock.seconds())
-            self._transfers.remove(transfer)
 
     # Plumbing.
 

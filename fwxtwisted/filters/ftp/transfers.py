@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from twisted.logger import Logger
 
-from fwxtwisted.interfaces import IFirewallAction
+from fwxtwisted.filters.ftp.commands import Command
+from fwxtwisted.filters.ftp.replies import Reply
+from fwxtwisted.interfaces import IFirewallAction, ISession
+
+if TYPE_CHECKING:
+    from fwxtwisted.filters.ftp.datachannels import DataState
 
 log = Logger(namespace="fwxtwisted.ftp.transfer")
 
@@ -76,3 +83,89 @@ class Transfer:
             duration=duration,
             result=self.result,
         )
+
+
+class TransferLog:
+    """The transfers of one session, each logged once its reply and the end of its data
+    connection are known.  At most L{MAX_OPEN} wait; an older one is logged as is."""
+
+    MAX_OPEN = 16
+
+    def __init__(
+        self, session: ISession, stateOf: Callable[[IFirewallAction | None], DataState]
+    ) -> None:
+        self._session = session
+        self._stateOf = stateOf
+        self._open: list[Transfer] = []
+
+    @property
+    def running(self) -> bool:
+        """True while a transfer command awaits its final reply."""
+        return any(t.result is None for t in self._open)
+
+    def start(self, command: Command, user: str | None, action: IFirewallAction | None) -> None:
+        """A transfer command was forwarded; C{action} is the data channel it will use."""
+        server = self._session.serverAddress
+        if len(self._open) >= self.MAX_OPEN:
+            self._open.pop(0).emit(self._now())
+        transfer = Transfer(
+            sessionId=self._session.sessionId,
+            command=command.verb,
+            path=command.argument,
+            client=str(self._session.clientAddress),
+            user=user,
+            server=str(server) if server else None,
+            external=self._session.externalAddress,
+            started=self._now(),
+            action=action,
+        )
+        state = self._stateOf(action)
+        transfer.established, transfer.dataClosed = state.established, state.closed
+        self._open.append(transfer)
+
+    def replied(self, command: Command, reply: Reply) -> None:
+        """The final reply to a transfer command."""
+        for transfer in self._open:
+            if transfer.command == command.verb and transfer.result is None:
+                transfer.result = f"{reply.code} {reply.text.splitlines()[-1].strip()}"
+                transfer.ended = self._now()
+                self._follow(transfer)
+                return
+
+    def dataChanged(self, action: IFirewallAction | None) -> None:
+        """Something happened to the connection of C{action}."""
+        for transfer in list(self._open):
+            if transfer.action is not None and transfer.action is action:
+                self._follow(transfer)
+
+    def sessionEnded(self) -> None:
+        """Log what is left; a transfer whose data connection is still closing is
+        logged once that is over, with its bytes (known only then)."""
+        for transfer in self._open:
+            if transfer.result is None:
+                transfer.result = "aborted: session closed"
+            state = self._stateOf(transfer.action)
+            if transfer.action is not None and state.established and not state.closed:
+                transfer.action.whenFinished().addBoth(self._afterData, transfer)
+            else:
+                transfer.emit(self._now())
+        self._open.clear()
+
+    def _afterData(self, _: object, transfer: Transfer) -> None:
+        self._update(transfer)
+        transfer.emit(self._now())
+
+    def _follow(self, transfer: Transfer) -> None:
+        self._update(transfer)
+        if transfer.ready():
+            transfer.emit(self._now())
+            self._open.remove(transfer)
+
+    def _update(self, transfer: Transfer) -> None:
+        state = self._stateOf(transfer.action)
+        transfer.established, transfer.dataClosed = state.established, state.closed
+        transfer.bytes = state.bytes
+
+    def _now(self) -> float:
+        now: float = self._session.clock.seconds()
+        return now
