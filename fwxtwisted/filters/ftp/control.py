@@ -12,7 +12,6 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from fwxtwisted.address import Address
 from fwxtwisted.errors import SessionClosed
 from fwxtwisted.filters.ftp.commands import Command
 from fwxtwisted.filters.ftp.conversation import (
@@ -24,7 +23,7 @@ from fwxtwisted.filters.ftp.conversation import (
     ServerReply,
 )
 from fwxtwisted.filters.ftp.datachannels import DataChannels
-from fwxtwisted.filters.ftp.explicit import parseExplicitUser
+from fwxtwisted.filters.ftp.explicit import ExplicitLogin
 from fwxtwisted.filters.ftp.options import FTPOptions
 from fwxtwisted.filters.ftp.replies import Reply, formatReply
 from fwxtwisted.filters.ftp.replyqueue import ReplyQueue, ReplySlot
@@ -82,8 +81,8 @@ class FTPSessionFilter:
         self._queued = 0
         self._awaiting: dict[int, _Awaiting] = {}
         self._greetingDone = False
-        self._greetingWaiter: Deferred[Reply] | None = None
-        self._upstreamReady = not options.explicit
+        self.greetingWaiter: Deferred[Reply] | None = None
+        self.upstreamReady = not options.explicit
         self.transfers = TransferLog(session, self.data.state)
         self._idle: IDelayedCall | None = None
         self._closing = False
@@ -94,6 +93,7 @@ class FTPSessionFilter:
         #: Fires with the server's final greeting (reverse mode).
         self._greeted: Deferred[Reply] = Deferred()
         self.security = FTPSecurity(self)
+        self.explicitLogin = ExplicitLogin(self)
 
     # ISessionFilter
 
@@ -126,7 +126,7 @@ class FTPSessionFilter:
         connecting: Deferred[Any] = self.session.connectUpstream()
         connecting.addCallback(connected)
         connecting.addCallback(greeted)
-        connecting.addCallbacks(lambda _: ready.callback(None), self._upstreamUnreachable)
+        connecting.addCallbacks(lambda _: ready.callback(None), self.upstreamUnreachable)
         self._lane = ready
 
     def firewallEvent(self, notification: FirewallNotification) -> None:
@@ -190,7 +190,7 @@ class FTPSessionFilter:
 
     def _queue(self, clientEvent: ClientEvent) -> None:
         if self._queued >= MAX_QUEUED_COMMANDS:
-            self._closeAfterReplies("client sent too many commands without waiting")
+            self.closeAfterReplies("client sent too many commands without waiting")
             return
         self._queued += 1
 
@@ -217,7 +217,7 @@ class FTPSessionFilter:
             )
             self.reply(clientEvent.replyCode, clientEvent.reason)
             if clientEvent.fatal:
-                self._closeAfterReplies(f"client protocol error: {clientEvent.reason}")
+                self.closeAfterReplies(f"client protocol error: {clientEvent.reason}")
             return None
         command = clientEvent.command
         verb = command.verb
@@ -225,13 +225,13 @@ class FTPSessionFilter:
             securing = self.security.clientCommand(command)
             if securing is not None:
                 # The server refusing AUTH TLS that policy requires: 421, nothing sent.
-                securing.addErrback(self._upstreamUnreachable)
+                securing.addErrback(self.upstreamUnreachable)
             return securing
         if verb in ("USER", "PASS") and self.security.refusesLogin():
             self.reply(530, "TLS required: use AUTH TLS before logging in")
             return None
-        if not self._upstreamReady:
-            return self._beforeLogin(command)
+        if not self.upstreamReady:
+            return self.explicitLogin.command(command)
         if verb in ("PASV", "EPSV", "PORT", "EPRT"):
             return self._dataCommand(command)
         if verb in ("LPRT", "LPSV"):
@@ -248,78 +248,8 @@ class FTPSessionFilter:
             self.sendToServer(command, slot, self._featHandler(slot) if verb == "FEAT" else None)
         return None
 
-    def _beforeLogin(self, command: Command) -> Deferred[Any] | None:
-        if command.verb == "QUIT":
-            self.reply(221, "Goodbye")
-            self._closeAfterReplies("client quit before logging in")
-        elif command.verb == "USER":
-            return self._explicitLogin(command)
-        elif command.verb == "NOOP":
-            self.reply(200, "NOOP ok")
-        else:
-            self.reply(530, "log in first: USER name@host[:port]")
-        return None
-
-    def _explicitLogin(self, command: Command) -> Deferred[Any] | None:
-        try:
-            name, destination = parseExplicitUser(command.argument)
-        except ValueError as e:
-            self.reply(501, str(e))
-            return None
-        slot = self.replies.reserve()
-
-        def resolved(ip: str) -> Deferred[Any] | None:
-            target = Address(ip, destination.port)
-            if not self.options.allows(target):
-                log.warn(
-                    "{session}: explicit destination {target} refused by allow-list",
-                    session=self.session.sessionId,
-                    target=str(target),
-                )
-                self.replies.complete(
-                    slot,
-                    formatReply(
-                        530, f"destination {destination.host}:{destination.port} is not allowed"
-                    ),
-                )
-                return None
-            waiter: Deferred[Reply] = Deferred()
-            self._greetingWaiter = waiter
-            connecting: Deferred[Any] = self.session.connectUpstream(target)
-            connecting.addCallback(lambda _: waiter)
-            connecting.addCallback(greeted)
-            connecting.addErrback(self._upstreamUnreachable, slot)
-            return connecting
-
-        def greeted(greeting: Reply) -> Deferred[Any] | None:
-            if not greeting.isPositive:
-                self.replies.complete(
-                    slot,
-                    formatReply(
-                        421, f"server refused the session: {greeting.text.splitlines()[-1]}"
-                    ),
-                )
-                self._closeAfterReplies("server refused the session")
-                return None
-            self.security.upstreamName = destination.host
-
-            def login(_: object) -> None:
-                self._upstreamReady = True
-                self.user = name
-                self.sendToServer(Command("USER", name), slot, None)
-
-            securing = self.security.secureUpstreamIfWanted()
-            securing.addCallbacks(login, self._upstreamUnreachable, errbackArgs=(slot,))
-            return securing
-
-        def unresolved(failure: Failure) -> None:
-            self.replies.complete(slot, formatReply(530, f"cannot resolve {destination.host}"))
-
-        lookup = self.session.resolveHost(destination.host)
-        lookup.addCallbacks(resolved, unresolved)
-        return lookup
-
-    def _upstreamUnreachable(self, failure: Failure, slot: ReplySlot | None = None) -> None:
+    def upstreamUnreachable(self, failure: Failure, slot: ReplySlot | None = None) -> None:
+        """The server cannot be reached (or secured): 421 with the reason, and close."""
         if failure.check(SessionClosed):
             return
         reason = failure.getErrorMessage()
@@ -328,7 +258,7 @@ class FTPSessionFilter:
             self.replies.local(data)
         else:
             self.replies.complete(slot, data)
-        self._closeAfterReplies(reason)
+        self.closeAfterReplies(reason)
 
     # Server replies.
 
@@ -340,7 +270,7 @@ class FTPSessionFilter:
                 reason=serverEvent.reason,
             )
             self.reply(421, "the server sent an invalid reply; closing")
-            self._closeAfterReplies(f"server protocol error: {serverEvent.reason}")
+            self.closeAfterReplies(f"server protocol error: {serverEvent.reason}")
             return
         assert isinstance(serverEvent, ServerReply)
         reply, command = serverEvent.reply, serverEvent.command
@@ -371,9 +301,9 @@ class FTPSessionFilter:
     def _unsolicited(self, reply: Reply) -> None:
         if not self._greetingDone:
             self._greetingDone = not reply.isPreliminary
-            if self._greetingWaiter is not None:
+            if self.greetingWaiter is not None:
                 if self._greetingDone:
-                    waiter, self._greetingWaiter = self._greetingWaiter, None
+                    waiter, self.greetingWaiter = self.greetingWaiter, None
                     waiter.callback(reply)
                 return
             if self._greetingDone and not self._greeted.called:
@@ -393,7 +323,7 @@ class FTPSessionFilter:
     def _loginExpired(self) -> None:
         self._loginTimer = None
         self.reply(421, f"not logged in after {self.options.loginTimeout:g} s; closing")
-        self._closeAfterReplies("login timeout")
+        self.closeAfterReplies("login timeout")
 
     def _busy(self) -> bool:
         """True while a transfer runs: its command or its data connection is not done."""
@@ -404,7 +334,7 @@ class FTPSessionFilter:
             return
         if final or not self._busy():
             self.reply(421, "the gateway is shutting down; try again later")
-            self._closeAfterReplies("gateway shutting down")
+            self.closeAfterReplies("gateway shutting down")
         else:
             self._draining = True
 
@@ -422,7 +352,7 @@ class FTPSessionFilter:
                 self.data.active(command)
 
         protecting = self.security.protectUpstream()
-        protecting.addCallbacks(handle, self._upstreamUnreachable)
+        protecting.addCallbacks(handle, self.upstreamUnreachable)
         return protecting
 
     def _primaryLegClosed(self, notification: FirewallNotification) -> None:
@@ -468,7 +398,8 @@ class FTPSessionFilter:
         if self._channel is not None:
             self._channel.writeEOF(direction)
 
-    def _closeAfterReplies(self, reason: str) -> None:
+    def closeAfterReplies(self, reason: str) -> None:
+        """Write the replies already known, this one's included, then end the session."""
         self._closing = True
         log.info("{session}: closing: {reason}", session=self.session.sessionId, reason=reason)
         # Replies still awaited never come now: write what is known, the gateway's last
@@ -488,4 +419,4 @@ class FTPSessionFilter:
             self._touch()
             return
         self.reply(421, f"idle for {self.options.idleTimeout:g} s; closing control connection")
-        self._closeAfterReplies("idle timeout")
+        self.closeAfterReplies("idle timeout")
