@@ -1,0 +1,28 @@
+"""Fakes for filter authors: FakeSession and FakeFirewallAction, for tests with no network."""
+
+from __future__ import annotations
+
+from fwxtwisted.testing._actions import (
+    DEFAULT_CLIENT,
+    DEFAULT_EXTERNAL_IP,
+    DEFAULT_INTERNAL,
+    DEFAULT_UPSTREAM,
+    FakeFirewallAction,
+    FakeJoin,
+)
+from fwxtwisted.testing._calls import JoinCall, RedirectCall, UpstreamConnect
+from fwxtwisted.testing._session import AttachedDataFilter, FakeSession
+
+__all__ = [
+    "DEFAULT_CLIENT",
+    "DEFAULT_EXTERNAL_IP",
+    "DEFAULT_INTERNAL",
+    "DEFAULT_UPSTREAM",
+    "AttachedDataFilter",
+    "FakeFirewallAction",
+    "FakeJoin",
+    "FakeSession",
+    "JoinCall",
+    "RedirectCall",
+    "UpstreamConnect",
+]
