@@ -1,0 +1,1 @@
+"""Benchmarks of the fwxtwisted gateway: python benchmarks/run.py."""

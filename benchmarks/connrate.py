@@ -1,0 +1,193 @@
+"""b. Primary connection rate: connect, 1 byte, half-close, read to EOF, close."""
+
+from __future__ import annotations
+
+import json
+import time
+
+from benchmarks.bulk import DIRECT, FAST, PORTFORWARD, USER
+from benchmarks.context import LOOPBACK, Context, freePort, gatewayPid
+from benchmarks.procs import (
+    Proc,
+    busyPercent,
+    cpuSeconds,
+    machineTicks,
+    pythonProc,
+    timeWaitCount,
+    twistdProc,
+    waitForTimeWait,
+    waitListening,
+)
+from benchmarks.report import Column, Section
+
+#: Load generator processes, and connections each keeps in flight.  32 in flight stays
+#: under Twisted's default listen backlog (50), so no SYN is dropped at the relay.
+GENERATORS = 2
+CONCURRENCY = 16
+#: Source IPs 127.0.0.2 .. 127.0.0.65, split between the generators.
+SOURCES_PER_GENERATOR = 32
+#: Wait before a measurement while more sockets than this sit in TIME_WAIT.
+TIME_WAIT_CEILING = 60_000
+
+COLUMNS = [
+    Column("rate", "conns/s"),
+    Column("rate", "ratio", ratio=True),
+    Column("relayCpuUs", "relay CPU µs/conn"),
+    Column("relayBusy", "relay CPU % of a core"),
+    Column("genBusy", "load generator CPU % (per process)"),
+    Column("machineBusy", "machine CPU busy %"),
+    Column("lost", "echo lost %", 1),
+    Column("p99", "p99 ms", 1),
+]
+
+
+def measure(ctx: Context, port: int, pid: int | None, maxConnections: int) -> dict[str, float]:
+    startAt = time.time() + 0.5
+    generators: list[Proc] = []
+    for index in range(GENERATORS):
+        first = 2 + index * SOURCES_PER_GENERATOR
+        sources = f"127.0.0.{first}-127.0.0.{first + SOURCES_PER_GENERATOR - 1}"
+        generators.append(
+            pythonProc(
+                f"connect-{port}-{index}",
+                ctx.logDir,
+                "connect",
+                "--port",
+                str(port),
+                "--concurrency",
+                str(CONCURRENCY),
+                "--duration",
+                str(ctx.duration),
+                "--warmup",
+                str(ctx.warmup),
+                "--max-connections",
+                str(maxConnections),
+                "--sources",
+                sources,
+                "--start-at",
+                str(startAt),
+                pipes=True,
+            ).start()
+        )
+    try:
+        relayBefore = relayAfter = 0.0
+        windowStart = startAt + ctx.warmup
+        time.sleep(max(0.0, windowStart - time.time()))
+        ticksBefore = machineTicks()
+        if pid:
+            relayBefore = cpuSeconds(pid)
+        time.sleep(max(0.0, windowStart + ctx.duration - time.time()))
+        if pid:
+            relayAfter = cpuSeconds(pid)
+        ticksAfter = machineTicks()
+        reports = [
+            json.loads(g.output(ctx.warmup + ctx.duration + 30.0) or "{}") for g in generators
+        ]
+    finally:
+        for generator in generators:
+            generator.stop()
+    completed = sum(r.get("completed", 0) for r in reports)
+    echoed = sum(r.get("echoed", 0) for r in reports)
+    errors: dict[str, int] = {}
+    for report in reports:
+        for kind, count in report.get("errors", {}).items():
+            errors[kind] = errors.get(kind, 0) + count
+    p99s = [r["p99"] for r in reports if r.get("p99") is not None]
+    result: dict[str, float] = {
+        "rate": completed / ctx.duration,
+        "genBusy": 100 * sum(r.get("cpu", 0.0) for r in reports) / (GENERATORS * ctx.duration),
+        "lost": 100 * (completed - echoed) / completed if completed else 0.0,
+        "errors": float(sum(errors.values())),
+        "machineBusy": busyPercent(ticksBefore, ticksAfter),
+    }
+    if p99s:
+        result["p99"] = 1000 * max(p99s)
+    if pid and completed:
+        result["relayCpuUs"] = 1e6 * (relayAfter - relayBefore) / completed
+        result["relayBusy"] = 100 * (relayAfter - relayBefore) / ctx.duration
+    if errors:
+        ctx.progress(f"  errors: {errors}")
+    return result
+
+
+def run(ctx: Context) -> Section:
+    section = Section(
+        "conn",
+        "b. Primary connection rate through the tcp filter "
+        "(connect, 1 byte, half-close, read to EOF, close)",
+        COLUMNS,
+        "rate",
+    )
+    for name in (DIRECT, FAST, USER, PORTFORWARD):
+        section.row(name, None if name == PORTFORWARD else PORTFORWARD)
+    section.notes += [
+        f"Load: {GENERATORS} generator processes (benchmarks/loadgen.py, selectors) with "
+        f"{CONCURRENCY} connections each in flight, from source IPs 127.0.0.2-"
+        f"127.0.0.{1 + GENERATORS * SOURCES_PER_GENERATOR} (IP_BIND_ADDRESS_NO_PORT); the "
+        "upstream is an echo-and-close server (one process) that closes after reading EOF.",
+        f"Each run: {ctx.warmup:g} s warm-up, then {ctx.duration:g} s counted. The direct row "
+        "is the generator against the echo server alone: the ceiling of the load side.",
+        "echo lost %: connections that ended without the echoed byte (a relay that does not "
+        "pass half-close closes both sides on the client's FIN).",
+    ]
+    upstream = freePort(LOOPBACK)
+    echo = pythonProc("echo", ctx.logDir, "echo", "--port", str(upstream))
+    ctx.stack.enter_context(echo)
+    waitListening(LOOPBACK, upstream, echo)
+    targets: list[tuple[str, int, int | None]] = [(DIRECT, upstream, echo.pid)]
+    for name, fast in ((FAST, True), (USER, False)):
+        gateway = ctx.gateway("tcp", (LOOPBACK, upstream), fast)
+        targets.append((name, gateway.address[1], gatewayPid(gateway)))
+    port = freePort(LOOPBACK)
+    portforward = twistdProc(
+        "portforward-conn",
+        ctx.logDir,
+        "portforward",
+        "-p",
+        f"tcp:{port}:interface={LOOPBACK}",
+        "-h",
+        LOOPBACK,
+        "-d",
+        str(upstream),
+    )
+    ctx.stack.enter_context(portforward)
+    waitListening(LOOPBACK, port, portforward, timeout=30.0)
+    targets.append((PORTFORWARD, port, portforward.pid))
+
+    # Bounded: at most 4000 conns/s per generator over the window.
+    maxConnections = int(4000 * (ctx.duration + ctx.warmup))
+    peakTimeWait = 0
+    for runIndex in range(ctx.runs):
+        for name, port, pid in targets:
+            waiting = timeWaitCount()
+            if waiting >= TIME_WAIT_CEILING:
+                ctx.progress(f"  {waiting} sockets in TIME_WAIT: waiting (at most 65 s)")
+                waitForTimeWait(TIME_WAIT_CEILING, 65.0)
+            result = measure(ctx, port, pid, maxConnections)
+            peakTimeWait = max(peakTimeWait, timeWaitCount())
+            row = section.row(name)
+            for metric, value in result.items():
+                row.add(metric, value)
+            if name == DIRECT:
+                # The echo server's CPU, not a relay's.
+                row.samples.pop("relayCpuUs", None)
+                row.samples.pop("relayBusy", None)
+            if result.get("errors"):
+                row.note(f"{int(result['errors'])} errors in run {runIndex + 1}")
+            ctx.progress(
+                f"conn run {runIndex + 1}/{ctx.runs}: {name}: {result['rate']:,.0f} conns/s"
+                + (
+                    f", relay {result['relayCpuUs']:.0f} µs/conn at {result['relayBusy']:.0f}%"
+                    if "relayCpuUs" in result and name != DIRECT
+                    else ""
+                )
+                + f", generators {result['genBusy']:.0f}%, lost {result['lost']:.1f}%"
+            )
+    section.notes.append(
+        f"TIME_WAIT sockets machine-wide after a measurement, at most: {peakTimeWait:,} "
+        "(net.ipv4.tcp_tw_reuse lets loopback connects reuse them)."
+    )
+    return section
+
+
+__all__ = ["DIRECT", "FAST", "PORTFORWARD", "USER", "measure", "run"]

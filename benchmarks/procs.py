@@ -1,0 +1,273 @@
+"""Processes of the benchmark: start, measure (/proc), stop by pid.
+
+Every process started here is registered until stopped; `stopAll` (also run at exit and
+on SIGTERM/SIGINT by run.py) stops whatever is still running, one pid at a time.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import IO, Self
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+LOADGEN = Path(__file__).resolve().parent / "loadgen.py"
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+TWISTD = "import sys; from twisted.scripts.twistd import run; sys.argv[0] = 'twistd'; run()"
+
+if str(PROJECT_ROOT) not in sys.path:
+    sys.path.insert(0, str(PROJECT_ROOT))
+
+from tests.peers import isListening  # noqa: E402
+
+
+def findTool(name: str) -> str | None:
+    """Absolute path of executable `name` (PATH, then /usr/sbin, /sbin), or None."""
+    found = shutil.which(name)
+    if found:
+        return os.path.abspath(found)
+    for directory in ("/usr/sbin", "/sbin", "/usr/local/sbin"):
+        candidate = Path(directory) / name
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return str(candidate)
+    return None
+
+
+# -- /proc -----------------------------------------------------------------------------------
+
+
+def cpuSeconds(pid: int) -> float:
+    """CPU seconds of `pid`: utime + stime, plus cutime + cstime of children it has reaped
+    (socat forks a child per connection; for the others these are 0)."""
+    text = Path(f"/proc/{pid}/stat").read_text()
+    fields = text[text.rindex(")") + 2 :].split()
+    # fields[0] is field 3 (state): utime..cstime are fields 14..17.
+    return sum(int(value) for value in fields[11:15]) / CLOCK_TICKS
+
+
+def rssKiB(pid: int) -> int:
+    """Resident set size of `pid` in KiB (VmRSS)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
+def openFileLimit(pid: int) -> str:
+    """`soft/hard` of 'Max open files' in /proc/PID/limits."""
+    for line in Path(f"/proc/{pid}/limits").read_text().splitlines():
+        if line.startswith("Max open files"):
+            soft, hard = line.split()[3:5]
+            return f"{soft}/{hard}"
+    return "unknown"
+
+
+def machineTicks() -> tuple[int, int]:
+    """(all, idle) CPU ticks of the whole machine so far (/proc/stat, idle + iowait)."""
+    fields = [int(value) for value in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return sum(fields), fields[3] + fields[4]
+
+
+def busyPercent(before: tuple[int, int], after: tuple[int, int]) -> float:
+    """Share of the machine's CPU time that was busy between two machineTicks()."""
+    total = after[0] - before[0]
+    return 100.0 * (total - (after[1] - before[1])) / total if total else 0.0
+
+
+def timeWaitCount() -> int:
+    """TCP sockets in TIME_WAIT, machine-wide (/proc/net/sockstat)."""
+    for line in Path("/proc/net/sockstat").read_text().splitlines():
+        if line.startswith("TCP:"):
+            fields = line.split()
+            return int(fields[fields.index("tw") + 1])
+    return 0
+
+
+def waitForTimeWait(below: int, limit: float) -> int:
+    """Wait (at most `limit` s) until fewer than `below` TIME_WAIT sockets remain."""
+    deadline = time.monotonic() + limit
+    count = timeWaitCount()
+    while count >= below and time.monotonic() < deadline:
+        time.sleep(1.0)
+        count = timeWaitCount()
+    return count
+
+
+def raiseOpenFileLimit(wanted: int) -> tuple[int, int]:
+    """Raise RLIMIT_NOFILE of this process (children inherit it) toward `wanted`."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft >= wanted:
+        return soft, hard
+    newHard = hard
+    if hard != resource.RLIM_INFINITY and hard < wanted:
+        try:
+            ceiling = int(Path("/proc/sys/fs/nr_open").read_text())
+        except (OSError, ValueError):
+            ceiling = hard
+        newHard = min(wanted, ceiling)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(wanted, newHard), newHard))
+    except (ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)
+
+
+# -- processes -------------------------------------------------------------------------------
+
+_live: list[Proc] = []
+
+
+def _deathSignalPrefix() -> list[str]:
+    # The child gets SIGKILL if this process dies without stopping it (setpriv execs:
+    # the pid stays the child's own).
+    setpriv = shutil.which("setpriv")
+    return [setpriv, "--pdeathsig", "KILL", "--"] if setpriv else []
+
+
+class Proc:
+    """One process of ours, its output in a log file; stopped by pid (TERM, then KILL)."""
+
+    def __init__(
+        self,
+        name: str,
+        argv: Sequence[str],
+        logDir: Path,
+        *,
+        env: Mapping[str, str] | None = None,
+        cwd: Path | None = None,
+        pipes: bool = False,
+    ) -> None:
+        self.name = name
+        self.argv = list(argv)
+        self.logPath = logDir / f"{name}.log"
+        self.env = env
+        self.cwd = cwd
+        self.pipes = pipes
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Self:
+        with open(self.logPath, "ab") as log:
+            self.process = subprocess.Popen(
+                [*_deathSignalPrefix(), *self.argv],
+                stdin=subprocess.PIPE if self.pipes else subprocess.DEVNULL,
+                stdout=subprocess.PIPE if self.pipes else log,
+                stderr=log,
+                env=None if self.env is None else dict(self.env),
+                cwd=self.cwd,
+                start_new_session=True,
+            )
+        _live.append(self)
+        return self
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    @property
+    def stdout(self) -> IO[bytes]:
+        assert self.process is not None and self.process.stdout is not None
+        return self.process.stdout
+
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def wait(self, timeout: float) -> int:
+        """Wait for the exit status; stop the process (and raise) after `timeout` s."""
+        assert self.process is not None
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.stop()
+            raise TimeoutError(f"{self.name} still running after {timeout} s: stopped") from None
+
+    def output(self, timeout: float) -> str:
+        """All of stdout (pipes=True), waiting at most `timeout` s for the exit."""
+        assert self.process is not None
+        try:
+            out, _ = self.process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.stop()
+            raise TimeoutError(f"{self.name} still running after {timeout} s: stopped") from None
+        return out.decode(errors="replace")
+
+    def log(self) -> str:
+        try:
+            return self.logPath.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def stop(self, grace: float = 5.0) -> None:
+        """SIGTERM to our pid, wait `grace` s, then SIGKILL (idempotent)."""
+        process = self.process
+        if process is not None and process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(grace)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(10)
+        if process is not None:
+            for stream in (process.stdin, process.stdout):
+                if stream is not None:
+                    stream.close()
+        if self in _live:
+            _live.remove(self)
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def stopAll() -> None:
+    """Stop every process still registered, one pid at a time."""
+    for proc in list(reversed(_live)):
+        proc.stop()
+
+
+def waitListening(host: str, port: int, proc: Proc, timeout: float = 15.0) -> None:
+    """Wait until something listens on host:port (read from /proc, no probe connection)."""
+    deadline = time.monotonic() + timeout
+    while not isListening(host, port):
+        if not proc.running():
+            raise RuntimeError(f"{proc.name} exited before listening on {port}:\n{proc.log()}")
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"{proc.name}: nothing listens on {host}:{port} after {timeout} s")
+        time.sleep(0.05)
+
+
+def pythonProc(name: str, logDir: Path, *args: str, pipes: bool = False) -> Proc:
+    """loadgen.py `args` in a process of its own."""
+    return Proc(name, [sys.executable, str(LOADGEN), *args], logDir, pipes=pipes)
+
+
+def twistdProc(name: str, logDir: Path, *args: str) -> Proc:
+    """`twistd -n --pidfile= --logfile=<logDir>/<name>.twistd.log ARGS` with this Python."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(
+        [str(PROJECT_ROOT), *([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])]
+    )
+    argv = [
+        sys.executable,
+        "-c",
+        TWISTD,
+        "-n",
+        "--pidfile=",
+        f"--logfile={logDir / (name + '.twistd.log')}",
+        *args,
+    ]
+    return Proc(name, argv, logDir, env=env, cwd=logDir)
+
+
+def makeLogDir() -> Path:
+    return Path(tempfile.mkdtemp(prefix="fwx-bench-"))
