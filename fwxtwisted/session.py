@@ -481,17 +481,20 @@ class Session:
 
 
 def keepUrgentInline(transport: object) -> None:
-    """Read TCP urgent data in line (SO_OOBINLINE) on a plain TCP transport.
+    """Tune a primary leg (a plain TCP transport): urgent data in line, no Nagle delay.
 
-    Otherwise the kernel takes the urgent byte out of the stream and the relay loses it:
-    a client's ABOR sent as urgent data (Telnet Synch; ftplib's abort()) reaches the
-    gateway without its final LF, and that session waits for the rest of the line.
+    Without SO_OOBINLINE the kernel takes the urgent byte out of the stream and the
+    relay loses it: a client's ABOR sent as urgent data (Telnet Synch; ftplib's abort())
+    reaches the gateway without its final LF, and that session waits for the rest of
+    the line.  Without TCP_NODELAY a short reply written right after another (FTP's 226
+    after a transfer) can wait for the peer's delayed ACK, some 40 ms.
     """
     getHandle = getattr(transport, "getHandle", None)
     handle = getHandle() if getHandle is not None else None
     if isinstance(handle, socket.socket):
         try:
             handle.setsockopt(socket.SOL_SOCKET, socket.SO_OOBINLINE, 1)
+            handle.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except OSError:
             pass
 
