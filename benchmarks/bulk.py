@@ -23,6 +23,8 @@ HAPROXY = "HAProxy, splice"
 RETR_DIRECT = "FTP RETR direct (vsftpd)"
 RETR_FAST = "FTP RETR via fwx ftp, fast path"
 RETR_USER = "FTP RETR via fwx ftp, user mode"
+FTPS_DIRECT = "FTPS RETR direct (vsftpd)"
+FTPS_GATEWAY = "FTPS RETR via fwx ftp (TLS both sides)"
 
 COLUMNS = [
     Column("mbps", "MB/s"),
@@ -225,13 +227,15 @@ def runTcpRelays(ctx: Context) -> Section:
 # -- the redirected data channel: FTP RETR -------------------------------------------------
 
 
-def retrOnce(ctx: Context, port: int, pid: int | None) -> tuple[float | None, float | None, str]:
+def retrOnce(
+    ctx: Context, port: int, pid: int | None, curlArgs: tuple[str, ...] = ()
+) -> tuple[float | None, float | None, str]:
     """curl RETR of big.bin from port: (MB/s, gateway CPU-s per GiB, problem)."""
     before = cpuSeconds(pid) if pid else None
     url = f"ftp://{LOOPBACK}:{port}/{BIG_FILE}"
     try:
         result = curl(
-            ["-o", "/dev/null", "-w", "%{speed_download} %{size_download}", url],
+            [*curlArgs, "-o", "/dev/null", "-w", "%{speed_download} %{size_download}", url],
             timeout=timeout(ctx.size),
         )
     except PeerTimeout as e:
@@ -292,5 +296,65 @@ def runRedirected(ctx: Context) -> Section:
                 f"retr run {run + 1}/{ctx.runs}: {name}: "
                 f"{'failed' if mbps is None else f'{mbps:,.0f} MB/s'}"
                 + (f", {cpu:.2f} CPU-s/GiB" if cpu is not None else "")
+            )
+    return section
+
+
+def runFtps(ctx: Context) -> Section:
+    """FTPS RETR of big.bin with curl --ssl-reqd (EPSV): direct from a vsftpd that forces
+    TLS and session reuse, and through the FTP gateway terminating TLS on both sides
+    (upstream checked against the throwaway CA; data connections resume the session)."""
+    section = Section(
+        "ftps",
+        f"FTPS: RETR of {ctx.size:,} bytes (curl --ssl-reqd, EPSV) from vsftpd "
+        "(force_anon_data_ssl, require_ssl_reuse)",
+        COLUMNS,
+        "mbps",
+    )
+    for name in (FTPS_DIRECT, FTPS_GATEWAY):
+        section.row(name, None if name == FTPS_DIRECT else FTPS_DIRECT)
+    section.notes += [
+        "TLS legs never take the fast path: both data legs are encrypted in Python (pyOpenSSL).",
+        "MB/s = curl's speed_download; CPU = the gateway process's utime+stime per GiB.",
+    ]
+    started = ctx.vsftpdTLS()
+    if isinstance(started, str):
+        for row in section.rows:
+            row.status = started
+        return section
+    if findTool("curl") is None:
+        for row in section.rows:
+            row.status = "not installed: curl"
+        return section
+    server, tls = started
+    curlArgs = ("--ssl-reqd", "--cacert", str(tls.caCert))
+    gateway = ctx.gateway(
+        "ftp",
+        server.address,
+        True,
+        (
+            "--tls-cert",
+            str(tls.cert),
+            "--tls-key",
+            str(tls.key),
+            "--upstream-ca",
+            str(tls.caCert),
+        ),
+    )
+    targets = [
+        (FTPS_DIRECT, server.port, None),
+        (FTPS_GATEWAY, gateway.address[1], gatewayPid(gateway)),
+    ]
+    for run in range(ctx.runs):
+        for name, port, pid in targets:
+            row = section.row(name)
+            mbps, cpu, problem = retrOnce(ctx, port, pid, curlArgs)
+            if problem:
+                row.note(problem)
+            row.add("mbps", mbps)
+            row.add("cpu", cpu)
+            ctx.progress(
+                f"ftps run {run + 1}/{ctx.runs}: {name}: "
+                f"{'failed' if mbps is None else f'{mbps:,.0f} MB/s'}"
             )
     return section

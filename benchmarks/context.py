@@ -18,7 +18,15 @@ from benchmarks.report import Section
 if str(PROJECT_ROOT) not in sys.path:
     sys.path.insert(0, str(PROJECT_ROOT))
 
-from tests.peers import Gateway, Vsftpd, freePort, makeFile, runGateway  # noqa: E402
+from tests.peers import (  # noqa: E402
+    Gateway,
+    TlsFiles,
+    Vsftpd,
+    freePort,
+    makeFile,
+    makeTlsFiles,
+    runGateway,
+)
 
 LOOPBACK = "127.0.0.1"
 #: Seconds any process of ours may live even if nobody stops it.
@@ -49,6 +57,7 @@ class Context:
     shared: dict[str, Section] = field(default_factory=dict)
     _vsftpd: Vsftpd | None = None
     _vsftpdProblem: str | None = None
+    _vsftpdTLS: tuple[Vsftpd, TlsFiles] | None = None
 
     def progress(self, text: str) -> None:
         stamp = time.strftime("%H:%M:%S")
@@ -90,13 +99,43 @@ class Context:
         self._vsftpd = server
         return server
 
-    def gateway(self, filterName: str, upstream: tuple[str, int], fastPath: bool) -> Gateway:
+    def vsftpdTLS(self) -> tuple[Vsftpd, TlsFiles] | str:
+        """A second vsftpd on the same files, forcing FTPS (session reuse required),
+        with a throwaway CA; or the reason it cannot run."""
+        if self._vsftpdTLS is not None:
+            return self._vsftpdTLS
+        plain = self.vsftpd()
+        if isinstance(plain, str):
+            return plain
+        tls = makeTlsFiles(self.logDir / "tls")
+        try:
+            server = Vsftpd(
+                plain.root,
+                tls=tls,
+                extra={"log_ftp_protocol": "NO", "max_clients": "2000", "max_per_ip": "2000"},
+                lifetime=LIFETIME,
+            )
+            self.runStack.enter_context(server)
+        except PeerMissing as e:
+            return f"not available: {e}"
+        self._vsftpdTLS = (server, tls)
+        return self._vsftpdTLS
+
+    def gateway(
+        self,
+        filterName: str,
+        upstream: tuple[str, int],
+        fastPath: bool,
+        extra: tuple[str, ...] = (),
+    ) -> Gateway:
         """`twistd -n fwx FILTER` on a free loopback port, stopped with the context."""
-        return self.stack.enter_context(startGateway(filterName, upstream, fastPath))
+        return self.stack.enter_context(startGateway(filterName, upstream, fastPath, extra))
 
 
 @contextmanager
-def startGateway(filterName: str, upstream: tuple[str, int], fastPath: bool) -> Iterator[Gateway]:
+def startGateway(
+    filterName: str, upstream: tuple[str, int], fastPath: bool, extra: tuple[str, ...] = ()
+) -> Iterator[Gateway]:
     """The project's gateway, run exactly as the interop tests run it (tests.peers)."""
     port = freePort(LOOPBACK)
     argv = [
@@ -108,6 +147,7 @@ def startGateway(filterName: str, upstream: tuple[str, int], fastPath: bool) -> 
     ]
     if not fastPath:
         argv.append("--no-fast-path")
+    argv += extra
     with runGateway(argv, (LOOPBACK, port), timeout=30.0, lifetime=LIFETIME) as gateway:
         yield gateway
 

@@ -272,6 +272,7 @@ def main(argv: list[str] | None = None) -> int:
                     if key == "bulk":
                         emit(bulk.runTcpRelays(ctx))
                         emit(bulk.runRedirected(ctx))
+                        emit(bulk.runFtps(ctx))
                     elif key == "conn":
                         emit(connrate.run(ctx))
                     elif key == "ftp":
