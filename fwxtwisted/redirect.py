@@ -5,33 +5,29 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from twisted.internet.defer import CancelledError, Deferred, succeed
-from twisted.internet.interfaces import IDelayedCall, IListeningPort
+from twisted.internet.defer import CancelledError
+from twisted.internet.interfaces import IListeningPort
 from twisted.internet.protocol import Protocol, ServerFactory
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from fwxtwisted.address import Address, normalizeHost
+from fwxtwisted.address import Address
 from fwxtwisted.connect import connectFrom
-from fwxtwisted.gateway import Gateway
 from fwxtwisted.interfaces import (
     ActionState,
     ByteCounts,
     FirewallEvent,
-    FirewallNotification,
     IDataFilter,
     IFirewallAction,
     LegTLS,
     RedirectFlags,
     Transport,
 )
-from fwxtwisted.portclosing import PortCloser
+from fwxtwisted.permission import ListeningPermission
 from fwxtwisted.relay import Relay, Side
 
 log = Logger()
-
-Notify = Callable[[FirewallNotification], None]
 
 
 class _PermissionFactory(ServerFactory):
@@ -47,65 +43,23 @@ class _PermissionFactory(ServerFactory):
 
 
 @implementer(IFirewallAction)
-class TCPRedirectAction:
+class TCPRedirectAction(ListeningPermission):
     """One TCP permission: a listener on an internal port relaying to a connect address."""
 
     transport = Transport.TCP
 
-    def __init__(
-        self,
-        gateway: Gateway,
-        connectAddress: Address,
-        externalAddress: str | None,
-        expectedPeer: str,
-        flags: RedirectFlags,
-        context: object,
-        notify: Notify,
-        label: str = "",
-    ) -> None:
-        self._gateway = gateway
-        self.connectAddress = connectAddress
-        self.externalAddress = externalAddress
-        self.expectedPeer = normalizeHost(expectedPeer)
-        self.flags = flags
-        self.context = context
-        self._notify = notify
-        self._label = label
-        self.internalAddress: Address | None = None
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
         #: TLS for the legs of each connection (set by the session).
         self.tls: dict[Side, LegTLS] = {}
         #: Data filters for each connection (set by the session).
         self.dataFilterFactory: Callable[[], Sequence[IDataFilter]] | None = None
-        self.state = ActionState.LISTENING
-        self.connectionCount = 0
-        self.refusedCount = 0
-        self._port: IListeningPort | None = None
-        self._timer: IDelayedCall | None = None
         self._relays: set[Relay] = set()
-        self._waiters: list[Deferred[ActionState]] = []
-        self._closer = PortCloser(self._checkDone)
-        self._done = False
 
     def __repr__(self) -> str:
         return (
             f"<TCPRedirectAction {self.internalAddress} -> {self.connectAddress} {self.state.name}>"
         )
-
-    # Set-up, by the session.
-
-    def bind(self, host: str, port: int) -> IListeningPort:
-        """Listen on C{host}:C{port}; raises C{CannotListenError} when it is taken."""
-        listening: IListeningPort = self._gateway.reactor.listenTCP(
-            port, _PermissionFactory(self), interface=host
-        )
-        self._port = listening
-        self.internalAddress = Address(host, listening.getHost().port)  # type: ignore[attr-defined]
-        return listening
-
-    def start(self, timeout: float) -> None:
-        """Arm the expiry timer when the permission was granted with TIMEOUT."""
-        if RedirectFlags.TIMEOUT in self.flags and self.state is ActionState.LISTENING:
-            self._timer = self._gateway.clock.callLater(timeout, self._expire)
 
     # IFirewallAction
 
@@ -117,29 +71,22 @@ class TCPRedirectAction:
             relay.abort("permission cancelled")
         self._checkDone()
 
-    def whenFinished(self) -> Deferred[ActionState]:
-        if self._done:
-            return succeed(self.state)
-        waiter: Deferred[ActionState] = Deferred()
-        self._waiters.append(waiter)
-        return waiter
-
     # Internals.
+
+    def _listen(self, host: str, port: int) -> IListeningPort:
+        listening: IListeningPort = self._gateway.reactor.listenTCP(
+            port, _PermissionFactory(self), interface=host
+        )
+        return listening
+
+    def _live(self) -> bool:
+        return bool(self._relays)
 
     def _accept(self, peer: Address) -> Protocol | None:
         if self.state is not ActionState.LISTENING:
             return None
         if peer.host != self.expectedPeer:
-            self.refusedCount += 1
-            log.warn(
-                "{label}: refused data connection from {peer} to {internal}: "
-                "only {expected} may connect",
-                label=self._label,
-                peer=str(peer),
-                internal=str(self.internalAddress),
-                expected=self.expectedPeer,
-            )
-            self._emit(FirewallEvent.REFUSED_CONNECTION, clientAddress=peer, reason="wrong peer")
+            self._refuse(peer, "wrong peer")
             return None
         self.connectionCount += 1
         self._cancelTimer()
@@ -202,59 +149,3 @@ class TCPRedirectAction:
 
         attempt.addCallbacks(connected, failed)
         return relay.makeLeg(Side.CLIENT)
-
-    def _expire(self) -> None:
-        self._timer = None
-        if self.state is not ActionState.LISTENING:
-            return
-        self.state = ActionState.EXPIRED
-        self._stopListening()
-        log.info(
-            "{label}: permission on {internal} expired unused",
-            label=self._label,
-            internal=str(self.internalAddress),
-        )
-        self._emit(FirewallEvent.PERMISSION_EXPIRED, reason="timeout")
-        self._checkDone()
-
-    def _emit(
-        self,
-        event: FirewallEvent,
-        clientAddress: Address | None = None,
-        counts: ByteCounts | None = None,
-        reason: str | None = None,
-        fastPath: bool = False,
-    ) -> None:
-        self._notify(
-            FirewallNotification(
-                event=event,
-                action=self,
-                context=self.context,
-                clientAddress=clientAddress,
-                serverAddress=self.connectAddress,
-                counts=counts or ByteCounts(),
-                reason=reason,
-                fastPath=fastPath,
-            )
-        )
-
-    def _cancelTimer(self) -> None:
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
-        self._timer = None
-
-    def _stopListening(self) -> None:
-        self._cancelTimer()
-        if self._port is not None:
-            port, self._port = self._port, None
-            self._closer.close(port)
-
-    def _checkDone(self) -> None:
-        if self._done or self._port is not None or self._closer.busy or self._relays:
-            return
-        if self.state is ActionState.LISTENING:
-            return
-        self._done = True
-        waiters, self._waiters = self._waiters, []
-        for waiter in waiters:
-            waiter.callback(self.state)

@@ -2,30 +2,25 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from typing import Any
 
-from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IListeningPort
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 from zope.interface import implementer
 
 from fwxtwisted.address import Address, normalizeHost
-from fwxtwisted.gateway import Gateway
 from fwxtwisted.interfaces import (
     ActionState,
     ByteCounts,
     FirewallEvent,
-    FirewallNotification,
     IFirewallAction,
     RedirectFlags,
     Transport,
 )
-from fwxtwisted.portclosing import PortCloser
+from fwxtwisted.permission import ListeningPermission
 
 log = Logger()
-
-Notify = Callable[[FirewallNotification], None]
 
 
 class _Inbound(DatagramProtocol):
@@ -54,7 +49,7 @@ class _Mapping(DatagramProtocol):
 
 
 @implementer(IFirewallAction)
-class UDPRedirectAction:
+class UDPRedirectAction(ListeningPermission):
     """A UDP permission: datagrams from the expected peer's IP to the internal port go to
     the connect address from a socket on the external IP; replies go back to the peer.
 
@@ -64,64 +59,26 @@ class UDPRedirectAction:
 
     transport = Transport.UDP
 
-    def __init__(
-        self,
-        gateway: Gateway,
-        connectAddress: Address,
-        externalAddress: str | None,
-        expectedPeer: str,
-        flags: RedirectFlags,
-        context: object,
-        notify: Notify,
-        label: str = "",
-    ) -> None:
-        self._gateway = gateway
-        self.connectAddress = connectAddress
-        self.externalAddress = externalAddress
-        self.expectedPeer = normalizeHost(expectedPeer)
-        self.flags = flags
-        self.context = context
-        self._notify = notify
-        self._label = label
-        self.internalAddress: Address | None = None
-        self.state = ActionState.LISTENING
-        self.connectionCount = 0
-        self.refusedCount = 0
-        self._port: IListeningPort | None = None
-        self._timer: IDelayedCall | None = None
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
         self._mappings: dict[Address, _Mapping] = {}
-        self._waiters: list[Deferred[ActionState]] = []
-        self._closer = PortCloser(self._checkDone)
-        self._done = False
-
-    def bind(self, host: str, port: int) -> IListeningPort:
-        """Listen on C{host}:C{port}; raises C{CannotListenError} when it is taken."""
-        listening: IListeningPort = self._gateway.reactor.listenUDP(
-            port, _Inbound(self), interface=host
-        )
-        self._port = listening
-        self.internalAddress = Address(host, listening.getHost().port)  # type: ignore[attr-defined]
-        return listening
-
-    def start(self, timeout: float) -> None:
-        """Arm the expiry timer when the permission was granted with TIMEOUT."""
-        if RedirectFlags.TIMEOUT in self.flags:
-            self._timer = self._gateway.clock.callLater(timeout, self._expire)
 
     def cancel(self) -> None:
         if self.state in (ActionState.LISTENING, ActionState.USED):
             self.state = ActionState.CANCELLED
         for mapping in list(self._mappings.values()):
             self._closeMapping(mapping, "permission cancelled")
-        self._closeInbound()
+        self._stopListening()
         self._checkDone()
 
-    def whenFinished(self) -> Deferred[ActionState]:
-        if self._done:
-            return succeed(self.state)
-        waiter: Deferred[ActionState] = Deferred()
-        self._waiters.append(waiter)
-        return waiter
+    def _listen(self, host: str, port: int) -> IListeningPort:
+        listening: IListeningPort = self._gateway.reactor.listenUDP(
+            port, _Inbound(self), interface=host
+        )
+        return listening
+
+    def _live(self) -> bool:
+        return bool(self._mappings)
 
     # Datagrams.
 
@@ -150,9 +107,7 @@ class UDPRedirectAction:
         if self.state is not ActionState.LISTENING:
             self._refuse(peer, "permission already used")
             return None
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
-        self._timer = None
+        self._cancelTimer()
         if RedirectFlags.ALLOW_MULTIPLE not in self.flags:
             self.state = ActionState.USED
         mapping = _Mapping(self, peer)
@@ -164,17 +119,6 @@ class UDPRedirectAction:
         self.connectionCount += 1
         self._emit(FirewallEvent.UDP_DESTINATION, peer)
         return mapping
-
-    def _refuse(self, peer: Address, reason: str) -> None:
-        self.refusedCount += 1
-        log.warn(
-            "{label}: refused datagram from {peer} to {internal}: {reason}",
-            label=self._label,
-            peer=str(peer),
-            internal=str(self.internalAddress),
-            reason=reason,
-        )
-        self._emit(FirewallEvent.REFUSED_CONNECTION, peer, reason=reason)
 
     def _touch(self, mapping: _Mapping) -> None:
         timeout = self._gateway.settings.udpIdleTimeout
@@ -200,51 +144,5 @@ class UDPRedirectAction:
             reason=reason,
         )
         if self.state is ActionState.USED and not self._mappings:
-            self._closeInbound()
+            self._stopListening()
         self._checkDone()
-
-    def _expire(self) -> None:
-        self._timer = None
-        if self.state is not ActionState.LISTENING or self._mappings:
-            return
-        self.state = ActionState.EXPIRED
-        self._closeInbound()
-        self._emit(FirewallEvent.PERMISSION_EXPIRED, None, reason="timeout")
-        self._checkDone()
-
-    def _closeInbound(self) -> None:
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
-        self._timer = None
-        if self._port is not None:
-            port, self._port = self._port, None
-            self._closer.close(port)
-
-    def _emit(
-        self,
-        event: FirewallEvent,
-        peer: Address | None,
-        counts: ByteCounts | None = None,
-        reason: str | None = None,
-    ) -> None:
-        self._notify(
-            FirewallNotification(
-                event=event,
-                action=self,
-                context=self.context,
-                clientAddress=peer,
-                serverAddress=self.connectAddress,
-                counts=counts or ByteCounts(),
-                reason=reason,
-            )
-        )
-
-    def _checkDone(self) -> None:
-        if self._done or self._port is not None or self._mappings or self._closer.busy:
-            return
-        if self.state is ActionState.LISTENING:
-            return
-        self._done = True
-        waiters, self._waiters = self._waiters, []
-        for waiter in waiters:
-            waiter.callback(self.state)
