@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -14,7 +13,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from fwxtwisted.address import Address, isIPLiteral, normalizeHost
-from fwxtwisted.connect import connectFrom
+from fwxtwisted.connect import connectFrom, describeConnectFailure, keepUrgentInline
 from fwxtwisted.errors import (
     FWXError,
     PortRangeExhausted,
@@ -478,35 +477,3 @@ class Session:
         waiters, self._closeWaiters = self._closeWaiters, []
         for waiter in waiters:
             waiter.callback(None)
-
-
-def keepUrgentInline(transport: object) -> None:
-    """Tune a primary leg (a plain TCP transport): urgent data in line, no Nagle delay.
-
-    Without SO_OOBINLINE the kernel takes the urgent byte out of the stream and the
-    relay loses it: a client's ABOR sent as urgent data (Telnet Synch; ftplib's abort())
-    reaches the gateway without its final LF, and that session waits for the rest of
-    the line.  Without TCP_NODELAY a short reply written right after another (FTP's 226
-    after a transfer) can wait for the peer's delayed ACK, some 40 ms.
-    """
-    getHandle = getattr(transport, "getHandle", None)
-    handle = getHandle() if getHandle is not None else None
-    if isinstance(handle, socket.socket):
-        try:
-            handle.setsockopt(socket.SOL_SOCKET, socket.SO_OOBINLINE, 1)
-            handle.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        except OSError:
-            pass
-
-
-def describeConnectFailure(failure: Failure, target: Address, timeout: float) -> str:
-    """One line saying why connecting to C{target} failed, fit for a log and a reply."""
-    if failure.check(error.TimeoutError):
-        return f"connecting to {target} timed out after {timeout:g} s"
-    if failure.check(error.ConnectionRefusedError):
-        return f"connection to {target} refused"
-    if failure.check(error.DNSLookupError):
-        return f"cannot resolve {target.host}"
-    if failure.check(error.NoRouteError):
-        return f"no route to {target}"
-    return f"cannot connect to {target}: {failure.getErrorMessage()}"
