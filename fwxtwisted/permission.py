@@ -104,15 +104,19 @@ class ListeningPermission:
         self._emit(FirewallEvent.PERMISSION_EXPIRED, reason="timeout")
         self._checkDone()
 
+    #: What a refused peer sent, for the log ("data connection", "datagram").
+    refusedWhat = "connection"
+
     def _refuse(self, peer: Address, reason: str) -> None:
         self.refusedCount += 1
+        why = f"only {self.expectedPeer} may connect" if reason == "wrong peer" else reason
         log.warn(
-            "{label}: refused {peer} at {internal}: {reason} (only {expected} may use it)",
+            "{label}: refused {what} from {peer} to {internal}: {why}",
             label=self._label,
+            what=self.refusedWhat,
             peer=str(peer),
             internal=str(self.internalAddress),
-            reason=reason,
-            expected=self.expectedPeer,
+            why=why,
         )
         self._emit(FirewallEvent.REFUSED_CONNECTION, peer, reason=reason)
 

@@ -47,6 +47,7 @@ class TCPRedirectAction(ListeningPermission):
     """One TCP permission: a listener on an internal port relaying to a connect address."""
 
     transport = Transport.TCP
+    refusedWhat = "data connection"
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

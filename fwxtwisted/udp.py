@@ -58,6 +58,7 @@ class UDPRedirectAction(ListeningPermission):
     """
 
     transport = Transport.UDP
+    refusedWhat = "datagram"
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
