@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from dataclasses import dataclass
 
@@ -77,6 +78,9 @@ def parsePort(text: str) -> int:
     return port
 
 
+# Cached: every connection converts its peers' addresses, and ipaddress parsing costs
+# several microseconds a call; a gateway sees few distinct hosts.
+@functools.lru_cache(maxsize=4096)
 def normalizeHost(host: str) -> str:
     """IP literals in canonical form (IPv4-mapped IPv6 folded to IPv4); names unchanged."""
     try:
@@ -88,6 +92,7 @@ def normalizeHost(host: str) -> str:
     return str(ip)
 
 
+@functools.lru_cache(maxsize=4096)
 def isIPLiteral(host: str) -> bool:
     """True when C{host} is an IPv4 or IPv6 literal rather than a name."""
     try:

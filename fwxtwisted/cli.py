@@ -25,6 +25,7 @@ class GatewayCommandOptions(usage.Options):
         ["max-sessions", None, None, "Refuse sessions beyond this many.", int],
         ["max-sessions-per-ip", None, None, "Refuse a client IP's sessions beyond this many.", int],
         ["shutdown-grace", None, 30.0, "Seconds running sessions get to finish at stop.", float],
+        ["log-level", None, "info", "Lowest level logged: debug, info, warn, error, critical."],
     ]
     optFlags: list[list[str | None]] = [
         ["no-fast-path", None, "Never move bytes with splice(2); always relay in Python."],
@@ -51,6 +52,7 @@ class GatewayCommandOptions(usage.Options):
             "external_addresses": list(self["external-address"]),
             "fast_path": not self["no-fast-path"],
             "shutdown_grace": self["shutdown-grace"],
+            "log_level": self["log-level"],
         }
         if self["port-range"]:
             table["port_ranges"] = {"*": self["port-range"]}

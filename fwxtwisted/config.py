@@ -10,6 +10,7 @@ from pathlib import Path
 
 from fwxtwisted.address import Address, parsePort
 from fwxtwisted.errors import ConfigError
+from fwxtwisted.logs import LEVEL_NAMES
 from fwxtwisted.ports import ANY_IP
 from fwxtwisted.settings import GatewaySettings
 
@@ -24,6 +25,7 @@ _TOP_KEYS = {
     "listeners",
     "shutdown_grace",
     "max_pending_redirects",
+    "log_level",
 }
 
 
@@ -76,6 +78,7 @@ def parseConfig(data: Mapping[str, object], source: str) -> GatewayConfig:
         externalAddresses=_ips(data.get("external_addresses", []), source),
         shutdownGrace=_nonNegative(data, "shutdown_grace", 30.0, source),
         maxPendingRedirects=_count(data, "max_pending_redirects", 16, f"{source}: ") or 16,
+        logLevel=_logLevel(data, source),
     )
     rawListeners = data.get("listeners")
     if not isinstance(rawListeners, list) or not rawListeners:
@@ -200,6 +203,14 @@ def _bool(data: Mapping[str, object], key: str, default: bool, source: str) -> b
     value = data.get(key, default)
     if not isinstance(value, bool):
         raise ConfigError(f"{source}: {key}: must be true or false")
+    return value
+
+
+def _logLevel(data: Mapping[str, object], source: str) -> str:
+    value = data.get("log_level", "info")
+    if value not in LEVEL_NAMES:
+        raise ConfigError(f"{source}: log_level: must be one of {', '.join(LEVEL_NAMES)}")
+    assert isinstance(value, str)
     return value
 
 

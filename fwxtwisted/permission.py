@@ -7,7 +7,6 @@ from collections.abc import Callable
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IListeningPort
-from twisted.logger import Logger
 
 from fwxtwisted.address import Address, normalizeHost
 from fwxtwisted.gateway import Gateway
@@ -18,6 +17,7 @@ from fwxtwisted.interfaces import (
     FirewallNotification,
     RedirectFlags,
 )
+from fwxtwisted.logs import Logger
 from fwxtwisted.portclosing import PortCloser
 
 log = Logger()

@@ -8,7 +8,6 @@ from typing import Any
 from twisted.internet.defer import CancelledError
 from twisted.internet.interfaces import IListeningPort
 from twisted.internet.protocol import Protocol, ServerFactory
-from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -24,6 +23,7 @@ from fwxtwisted.interfaces import (
     RedirectFlags,
     Transport,
 )
+from fwxtwisted.logs import Logger
 from fwxtwisted.permission import ListeningPermission
 from fwxtwisted.relay import Relay, Side
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable
 
-from twisted.logger import Logger
 from twisted.plugin import getPlugins
 
 from fwxtwisted.interfaces import IFilter, ProtocolDefinition
+from fwxtwisted.logs import Logger
 
 log = Logger()
 

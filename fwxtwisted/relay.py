@@ -11,12 +11,12 @@ from typing import Any
 
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone
-from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from fwxtwisted import splice
 from fwxtwisted.interfaces import ByteCounts, Direction, IDataFilter, LegTLS
 from fwxtwisted.interfaces import Side as Side  # re-exported: relays speak of sides
+from fwxtwisted.logs import Logger
 from fwxtwisted.relaylegs import (
     FROM,
     TARGET,

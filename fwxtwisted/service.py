@@ -11,7 +11,6 @@ from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IListeningPort
 from twisted.internet.protocol import Protocol, ServerFactory
-from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import Interface
 
@@ -20,6 +19,7 @@ from fwxtwisted.config import ListenerConfig
 from fwxtwisted.errors import FWXError
 from fwxtwisted.gateway import Gateway
 from fwxtwisted.interfaces import IFilter
+from fwxtwisted.logs import Logger
 from fwxtwisted.session import Session
 
 log = Logger()
@@ -81,6 +81,7 @@ class PrimaryFactory(ServerFactory):
             defaultUpstream=config.upstream,
             options=self._listener.options,
             onClosed=self._closed,
+            listener=config.name,
         )
         try:
             sessionFilter = self._listener.filter.attachToSession(session)
@@ -90,10 +91,10 @@ class PrimaryFactory(ServerFactory):
         self.sessions.add(session)
         self._perIP[client.host] = self._perIP.get(client.host, 0) + 1
         session.start(sessionFilter)
-        log.info(
+        log.debug(
             "{session}: {client} connected to listener {listener} ({filter})",
             session=session.sessionId,
-            client=str(client),
+            client=client,
             listener=config.name,
             filter=config.filter,
         )

@@ -8,7 +8,6 @@ from typing import Any
 
 from twisted.internet import error
 from twisted.internet.defer import CancelledError, Deferred, DeferredList, fail, succeed
-from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -39,6 +38,7 @@ from fwxtwisted.interfaces import (
     Transport,
 )
 from fwxtwisted.join import JoinAction
+from fwxtwisted.logs import Logger
 from fwxtwisted.redirect import TCPRedirectAction
 from fwxtwisted.relay import Relay, RelayLeg, Side
 from fwxtwisted.tls import tlsConnectionOf
@@ -65,8 +65,11 @@ class Session:
         defaultUpstream: Address | None = None,
         options: object = None,
         onClosed: Callable[[Session], None] | None = None,
+        listener: str | None = None,
     ) -> None:
         self._gateway = gateway
+        self._listener = listener
+        self._startedAt = gateway.clock.seconds()
         self.sessionId = gateway.nextSessionId()
         self.clientAddress = clientAddress
         self.internalAddress: Address | None = None
@@ -139,10 +142,10 @@ class Session:
             self.serverAddress = Address.fromTwisted(leg.transport.getPeer())
             if self.externalAddress is None:
                 self.externalAddress = Address.fromTwisted(leg.transport.getHost()).host
-            log.info(
+            log.debug(
                 "{session}: upstream {server} connected from {external}",
                 session=self.sessionId,
-                server=str(self.serverAddress),
+                server=self.serverAddress,
                 external=self.externalAddress,
             )
             self._notify(
@@ -441,11 +444,19 @@ class Session:
             return
         self.closed = True
         self._cancelActions()
+        # The one event of a session at info level: who, where, how long, how much.
         log.info(
-            "{session}: closed ({reason}); {fromClient} bytes from client, "
+            "{session}: {client} to {server} from {external} (listener {listener}) closed "
+            "({reason}) after {duration:.3f} s: {fromClient} bytes from client, "
             "{fromServer} from server",
+            fwx_event="session.closed",
             session=self.sessionId,
+            client=self.clientAddress,
+            server=self.serverAddress or "no upstream",
+            external=self.externalAddress or "any",
+            listener=self._listener or "-",
             reason=reason or "normal close",
+            duration=self._gateway.clock.seconds() - self._startedAt,
             fromClient=counts.fromClient,
             fromServer=counts.fromServer,
         )
@@ -469,6 +480,9 @@ class Session:
             self._onClosed(self)
         # Fully over once the permissions cancelled above have ended their connections
         # too (on the next reactor turns): a gateway stopping waits for them.
+        if not self._actions:
+            self._fullyOver(None)
+            return
         ending = DeferredList([action.whenFinished() for action in self._actions])
         ending.addCallback(self._fullyOver)
 

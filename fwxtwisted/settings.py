@@ -26,3 +26,5 @@ class GatewaySettings:
     shutdownGrace: float = 30.0
     #: Unused permissions one session may hold at once.
     maxPendingRedirects: int = 16
+    #: Lowest level of log event written (debug, info, warn, error, critical).
+    logLevel: str = "info"

@@ -16,9 +16,10 @@ from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.interfaces import IReadWriteDescriptor
-from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
+
+from fwxtwisted.logs import Logger
 
 log = Logger()
 

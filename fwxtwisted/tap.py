@@ -14,6 +14,7 @@ from fwxtwisted.demoservice import DemoOptions, DemoService
 from fwxtwisted.errors import ConfigError
 from fwxtwisted.gateway import Gateway
 from fwxtwisted.interfaces import IFilter
+from fwxtwisted.logs import setLogLevel
 from fwxtwisted.registry import ProtocolRegistry, discoverFilters
 from fwxtwisted.service import BoundListener, FirewallService, ListenError
 
@@ -119,6 +120,7 @@ def makeService(options: Options) -> IService:
     except ConfigError as e:
         sys.stderr.write(f"fwx: {e}\n")
         raise SystemExit(1) from None
+    setLogLevel(config.settings.logLevel)
     top = _CommandLineService()
     firewall.setServiceParent(top)
     return top

@@ -11,10 +11,10 @@ from OpenSSL import SSL, crypto
 from twisted.internet import ssl
 from twisted.internet._sslverify import ClientTLSOptions, OpenSSLCertificateOptions
 from twisted.internet.interfaces import IOpenSSLClientConnectionCreator, IOpenSSLContextFactory
-from twisted.logger import Logger
 from zope.interface import implementer
 
 from fwxtwisted.errors import ConfigError
+from fwxtwisted.logs import Logger
 
 log = Logger()
 

@@ -6,7 +6,6 @@ from typing import Any
 
 from twisted.internet.interfaces import IDelayedCall, IListeningPort
 from twisted.internet.protocol import DatagramProtocol
-from twisted.logger import Logger
 from zope.interface import implementer
 
 from fwxtwisted.address import Address, normalizeHost
@@ -18,6 +17,7 @@ from fwxtwisted.interfaces import (
     RedirectFlags,
     Transport,
 )
+from fwxtwisted.logs import Logger
 from fwxtwisted.permission import ListeningPermission
 
 log = Logger()

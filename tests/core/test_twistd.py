@@ -254,3 +254,72 @@ def test_tcp_help_documents_every_option(tmp_path: Path) -> None:
         assert f"--{name}" in result.stdout
         if name not in ("help", "version"):
             assert options.docs.get(name), f"--{name} has no help text"
+
+
+def sessionLines(tmp_path: Path) -> list[str]:
+    return [
+        line
+        for line in (tmp_path / "twistd.out").read_text(errors="replace").splitlines()
+        if "] s" in line and ": " in line.split("] ", 1)[-1][:12]
+    ]
+
+
+def test_a_session_logs_one_line_at_close(tmp_path: Path, upstream: Upstream) -> None:
+    port = freePort()
+    listen = f"tcp:{port}:interface=127.0.0.1"
+    with running(
+        tmp_path, "fwx", "tcp", "--listen", listen, "--upstream", f"127.0.0.1:{upstream.port}"
+    ) as process:
+        waitForListener(process, port)
+        assert exchange(port, b"counted") == b"echo:counted"
+    lines = [line for line in sessionLines(tmp_path) if "] s2: " in line]
+    assert len(lines) == 1, lines
+    assert "s2: 127.0.0.1:" in lines[0]
+    assert (
+        f"to 127.0.0.1:{upstream.port} from 127.0.0.1 (listener tcp-0) closed (normal close)"
+        in lines[0]
+    )
+    assert "7 bytes from client, 12 from server" in lines[0]
+
+
+def test_log_level_debug_adds_the_connect_lines(tmp_path: Path, upstream: Upstream) -> None:
+    port = freePort()
+    listen = f"tcp:{port}:interface=127.0.0.1"
+    with running(
+        tmp_path,
+        "fwx",
+        "tcp",
+        "--listen",
+        listen,
+        "--upstream",
+        f"127.0.0.1:{upstream.port}",
+        "--log-level",
+        "debug",
+    ) as process:
+        waitForListener(process, port)
+        assert exchange(port, b"counted") == b"echo:counted"
+    lines = [line for line in sessionLines(tmp_path) if "] s2: " in line]
+    assert [line.split("] s2: ", 1)[1].split(" ")[1:3] for line in lines[:2]] == [
+        ["connected", "to"],
+        [f"127.0.0.1:{upstream.port}", "connected"],
+    ]
+    assert "closed (normal close)" in lines[-1]
+
+
+def test_log_level_warn_keeps_sessions_quiet(tmp_path: Path, upstream: Upstream) -> None:
+    port = freePort()
+    listen = f"tcp:{port}:interface=127.0.0.1"
+    with running(
+        tmp_path,
+        "fwx",
+        "tcp",
+        "--listen",
+        listen,
+        "--upstream",
+        f"127.0.0.1:{upstream.port}",
+        "--log-level",
+        "warn",
+    ) as process:
+        waitForListener(process, port)
+        assert exchange(port, b"quiet") == b"echo:quiet"
+    assert sessionLines(tmp_path) == []

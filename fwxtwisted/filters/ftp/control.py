@@ -8,7 +8,6 @@ from typing import Any
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IDelayedCall
-from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -39,6 +38,7 @@ from fwxtwisted.interfaces import (
     ISessionFilter,
     Side,
 )
+from fwxtwisted.logs import Logger
 
 log = Logger()
 

@@ -18,7 +18,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from fwxtwisted.address import Address
@@ -49,6 +48,7 @@ from fwxtwisted.interfaces import (
     RedirectFlags,
     Redirection,
 )
+from fwxtwisted.logs import Logger
 from fwxtwisted.relay import Side
 
 if TYPE_CHECKING:

@@ -5,12 +5,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred
-from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from fwxtwisted.address import Address, parsePort
 from fwxtwisted.filters.ftp.commands import Command
 from fwxtwisted.filters.ftp.replies import Reply, formatReply
+from fwxtwisted.logs import Logger
 
 if TYPE_CHECKING:
     from fwxtwisted.filters.ftp.control import FTPSessionFilter

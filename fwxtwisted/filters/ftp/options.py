@@ -8,11 +8,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from twisted.logger import Logger
-
 from fwxtwisted.address import Address, parsePort
 from fwxtwisted.config import parsePortRange
 from fwxtwisted.errors import ConfigError
+from fwxtwisted.logs import Logger
 from fwxtwisted.tls import ServerTLSSettings, UpstreamTLSSettings
 
 log = Logger()

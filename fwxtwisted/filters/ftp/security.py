@@ -6,12 +6,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred, succeed
-from twisted.logger import Logger
 
 from fwxtwisted.filters.ftp.commands import Command
 from fwxtwisted.filters.ftp.options import UpstreamTLS
 from fwxtwisted.filters.ftp.replies import Reply
 from fwxtwisted.interfaces import LegTLS, Side
+from fwxtwisted.logs import Logger
 from fwxtwisted.tls import ContextOf, ResumingClient, sessionReused
 
 if TYPE_CHECKING:

@@ -6,11 +6,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from twisted.logger import Logger
-
 from fwxtwisted.filters.ftp.commands import Command
 from fwxtwisted.filters.ftp.replies import Reply
 from fwxtwisted.interfaces import IFirewallAction, ISession
+from fwxtwisted.logs import Logger
 
 if TYPE_CHECKING:
     from fwxtwisted.filters.ftp.datachannels import DataState
