@@ -20,6 +20,12 @@ from zope.interface import Attribute, Interface
 from fwxtwisted.address import Address
 
 
+class _Enum(enum.Enum):
+    # Members are singletons: identity hashing is exact, and much cheaper than Enum's
+    # hash of the name (relays look sides and directions up on every event).
+    __hash__ = object.__hash__
+
+
 class Transport(enum.Enum):
     """The transport of a protocol or of a redirection (the SDK's FWX_PROTOCOL_TCP/UDP)."""
 
@@ -40,7 +46,7 @@ class RedirectFlags(enum.Flag):
     NO_KERNEL_MODE = enum.auto()
 
 
-class FirewallEvent(enum.Enum):
+class FirewallEvent(_Enum):
     """What happened to a permission or one of its connections (the SDK's FwxFirewallEventType)."""
 
     #: The gateway connected out to a connect address (the outbound leg is up).
@@ -68,7 +74,7 @@ class FirewallEvent(enum.Enum):
     GATEWAY_SHUTDOWN = "gateway-shutdown"
 
 
-class ActionState(enum.Enum):
+class ActionState(_Enum):
     """Where a permission (L{IFirewallAction}) is in its life."""
 
     LISTENING = "listening"
@@ -78,7 +84,7 @@ class ActionState(enum.Enum):
     CANCELLED = "cancelled"
 
 
-class Direction(enum.Enum):
+class Direction(_Enum):
     """Which way bytes flow through a relayed connection.
 
     The I{client} of a connection is the peer that connected to the gateway; the
@@ -97,7 +103,7 @@ class Direction(enum.Enum):
         return Direction.CLIENT_TO_SERVER
 
 
-class Side(enum.Enum):
+class Side(_Enum):
     """One end of a relayed connection: CLIENT connected to the gateway (or, in a join,
     the first leg), SERVER is the peer the gateway connected to (the second leg)."""
 
@@ -157,7 +163,9 @@ class FirewallNotification:
     counts: ByteCounts = field(default_factory=ByteCounts)
     #: Why, for failures, refusals and closes.
     reason: str | None = None
-    #: True when the connection's bytes moved on the zero-copy fast path.
+    #: ESTABLISHED_CONNECTION: True when the relay may take the zero-copy fast path
+    #: (it moves there once bulk data flows, see relay.FAST_PATH_AFTER);
+    #: CONNECTION_TERMINATING: True when its bytes did move on it.
     fastPath: bool = False
     #: The leg concerned, for LEG_CLOSED.
     side: Side | None = None

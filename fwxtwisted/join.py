@@ -252,7 +252,11 @@ class JoinAction:
                 clientAddress=peer,
                 counts=counts or ByteCounts(),
                 reason=reason,
-                fastPath=self._relay.onFastPath,
+                fastPath=(
+                    self._relay.fastPathEligible
+                    if event is FirewallEvent.ESTABLISHED_CONNECTION
+                    else self._relay.onFastPath
+                ),
             )
         )
 

@@ -101,7 +101,9 @@ class TCPRedirectAction(ListeningPermission):
 
         def established() -> None:
             self._emit(
-                FirewallEvent.ESTABLISHED_CONNECTION, clientAddress=peer, fastPath=relay.onFastPath
+                FirewallEvent.ESTABLISHED_CONNECTION,
+                clientAddress=peer,
+                fastPath=relay.fastPathEligible,
             )
 
         def closed(counts: ByteCounts, reason: str | None) -> None:

@@ -27,11 +27,18 @@ from fwxtwisted.relaylegs import (
     opposite,
 )
 from fwxtwisted.relaylegs import RelayLeg as RelayLeg  # re-exported
+from fwxtwisted.sendnow import writeNow
 
 log = Logger()
 
 #: Bytes held for a leg that is not connected yet before the sending peer is paused.
 PENDING_LIMIT = 256 * 1024
+
+#: Bytes a relay carries in user mode before it moves to the fast path.  Setting up
+#: the pipes costs more than relaying a short exchange in Python: an interactive
+#: session, a directory listing or a one-byte request never pays for them, and idle
+#: connections hold no pipes.
+FAST_PATH_AFTER = 64 * 1024
 
 #: Seconds a leg still in its TLS handshake when a TLS check refuses the other leg
 #: gets to finish it before it is aborted (see L{Relay._refuse}).
@@ -62,7 +69,6 @@ class Relay:
         self._reactor = reactor
         self._fastPathAllowed = fastPath and reactor is not None and splice.available()
         self._fast: splice.SpliceRelay | None = None
-        self._fastTries = 0
         #: True once the bytes move on the zero-copy fast path.
         self.onFastPath = False
         self._onLegConnected = onLegConnected
@@ -123,6 +129,13 @@ class Relay:
         self._filters.append((priority, len(self._filters), dataFilter))
         self._filters.sort(key=lambda entry: (entry[0], entry[1]))
         dataFilter.attached(ChainLink(self, dataFilter))
+
+    @property
+    def fastPathEligible(self) -> bool:
+        """True while the relay may still move to the fast path (or is on it)."""
+        return self._fast is not None or (
+            self._fastPathAllowed and not self._filters and not self._refused
+        )
 
     @property
     def hasDataFilters(self) -> bool:
@@ -255,11 +268,7 @@ class Relay:
         if not (
             splice.transportEligible(clientTransport) and splice.transportEligible(serverTransport)
         ):
-            # Bytes still sit in a Twisted write buffer (held while connecting): retry
-            # for a few reactor turns, then stay in user mode.
-            self._fastTries += 1
-            if self._fastTries <= 20:
-                self._reactor.callLater(0.001 * self._fastTries, self._tryFastPath)
+            # Bytes still sit in a Twisted write buffer: the next read tries again.
             return
         for transport in (clientTransport, serverTransport):
             transport.unregisterProducer()  # type: ignore[union-attr]
@@ -321,7 +330,8 @@ class Relay:
             self._pausedForPending.discard(opposite(leg.side))
             other.transport.resumeProducing()  # type: ignore[attr-defined]
         self.established = True
-        self._tryFastPath()
+        if FAST_PATH_AFTER <= 0:
+            self._tryFastPath()
         if self._onEstablished is not None:
             self._onEstablished()
 
@@ -335,8 +345,15 @@ class Relay:
         direction = FROM[side]
         if self._filters:
             self._entryFilter(direction).dataReceived(direction, data)
-        else:
-            self._deliver(direction, data)
+            return
+        self._deliver(direction, data)
+        if (
+            self._fastPathAllowed
+            and self._fast is None
+            and self.established
+            and self._fromClient + self._fromServer >= FAST_PATH_AFTER
+        ):
+            self._tryFastPath()
 
     def _eofReceived(self, side: Side) -> None:
         direction = FROM[side]
@@ -400,7 +417,7 @@ class Relay:
         leg = self._legs.get(target)
         if leg is not None and leg.transport is not None:
             if target not in self._lost:
-                leg.transport.write(data)
+                writeNow(leg.transport, data)
             return
         if target in self._lost or self._closeReason is not None:
             return
@@ -438,7 +455,7 @@ class Relay:
         self._pending[side] = []
         self._pendingSize[side] = 0
         if chunks:
-            leg.transport.write(b"".join(chunks))
+            writeNow(leg.transport, b"".join(chunks))
         if side in self._pendingEOF:
             self._pendingEOF.discard(side)
             self._deliverEOF(FROM[opposite(side)])

@@ -13,6 +13,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from fwxtwisted.interfaces import Direction, IDataChannel, IDataFilter, Side
+from fwxtwisted.sendnow import halfCloseNow
 
 if TYPE_CHECKING:
     from fwxtwisted.relay import Relay
@@ -108,9 +109,8 @@ def endWriting(transport: Any, whole: bool) -> None:
     TLS transport has no half-close, so it closes whole.
     """
     transport.unregisterProducer()
-    halfClose = None if whole else getattr(transport, "loseWriteConnection", None)
-    if halfClose is not None:
-        halfClose()
+    if not whole and hasattr(transport, "loseWriteConnection"):
+        halfCloseNow(transport)
     else:
         transport.loseConnection()
 

@@ -22,7 +22,15 @@ from twisted.internet import ssl
 from fwxtwisted import splice
 from fwxtwisted.datafilter import PassThroughDataFilter
 from fwxtwisted.filters.tcp import tcpFilter
-from fwxtwisted.interfaces import FirewallEvent, FirewallNotification, LegTLS, Side
+from fwxtwisted.interfaces import (
+    ByteCounts,
+    FirewallEvent,
+    FirewallNotification,
+    LegTLS,
+    RedirectFlags,
+    Side,
+)
+from fwxtwisted.relay import FAST_PATH_AFTER
 from fwxtwisted.settings import GatewaySettings
 from fwxtwisted.tls import ServerTLSSettings
 from tests.peers import makeTlsFiles
@@ -30,6 +38,8 @@ from tests.peers import makeTlsFiles
 net = support.net
 
 MIB = 1 << 20
+#: Enough to move a relay to the fast path.
+BULK = 4 * FAST_PATH_AFTER
 BULK_WAIT = 60.0
 
 needsSplice = pytest.mark.skipif(not splice.available(), reason="no splice(2) on this OS")
@@ -51,19 +61,28 @@ async def established(sessionFilter: RecordingSessionFilter) -> FirewallNotifica
     return await within(sessionFilter.waitFor(FirewallEvent.ESTABLISHED_CONNECTION))
 
 
-async def pingThrough(
-    net: Network, sessionFilter: RecordingSessionFilter, **kwargs: object
-) -> bool:
-    """Open a redirect with C{kwargs}, pass bytes both ways; was it on the fast path?"""
+async def exchangeThrough(
+    net: Network, sessionFilter: RecordingSessionFilter, size: int, **kwargs: object
+) -> tuple[bool, bool]:
+    """Open a redirect with C{kwargs}, send C{size} bytes up and a reply down, close.
+
+    @return: whether the relay could take the fast path when established, and whether
+        its bytes did move on it.
+    """
     target, address = net.server()
     redirection = await within(sessionFilter.session.redirectConnections([address], **kwargs))
-    client: Peer = await net.connect(redirection.internalAddress)
-    client.send(b"ping")
+    client: Peer = await net.connect(redirection.internalAddress, peer=Peer(closeOnEOF=False))
+    payload = bytes(range(256)) * (size // 256)
+    client.send(payload)
     server: Peer = await within(target.accepted.get())
-    assert await within(server.waitFor(4)) == b"ping"
+    assert await within(server.waitFor(size)) == payload
     server.send(b"pong")
     assert await within(client.waitFor(4)) == b"pong"
-    return (await established(sessionFilter)).fastPath
+    client.shutdownWrite()
+    await within(client.eof)
+    closed = await within(sessionFilter.waitFor(FirewallEvent.CONNECTION_TERMINATING))
+    assert closed.counts == ByteCounts(size, 4)
+    return (await established(sessionFilter)).fastPath, closed.fastPath
 
 
 @needsSplice
@@ -88,24 +107,38 @@ async def test_100_mib_through_a_redirect_on_the_fast_path_arrive_intact(net: Ne
 
 @needsSplice
 @pytest_twisted.ensureDeferred
-async def test_unfiltered_tcp_forward_takes_the_fast_path(net: Network) -> None:
+async def test_bulk_through_an_unfiltered_redirect_moves_to_the_fast_path(net: Network) -> None:
     sessionFilter = await recordingSession(net)
-    assert await pingThrough(net, sessionFilter) is True
+    assert await exchangeThrough(net, sessionFilter, BULK) == (True, True)
+
+
+@needsSplice
+@pytest_twisted.ensureDeferred
+async def test_a_short_exchange_never_leaves_user_mode(net: Network) -> None:
+    sessionFilter = await recordingSession(net)
+    assert await exchangeThrough(net, sessionFilter, 256) == (True, False)
 
 
 @pytest_twisted.ensureDeferred
 async def test_switched_off_gateway_never_takes_the_fast_path(net: Network) -> None:
     sessionFilter = await recordingSession(net, GatewaySettings(fastPath=False))
-    assert await pingThrough(net, sessionFilter) is False
+    assert await exchangeThrough(net, sessionFilter, BULK) == (False, False)
 
 
 @pytest_twisted.ensureDeferred
 async def test_a_data_filter_keeps_a_redirect_in_user_mode(net: Network) -> None:
     sessionFilter = await recordingSession(net)
-    fast = await pingThrough(
-        net, sessionFilter, dataFilterFactory=lambda: [PassThroughDataFilter()]
+    moved = await exchangeThrough(
+        net, sessionFilter, BULK, dataFilterFactory=lambda: [PassThroughDataFilter()]
     )
-    assert fast is False
+    assert moved == (False, False)
+
+
+@pytest_twisted.ensureDeferred
+async def test_no_kernel_mode_keeps_a_redirect_in_user_mode(net: Network) -> None:
+    sessionFilter = await recordingSession(net)
+    flags = RedirectFlags.TIMEOUT | RedirectFlags.NO_KERNEL_MODE
+    assert await exchangeThrough(net, sessionFilter, BULK, flags=flags) == (False, False)
 
 
 @pytest_twisted.ensureDeferred
@@ -122,17 +155,30 @@ async def test_a_data_filter_keeps_the_primary_in_user_mode(net: Network) -> Non
     assert sessionFilter.session.primary.onFastPath is False
 
 
-@needsSplice
-@pytest_twisted.ensureDeferred
-async def test_the_primary_without_a_filter_takes_the_fast_path(net: Network) -> None:
+async def primaryThrough(net: Network, size: int) -> bool:
+    """Send C{size} bytes through a tcp-filter session; is it on the fast path then?"""
     upstream, upstreamAddress = net.server()
     running = net.startGateway(tcpFilter, upstream=upstreamAddress)
     client: Peer = await net.connect(running.address)
-    client.send(b"spliced")
+    payload = bytes(range(256)) * (size // 256)
+    client.send(payload)
     server: Peer = await within(upstream.accepted.get())
-    assert await within(server.waitFor(7)) == b"spliced"
+    assert await within(server.waitFor(size)) == payload
     [session] = running.service.sessions
-    assert session.primary.onFastPath is True
+    return session.primary.onFastPath
+
+
+@needsSplice
+@pytest_twisted.ensureDeferred
+async def test_bulk_through_the_primary_without_a_filter_moves_to_the_fast_path(
+    net: Network,
+) -> None:
+    assert await primaryThrough(net, BULK) is True
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_short_primary_exchange_builds_no_pipes(net: Network) -> None:
+    assert await primaryThrough(net, FAST_PATH_AFTER - 256) is False
 
 
 @pytest_twisted.ensureDeferred

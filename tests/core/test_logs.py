@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from twisted.logger import LogEvent, LogLevel
+from twisted.logger import LogEvent, LogLevel, formatEvent
 
 from fwxtwisted.config import parseConfig
 from fwxtwisted.errors import ConfigError
@@ -91,3 +91,31 @@ def test_command_line_option_reaches_the_table() -> None:
     options = TCPCommandOptions()
     options.parseOptions(["--listen", "tcp:0", "--upstream", "127.0.0.1:9", "--log-level", "debug"])
     assert options.gatewayTable()["log_level"] == "debug"
+
+
+def emitted(format: str, **fields: object) -> LogEvent:
+    events: list[LogEvent] = []
+    Logger(observer=events.append).info(format, **fields)
+    [event] = events
+    return event
+
+
+def test_text_is_what_twisted_would_render() -> None:
+    format = "{session}: {client} sent {count} bytes in {duration:.3f} s ({why!r})"
+    fields = {"session": "s1", "client": "127.0.0.1:4000", "count": 7, "duration": 0.25}
+    event = emitted(format, why="a {brace}", **fields)
+    assert formatEvent(event) == "s1: 127.0.0.1:4000 sent 7 bytes in 0.250 s ('a {brace}')"
+    assert event["fwx_format"] == format
+    assert event["count"] == 7 and event["why"] == "a {brace}"
+
+
+def test_a_format_calling_a_field_is_left_to_twisted() -> None:
+    event = emitted("{now()}", now=lambda: "called")
+    assert formatEvent(event) == "called"
+    assert "fwx_format" not in event
+
+
+def test_a_format_naming_a_missing_field_is_left_to_twisted() -> None:
+    event = emitted("{absent}")
+    assert event["log_format"] == "{absent}"
+    assert "fwx_format" not in event
