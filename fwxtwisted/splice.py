@@ -9,6 +9,7 @@ destination cannot take more, the source is no longer read.
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import socket
 import sys
@@ -31,6 +32,7 @@ _F_SETPIPE_SZ = 1031
 _ROUNDS = 4
 
 
+@functools.cache
 def available() -> bool:
     """True where the fast path can run (Linux with os.splice)."""
     return sys.platform.startswith("linux") and hasattr(os, "splice")
