@@ -27,7 +27,6 @@ from fwxtwisted.relaylegs import (
     opposite,
 )
 from fwxtwisted.relaylegs import RelayLeg as RelayLeg  # re-exported
-from fwxtwisted.sendnow import writeNow
 
 log = Logger()
 
@@ -256,20 +255,26 @@ class Relay:
 
     # The fast path.
 
-    def _tryFastPath(self) -> None:
+    def _tryFastPath(self, inHand: tuple[Direction, bytes] | None = None) -> bool:
+        """Move to the fast path if the relay may and both write buffers are empty.
+
+        @param inHand: bytes just read in user mode, not yet delivered: the fast path
+            sends them first.
+        @return: True when the relay is on the fast path now.
+        """
         if not self._fastPathAllowed or self._fast is not None or self._filters:
-            return
+            return False
         if self._closeReason is not None or self._lost or self._eofSent or self._pendingEOF:
-            return
+            return False
         client, server = self._legs.get(Side.CLIENT), self._legs.get(Side.SERVER)
         if client is None or server is None:
-            return
+            return False
         clientTransport, serverTransport = client.transport, server.transport
         if not (
             splice.transportEligible(clientTransport) and splice.transportEligible(serverTransport)
         ):
-            # Bytes still sit in a Twisted write buffer: the next read tries again.
-            return
+            # Bytes still sit in a Twisted write buffer: a later read tries again.
+            return False
         for transport in (clientTransport, serverTransport):
             transport.unregisterProducer()  # type: ignore[union-attr]
         self._pausedForPending.clear()
@@ -280,8 +285,11 @@ class Relay:
             self._countFromClient,
             self._countFromServer,
             self._fastPathEnded,
+            fromClient=inHand[1] if inHand and inHand[0] is Direction.CLIENT_TO_SERVER else b"",
+            fromServer=inHand[1] if inHand and inHand[0] is Direction.SERVER_TO_CLIENT else b"",
         )
         self.onFastPath = True
+        return True
 
     def _countFromClient(self, count: int) -> None:
         self._fromClient += count
@@ -346,14 +354,15 @@ class Relay:
         if self._filters:
             self._entryFilter(direction).dataReceived(direction, data)
             return
-        self._deliver(direction, data)
         if (
             self._fastPathAllowed
             and self._fast is None
             and self.established
             and self._fromClient + self._fromServer >= FAST_PATH_AFTER
+            and self._tryFastPath((direction, data))
         ):
-            self._tryFastPath()
+            return
+        self._deliver(direction, data)
 
     def _eofReceived(self, side: Side) -> None:
         direction = FROM[side]
@@ -417,7 +426,7 @@ class Relay:
         leg = self._legs.get(target)
         if leg is not None and leg.transport is not None:
             if target not in self._lost:
-                writeNow(leg.transport, data)
+                leg.transport.write(data)
             return
         if target in self._lost or self._closeReason is not None:
             return
@@ -455,7 +464,7 @@ class Relay:
         self._pending[side] = []
         self._pendingSize[side] = 0
         if chunks:
-            writeNow(leg.transport, b"".join(chunks))
+            leg.transport.write(b"".join(chunks))
         if side in self._pendingEOF:
             self._pendingEOF.discard(side)
             self._deliverEOF(FROM[opposite(side)])

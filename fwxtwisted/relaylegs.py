@@ -13,7 +13,6 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from fwxtwisted.interfaces import Direction, IDataChannel, IDataFilter, Side
-from fwxtwisted.sendnow import halfCloseNow
 
 if TYPE_CHECKING:
     from fwxtwisted.relay import Relay
@@ -109,8 +108,9 @@ def endWriting(transport: Any, whole: bool) -> None:
     TLS transport has no half-close, so it closes whole.
     """
     transport.unregisterProducer()
-    if not whole and hasattr(transport, "loseWriteConnection"):
-        halfCloseNow(transport)
+    halfClose = None if whole else getattr(transport, "loseWriteConnection", None)
+    if halfClose is not None:
+        halfClose()
     else:
         transport.loseConnection()
 

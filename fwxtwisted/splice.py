@@ -50,11 +50,20 @@ def transportEligible(transport: Any) -> bool:
 class _Pump:
     """One direction: source socket -> pipe -> destination socket."""
 
-    def __init__(self, relay: SpliceRelay, source: _End, sink: _End, count: Callable[[int], None]):
+    def __init__(
+        self,
+        relay: SpliceRelay,
+        source: _End,
+        sink: _End,
+        count: Callable[[int], None],
+        head: bytes = b"",
+    ):
         self._relay = relay
         self.source = source
         self.sink = sink
         self._count = count
+        #: Bytes read in user mode and not yet written: they go out before any spliced.
+        self.head = head
         self._readFd, self._writeFd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         try:
             import fcntl
@@ -88,6 +97,14 @@ class _Pump:
 
     def push(self) -> bool:
         """Drain the pipe into the sink; False when the sink is full (wait to write)."""
+        while self.head:
+            try:
+                sent = self.sink.socket.send(self.head)
+            except BlockingIOError:
+                self.source.stopReadingFor(self)
+                self.sink.startWritingFor(self)
+                return False
+            self.head = self.head[sent:]
         while self.pending:
             try:
                 moved = os.splice(self._readFd, self.sink.fd, self.pending, flags=_FLAGS)
@@ -198,6 +215,8 @@ class SpliceRelay:
         countFromClient: Callable[[int], None],
         countFromServer: Callable[[int], None],
         onEnd: Callable[[str | None], None],
+        fromClient: bytes = b"",
+        fromServer: bytes = b"",
     ) -> None:
         self.reactor = reactor
         self.stopped = False
@@ -208,11 +227,15 @@ class SpliceRelay:
         self._client = _End(self, clientTransport)
         self._server = _End(self, serverTransport)
         self._pumps = (
-            _Pump(self, self._client, self._server, countFromClient),
-            _Pump(self, self._server, self._client, countFromServer),
+            _Pump(self, self._client, self._server, countFromClient, fromClient),
+            _Pump(self, self._server, self._client, countFromServer, fromServer),
         )
         for pump in self._pumps:
-            pump.source.startReadingFor(pump)
+            if pump.head:
+                # Sent first; reading resumes once it is out.
+                self.reactor.callLater(0, self._guard, pump.push)
+            else:
+                pump.source.startReadingFor(pump)
 
     def stop(self) -> None:
         """Stop pumping (the owner is closing); the pipes are released."""
