@@ -499,7 +499,9 @@ def test_garbageInsteadOfAClientHandshakeIsLoggedAndContained(
             with contextlib.suppress(ConnectionResetError):
                 while raw.recv(4096):
                     pass
-        waitForLog(gateway, r"s\d+: closed \(client connection lost: .*SSL routines", since=since)
+        waitForLog(
+            gateway, r"s\d+: .* closed \(client connection lost: .*SSL routines", since=since
+        )
         # The session that was already there goes on, and a new one works.
         assert bystander.voidcmd("NOOP").startswith("200")
         chunks: list[bytes] = []
