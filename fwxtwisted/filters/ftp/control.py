@@ -77,7 +77,10 @@ class FTPSessionFilter:
         self.data = DataChannels(self)
         self.user: str | None = None
         self._channel: IDataChannel | None = None
-        self._lane: Deferred[None] = succeed(None)
+        self._lane: Deferred[Any] = succeed(None)
+        #: True while nothing is pending on the lane (see _extendLane).
+        self._laneIdle = True
+        self._laneWork = 0
         self._queued = 0
         self._awaiting: dict[int, _Awaiting] = {}
         self._greetingDone = False
@@ -127,7 +130,7 @@ class FTPSessionFilter:
         connecting.addCallback(connected)
         connecting.addCallback(greeted)
         connecting.addCallbacks(lambda _: ready.callback(None), self.upstreamUnreachable)
-        self._lane = ready
+        self._replaceLane(ready)
 
     def firewallEvent(self, notification: FirewallNotification) -> None:
         if notification.event is FirewallEvent.LEG_CLOSED and notification.action is None:
@@ -163,7 +166,7 @@ class FTPSessionFilter:
 
     def eofReceived(self, direction: Direction) -> None:
         if direction is Direction.CLIENT_TO_SERVER:
-            self._lane.addCallback(lambda _: self._writeEOF(Direction.CLIENT_TO_SERVER))
+            self._extendLane(lambda _: self._writeEOF(Direction.CLIENT_TO_SERVER))
         else:
             self._writeEOF(Direction.SERVER_TO_CLIENT)
 
@@ -192,6 +195,19 @@ class FTPSessionFilter:
         if self._queued >= MAX_QUEUED_COMMANDS:
             self.closeAfterReplies("client sent too many commands without waiting")
             return
+        if self._laneIdle:
+            # Nothing is pending: handle it now, without a trip through the lane (most
+            # commands, most of the time).
+            if self.session.closed or self._closing:
+                return
+            try:
+                handling = self._clientEvent(clientEvent)
+            except Exception:
+                self._commandFailed(Failure())
+                return
+            if handling is not None:
+                self._replaceLane(handling.addErrback(self._commandFailed))
+            return
         self._queued += 1
 
         def run(_: object) -> Deferred[Any] | None:
@@ -200,13 +216,37 @@ class FTPSessionFilter:
                 return None
             return self._clientEvent(clientEvent)
 
-        def failed(failure: Failure) -> None:
-            log.failure(
-                "{session}: command handling failed", failure, session=self.session.sessionId
-            )
-            self.session.close("internal error in the FTP filter")
+        self._extendLane(run, self._commandFailed)
 
-        self._lane.addCallback(run).addErrback(failed)
+    def _replaceLane(self, lane: Deferred[Any]) -> None:
+        """Commands wait for C{lane} from now on."""
+        self._lane = lane
+        self._extendLane(None)
+
+    def _extendLane(
+        self,
+        work: Callable[[Any], object] | None,
+        failed: Callable[[Failure], None] | None = None,
+    ) -> None:
+        """Run C{work} on the lane after what is already there; the lane is idle again
+        once the last work added has run (and what it returned has fired)."""
+        self._laneIdle = False
+        self._laneWork += 1
+        mark = self._laneWork
+        if work is not None:
+            self._lane.addCallback(work)
+        if failed is not None:
+            self._lane.addErrback(failed)
+        self._lane.addBoth(self._laneSettled, mark)
+
+    def _laneSettled(self, result: object, mark: int) -> object:
+        if mark == self._laneWork:
+            self._laneIdle = True
+        return result
+
+    def _commandFailed(self, failure: Failure) -> None:
+        log.failure("{session}: command handling failed", failure, session=self.session.sessionId)
+        self.session.close("internal error in the FTP filter")
 
     def _clientEvent(self, clientEvent: ClientEvent) -> Deferred[Any] | None:
         if not isinstance(clientEvent, ClientCommand):
