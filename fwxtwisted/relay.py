@@ -44,6 +44,19 @@ FAST_PATH_AFTER = 64 * 1024
 TLS_CLOSE_WAIT = 10.0
 
 
+_refusals = 0
+
+
+def _fastPathRefused(reason: str) -> None:
+    """Log the first relay denied the fast path at warn, the rest at debug."""
+    global _refusals
+    _refusals += 1
+    if _refusals == 1:
+        log.warn("fast path unavailable, relaying in Python: {reason}", reason=reason)
+    else:
+        log.debug("fast path unavailable: {reason}", reason=reason)
+
+
 class Relay:
     """Joins two legs.  The legs may connect in any order; bytes for a leg that is not
     up yet are held (the sender is paused past L{PENDING_LIMIT}).
@@ -275,19 +288,26 @@ class Relay:
         ):
             # Bytes still sit in a Twisted write buffer: a later read tries again.
             return False
+        try:
+            self._fast = splice.SpliceRelay(
+                self._reactor,
+                clientTransport,
+                serverTransport,
+                self._countFromClient,
+                self._countFromServer,
+                self._fastPathEnded,
+                fromClient=inHand[1] if inHand and inHand[0] is Direction.CLIENT_TO_SERVER else b"",
+                fromServer=inHand[1] if inHand and inHand[0] is Direction.SERVER_TO_CLIENT else b"",
+            )
+        except splice.PipeUnavailable as e:
+            # Relaying in Python beats splicing through one-page pipes, and a relay
+            # must not fail for want of them.
+            self._fastPathAllowed = False
+            _fastPathRefused(str(e))
+            return False
         for transport in (clientTransport, serverTransport):
             transport.unregisterProducer()  # type: ignore[union-attr]
         self._pausedForPending.clear()
-        self._fast = splice.SpliceRelay(
-            self._reactor,
-            clientTransport,
-            serverTransport,
-            self._countFromClient,
-            self._countFromServer,
-            self._fastPathEnded,
-            fromClient=inHand[1] if inHand and inHand[0] is Direction.CLIENT_TO_SERVER else b"",
-            fromServer=inHand[1] if inHand and inHand[0] is Direction.SERVER_TO_CLIENT else b"",
-        )
         self.onFastPath = True
         return True
 

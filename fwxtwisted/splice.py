@@ -9,6 +9,7 @@ destination cannot take more, the source is no longer read.
 from __future__ import annotations
 
 import errno
+import fcntl
 import functools
 import os
 import socket
@@ -28,6 +29,11 @@ log = Logger()
 PIPE_SIZE = 1 << 20
 _FLAGS = getattr(os, "SPLICE_F_MOVE", 1) | getattr(os, "SPLICE_F_NONBLOCK", 2)
 _F_SETPIPE_SZ = 1031
+_F_GETPIPE_SZ = 1032
+#: The smallest pipe worth splicing through.  A user over its pipe quota
+#: (fs.pipe-user-pages-soft: 64 MiB, so 64 relays' 1 MiB pipes) gets one-page pipes,
+#: through which the fast path costs more CPU than relaying in Python.
+MIN_PIPE_SIZE = 64 * 1024
 #: Rounds of splicing per readiness event before yielding to the reactor.
 _ROUNDS = 4
 
@@ -36,6 +42,35 @@ _ROUNDS = 4
 def available() -> bool:
     """True where the fast path can run (Linux with os.splice)."""
     return sys.platform.startswith("linux") and hasattr(os, "splice")
+
+
+class PipeUnavailable(Exception):
+    """No pipe fit for the fast path: descriptors exhausted, or the pipe quota spent."""
+
+
+def openPipe() -> tuple[int, int]:
+    """A non-blocking pipe of L{PIPE_SIZE} (or at least L{MIN_PIPE_SIZE}) bytes.
+
+    @return: its read and write descriptors.
+    @raise PipeUnavailable: with the reason.
+    """
+    try:
+        readFd, writeFd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as e:
+        raise PipeUnavailable(f"cannot make a pipe: {e.strerror}") from None
+    try:
+        fcntl.fcntl(writeFd, _F_SETPIPE_SZ, PIPE_SIZE)
+    except OSError:
+        pass  # refused above the quota; a pipe of 64 KiB or more still serves
+    try:
+        size = fcntl.fcntl(writeFd, _F_GETPIPE_SZ)
+    except OSError:
+        size = 0
+    if size < MIN_PIPE_SIZE:
+        os.close(readFd)
+        os.close(writeFd)
+        raise PipeUnavailable(f"pipes are {size} bytes (the user's pipe quota is spent)")
+    return readFd, writeFd
 
 
 def transportEligible(transport: Any) -> bool:
@@ -56,6 +91,7 @@ class _Pump:
         source: _End,
         sink: _End,
         count: Callable[[int], None],
+        pipe: tuple[int, int],
         head: bytes = b"",
     ):
         self._relay = relay
@@ -64,13 +100,7 @@ class _Pump:
         self._count = count
         #: Bytes read in user mode and not yet written: they go out before any spliced.
         self.head = head
-        self._readFd, self._writeFd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        try:
-            import fcntl
-
-            fcntl.fcntl(self._writeFd, _F_SETPIPE_SZ, PIPE_SIZE)
-        except OSError:
-            pass  # a smaller pipe only costs more rounds
+        self._readFd, self._writeFd = pipe
         self.pending = 0
         self.eof = False
         self.done = False
@@ -218,6 +248,13 @@ class SpliceRelay:
         fromClient: bytes = b"",
         fromServer: bytes = b"",
     ) -> None:
+        pipes = [openPipe()]
+        try:
+            pipes.append(openPipe())
+        except PipeUnavailable:
+            os.close(pipes[0][0])
+            os.close(pipes[0][1])
+            raise
         self.reactor = reactor
         self.stopped = False
         self._onEnd = onEnd
@@ -227,8 +264,8 @@ class SpliceRelay:
         self._client = _End(self, clientTransport)
         self._server = _End(self, serverTransport)
         self._pumps = (
-            _Pump(self, self._client, self._server, countFromClient, fromClient),
-            _Pump(self, self._server, self._client, countFromServer, fromServer),
+            _Pump(self, self._client, self._server, countFromClient, pipes[0], fromClient),
+            _Pump(self, self._server, self._client, countFromServer, pipes[1], fromServer),
         )
         for pump in self._pumps:
             if pump.head:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
+import os
 from pathlib import Path
 
 import pytest
@@ -201,3 +203,35 @@ async def test_a_tls_leg_keeps_a_redirect_in_user_mode(net: Network, tmp_path: P
     server.send(b"in clear")
     assert await within(client.waitFor(8)) == b"in clear"
     assert (await established(sessionFilter)).fastPath is False
+
+
+@needsSplice
+@pytest_twisted.ensureDeferred
+async def test_without_pipes_a_relay_stays_in_user_mode_and_loses_nothing(
+    net: Network, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def spent() -> tuple[int, int]:
+        raise splice.PipeUnavailable("pipes are 4096 bytes (the user's pipe quota is spent)")
+
+    monkeypatch.setattr(splice, "openPipe", spent)
+    sessionFilter = await recordingSession(net)
+    assert await exchangeThrough(net, sessionFilter, BULK) == (True, False)
+
+
+@needsSplice
+def test_a_pipe_below_the_minimum_is_refused_and_closed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(splice, "MIN_PIPE_SIZE", splice.PIPE_SIZE * 2)
+    before = len(os.listdir("/proc/self/fd"))
+    with pytest.raises(splice.PipeUnavailable, match=r"pipes are \d+ bytes"):
+        splice.openPipe()
+    assert len(os.listdir("/proc/self/fd")) == before
+
+
+@needsSplice
+def test_a_pipe_gets_the_full_size() -> None:
+    readFd, writeFd = splice.openPipe()
+    try:
+        assert fcntl.fcntl(writeFd, 1032) >= splice.MIN_PIPE_SIZE  # F_GETPIPE_SZ
+    finally:
+        os.close(readFd)
+        os.close(writeFd)
