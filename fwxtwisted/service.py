@@ -24,6 +24,20 @@ from fwxtwisted.session import Session
 
 log = Logger()
 
+#: The listen backlog of a primary listener whose endpoint names none.  Twisted's 50
+#: leaves clients without a greeting when a few hundred connect at once; the kernel
+#: caps it at net.core.somaxconn.
+DEFAULT_BACKLOG = 1024
+
+
+def withBacklog(description: str) -> str:
+    """A TCP or TLS server endpoint description with L{DEFAULT_BACKLOG} unless it
+    names a backlog; other endpoint types unchanged."""
+    kind = description.split(":", 1)[0]
+    if kind in ("tcp", "tcp6", "ssl") and "backlog=" not in description:
+        return f"{description}:backlog={DEFAULT_BACKLOG}"
+    return description
+
 
 class IConnectionRefuser(Interface):
     """Optional for a filter: what to tell a client refused before its session starts."""
@@ -150,7 +164,7 @@ class FirewallService(Service):
             return
         self._opened = True
         for factory, listener in zip(self.factories, self.listeners, strict=True):
-            endpoint = serverFromString(self.gateway.reactor, listener.config.listen)
+            endpoint = serverFromString(self.gateway.reactor, withBacklog(listener.config.listen))
             failures: list[Failure] = []
             d = endpoint.listen(factory)
             d.addCallbacks(self.ports.append, failures.append)
