@@ -31,8 +31,8 @@ _FLAGS = getattr(os, "SPLICE_F_MOVE", 1) | getattr(os, "SPLICE_F_NONBLOCK", 2)
 _F_SETPIPE_SZ = 1031
 _F_GETPIPE_SZ = 1032
 #: The smallest pipe worth splicing through.  A user over its pipe quota
-#: (fs.pipe-user-pages-soft: 64 MiB, so 64 relays' 1 MiB pipes) gets one-page pipes,
-#: through which the fast path costs more CPU than relaying in Python.
+#: (fs.pipe-user-pages-soft: 64 MiB, the two 1 MiB pipes of 32 relays) gets one-page
+#: pipes, through which the fast path costs more CPU than relaying in Python.
 MIN_PIPE_SIZE = 64 * 1024
 #: Rounds of splicing per readiness event before yielding to the reactor.
 _ROUNDS = 4
