@@ -6,7 +6,7 @@ import json
 import time
 
 from benchmarks.bulk import DIRECT, FAST, PORTFORWARD, USER
-from benchmarks.context import LOOPBACK, Context, freePort, gatewayPid
+from benchmarks.context import LOOPBACK, Context, freePort, gatewayPid, rotated
 from benchmarks.procs import (
     Proc,
     busyPercent,
@@ -158,7 +158,7 @@ def run(ctx: Context) -> Section:
     maxConnections = int(4000 * (ctx.duration + ctx.warmup))
     peakTimeWait = 0
     for runIndex in range(ctx.runs):
-        for name, port, pid in targets:
+        for name, port, pid in rotated(targets, runIndex):
             waiting = timeWaitCount()
             if waiting >= TIME_WAIT_CEILING:
                 ctx.progress(f"  {waiting} sockets in TIME_WAIT: waiting (at most 65 s)")

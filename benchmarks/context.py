@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
@@ -152,6 +153,17 @@ def startGateway(
         yield gateway
 
 
+T = TypeVar("T")
+
+
+def rotated(rows: list[T], runIndex: int) -> list[T]:
+    """The rows in the order of run C{runIndex}: each run starts one row later, so no
+    row always follows the same one (a rate row inherits the TIME_WAIT sockets of the
+    row before it, and the direct row leaves the most)."""
+    shift = runIndex % len(rows) if rows else 0
+    return rows[shift:] + rows[:shift]
+
+
 def gatewayPid(gateway: Gateway) -> int:
     assert gateway.process is not None
     return gateway.process.pid
@@ -165,6 +177,7 @@ __all__ = [
     "SMALL_SIZE",
     "freePort",
     "gatewayPid",
+    "rotated",
     "startGateway",
     "waitListening",
 ]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 
-from benchmarks.context import SMALL_FILE, SMALL_SIZE, Context, gatewayPid
+from benchmarks.context import SMALL_FILE, SMALL_SIZE, Context, gatewayPid, rotated
 from benchmarks.procs import Proc, busyPercent, cpuSeconds, machineTicks, pythonProc
 from benchmarks.report import Column, Section
 
@@ -128,7 +128,7 @@ def run(ctx: Context) -> Section:
         gateway = ctx.gateway("ftp", server.address, fast)
         targets.append((name, gateway.address[1], gatewayPid(gateway)))
     for runIndex in range(ctx.runs):
-        for name, port, pid in targets:
+        for name, port, pid in rotated(targets, runIndex):
             result = measure(ctx, port, pid)
             row = section.row(name)
             for metric, value in result.items():
