@@ -264,15 +264,22 @@ def sessionLines(tmp_path: Path) -> list[str]:
     ]
 
 
-def test_a_session_logs_one_line_at_close(tmp_path: Path, upstream: Upstream) -> None:
+def forwardOnce(tmp_path: Path, upstream: Upstream, data: bytes, *extra: str) -> list[str]:
+    """Run `fwx tcp` (with C{extra} options), pass C{data} through once, stop it; the
+    log lines of its sessions."""
     port = freePort()
     listen = f"tcp:{port}:interface=127.0.0.1"
+    upstreamAt = f"127.0.0.1:{upstream.port}"
     with running(
-        tmp_path, "fwx", "tcp", "--listen", listen, "--upstream", f"127.0.0.1:{upstream.port}"
+        tmp_path, "fwx", "tcp", "--listen", listen, "--upstream", upstreamAt, *extra
     ) as process:
         waitForListener(process, port)
-        assert exchange(port, b"counted") == b"echo:counted"
-    lines = [line for line in sessionLines(tmp_path) if "] s2: " in line]
+        assert exchange(port, data) == b"echo:" + data
+    return sessionLines(tmp_path)
+
+
+def test_a_session_logs_one_line_at_close(tmp_path: Path, upstream: Upstream) -> None:
+    lines = [line for line in forwardOnce(tmp_path, upstream, b"counted") if "] s2: " in line]
     assert len(lines) == 1, lines
     assert "s2: 127.0.0.1:" in lines[0]
     assert (
@@ -283,22 +290,8 @@ def test_a_session_logs_one_line_at_close(tmp_path: Path, upstream: Upstream) ->
 
 
 def test_log_level_debug_adds_the_connect_lines(tmp_path: Path, upstream: Upstream) -> None:
-    port = freePort()
-    listen = f"tcp:{port}:interface=127.0.0.1"
-    with running(
-        tmp_path,
-        "fwx",
-        "tcp",
-        "--listen",
-        listen,
-        "--upstream",
-        f"127.0.0.1:{upstream.port}",
-        "--log-level",
-        "debug",
-    ) as process:
-        waitForListener(process, port)
-        assert exchange(port, b"counted") == b"echo:counted"
-    lines = [line for line in sessionLines(tmp_path) if "] s2: " in line]
+    logged = forwardOnce(tmp_path, upstream, b"counted", "--log-level", "debug")
+    lines = [line for line in logged if "] s2: " in line]
     assert [line.split("] s2: ", 1)[1].split(" ")[1:3] for line in lines[:2]] == [
         ["connected", "to"],
         [f"127.0.0.1:{upstream.port}", "connected"],
@@ -307,19 +300,4 @@ def test_log_level_debug_adds_the_connect_lines(tmp_path: Path, upstream: Upstre
 
 
 def test_log_level_warn_keeps_sessions_quiet(tmp_path: Path, upstream: Upstream) -> None:
-    port = freePort()
-    listen = f"tcp:{port}:interface=127.0.0.1"
-    with running(
-        tmp_path,
-        "fwx",
-        "tcp",
-        "--listen",
-        listen,
-        "--upstream",
-        f"127.0.0.1:{upstream.port}",
-        "--log-level",
-        "warn",
-    ) as process:
-        waitForListener(process, port)
-        assert exchange(port, b"quiet") == b"echo:quiet"
-    assert sessionLines(tmp_path) == []
+    assert forwardOnce(tmp_path, upstream, b"quiet", "--log-level", "warn") == []
