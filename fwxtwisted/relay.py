@@ -1,7 +1,8 @@
 """Relay: the user-mode byte pump joining a client leg and a server leg.
 
-It carries the data-filter chain, flow control (each transport is the other's streaming
-producer), half-close in each direction, and the byte counts reported at close.
+It carries the data-filter chain (filterchain.py), flow control (each transport is
+the other's streaming producer), half-close in each direction, and the byte counts
+reported at close.
 """
 
 from __future__ import annotations
@@ -14,13 +15,13 @@ from twisted.internet.error import ConnectionDone
 from twisted.python.failure import Failure
 
 from fwxtwisted import splice
+from fwxtwisted.filterchain import FilterChain
 from fwxtwisted.interfaces import ByteCounts, Direction, IDataFilter, LegTLS
 from fwxtwisted.interfaces import Side as Side  # re-exported: relays speak of sides
 from fwxtwisted.logs import Logger
 from fwxtwisted.relaylegs import (
     FROM,
     TARGET,
-    ChainLink,
     LegProducer,
     describe,
     endWriting,
@@ -42,19 +43,6 @@ FAST_PATH_AFTER = 64 * 1024
 #: Seconds a leg still in its TLS handshake when a TLS check refuses the other leg
 #: gets to finish it before it is aborted (see L{Relay._refuse}).
 TLS_CLOSE_WAIT = 10.0
-
-
-_refusals = 0
-
-
-def _fastPathRefused(reason: str) -> None:
-    """Log the first relay denied the fast path at warn, the rest at debug."""
-    global _refusals
-    _refusals += 1
-    if _refusals == 1:
-        log.warn("fast path unavailable, relaying in Python: {reason}", reason=reason)
-    else:
-        log.debug("fast path unavailable: {reason}", reason=reason)
 
 
 class Relay:
@@ -87,7 +75,7 @@ class Relay:
         self._onClosed = onClosed
         self._legs: dict[Side, RelayLeg] = {}
         self._lost: set[Side] = set()
-        self._filters: list[tuple[int, int, IDataFilter]] = []
+        self._chain = FilterChain(self._deliver, self._deliverEOF, self.abort)
         self._pending: dict[Side, list[bytes]] = {Side.CLIENT: [], Side.SERVER: []}
         self._pendingSize: dict[Side, int] = {Side.CLIENT: 0, Side.SERVER: 0}
         self._pendingEOF: set[Side] = set()
@@ -138,21 +126,19 @@ class Relay:
         """
         if self._fast is not None:
             raise RuntimeError("a data filter cannot join a relay on the fast path")
-        self._filters.append((priority, len(self._filters), dataFilter))
-        self._filters.sort(key=lambda entry: (entry[0], entry[1]))
-        dataFilter.attached(ChainLink(self, dataFilter))
+        self._chain.attach(dataFilter, priority)
 
     @property
     def fastPathEligible(self) -> bool:
         """True while the relay may still move to the fast path (or is on it)."""
         return self._fast is not None or (
-            self._fastPathAllowed and not self._filters and not self._refused
+            self._fastPathAllowed and not self._chain and not self._refused
         )
 
     @property
     def hasDataFilters(self) -> bool:
         """True when any data filter is attached."""
-        return bool(self._filters)
+        return bool(self._chain)
 
     def abort(self, reason: str) -> None:
         """Close both legs now and cancel a connect in flight."""
@@ -275,7 +261,7 @@ class Relay:
             sends them first.
         @return: True when the relay is on the fast path now.
         """
-        if not self._fastPathAllowed or self._fast is not None or self._filters:
+        if not self._fastPathAllowed or self._fast is not None or self._chain:
             return False
         if self._closeReason is not None or self._lost or self._eofSent or self._pendingEOF:
             return False
@@ -303,7 +289,7 @@ class Relay:
             # Relaying in Python beats splicing through one-page pipes, and a relay
             # must not fail for want of them.
             self._fastPathAllowed = False
-            _fastPathRefused(str(e))
+            splice.reportUnavailable(str(e))
             return False
         for transport in (clientTransport, serverTransport):
             transport.unregisterProducer()  # type: ignore[union-attr]
@@ -371,8 +357,8 @@ class Relay:
         else:
             self._fromServer += len(data)
         direction = FROM[side]
-        if self._filters:
-            self._entryFilter(direction).dataReceived(direction, data)
+        if self._chain:
+            self._chain.received(direction, data)
             return
         if (
             self._fastPathAllowed
@@ -386,8 +372,8 @@ class Relay:
 
     def _eofReceived(self, side: Side) -> None:
         direction = FROM[side]
-        if self._filters:
-            self._entryFilter(direction).eofReceived(direction)
+        if self._chain:
+            self._chain.eofReceived(direction)
         else:
             self._deliverEOF(direction)
 
@@ -408,34 +394,6 @@ class Relay:
         elif otherLeg is None:
             self._cancelConnecting()
         self._maybeFinish()
-
-    # The filter chain.
-
-    def _entryFilter(self, direction: Direction) -> IDataFilter:
-        if direction is Direction.CLIENT_TO_SERVER:
-            return self._filters[0][2]
-        return self._filters[-1][2]
-
-    def _nextFilter(self, current: IDataFilter, direction: Direction) -> IDataFilter | None:
-        index = next(i for i, entry in enumerate(self._filters) if entry[2] is current)
-        index += 1 if direction is Direction.CLIENT_TO_SERVER else -1
-        if 0 <= index < len(self._filters):
-            return self._filters[index][2]
-        return None
-
-    def _forward(self, current: IDataFilter, direction: Direction, data: bytes) -> None:
-        following = self._nextFilter(current, direction)
-        if following is None:
-            self._deliver(direction, data)
-        else:
-            following.dataReceived(direction, data)
-
-    def _forwardEOF(self, current: IDataFilter, direction: Direction) -> None:
-        following = self._nextFilter(current, direction)
-        if following is None:
-            self._deliverEOF(direction)
-        else:
-            following.eofReceived(direction)
 
     # Delivery to the legs.
 
@@ -500,7 +458,6 @@ class Relay:
         if not self._legs and self._closeReason is None:
             return
         self._finished = True
-        for _, _, dataFilter in self._filters:
-            dataFilter.detached()
+        self._chain.detachAll()
         if self._onClosed is not None:
             self._onClosed(self.counts, self._closeReason)

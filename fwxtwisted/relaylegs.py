@@ -12,7 +12,7 @@ from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from fwxtwisted.interfaces import Direction, IDataChannel, IDataFilter, Side
+from fwxtwisted.interfaces import Direction, Side
 
 if TYPE_CHECKING:
     from fwxtwisted.relay import Relay
@@ -80,24 +80,6 @@ class LegProducer:
 
     def stopProducing(self) -> None:
         pass
-
-
-@implementer(IDataChannel)
-class ChainLink:
-    """The channel a data filter writes to: the stage after it in each direction."""
-
-    def __init__(self, relay: Relay, dataFilter: IDataFilter) -> None:
-        self._relay = relay
-        self._filter = dataFilter
-
-    def write(self, direction: Direction, data: bytes) -> None:
-        self._relay._forward(self._filter, direction, data)
-
-    def writeEOF(self, direction: Direction) -> None:
-        self._relay._forwardEOF(self._filter, direction)
-
-    def close(self, reason: str) -> None:
-        self._relay.abort(reason)
 
 
 def endWriting(transport: Any, whole: bool) -> None:

@@ -73,6 +73,19 @@ def openPipe() -> tuple[int, int]:
     return readFd, writeFd
 
 
+_refusals = 0
+
+
+def reportUnavailable(reason: str) -> None:
+    """Log a relay denied the fast path: the first at warn, the rest at debug."""
+    global _refusals
+    _refusals += 1
+    if _refusals == 1:
+        log.warn("fast path unavailable, relaying in Python: {reason}", reason=reason)
+    else:
+        log.debug("fast path unavailable: {reason}", reason=reason)
+
+
 def transportEligible(transport: Any) -> bool:
     """True for a plain TCP transport (not TLS) whose write buffer is empty."""
     if getattr(transport, "TLS", False) or not hasattr(transport, "socket"):
