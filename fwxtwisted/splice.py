@@ -211,7 +211,10 @@ class _End:
             self._relay._guard(self.writing.push)
 
     def connectionLost(self, reason: Failure) -> None:
-        pass
+        # The reactor saw the socket hang up or fail and has dropped it already: the
+        # pumps cannot go on, and the owner must hear of it.
+        self.reading = self.writing = None
+        self._relay._lostByReactor(reason)
 
     def startReadingFor(self, pump: _Pump) -> None:
         if self.reading is None and not pump.eof and not self._relay.stopped:
@@ -296,6 +299,12 @@ class SpliceRelay:
         self._server.release()
         for pump in self._pumps:
             pump.close()
+
+    def _lostByReactor(self, reason: Failure) -> None:
+        if self.stopped:
+            return
+        self.stop()
+        self._onEnd(f"connection lost on the fast path: {reason.getErrorMessage()}")
 
     def _pumpDone(self) -> None:
         if all(pump.done for pump in self._pumps):

@@ -19,7 +19,8 @@ from support import (
     within,
 )
 from test_relay import HashingUpstream
-from twisted.internet import ssl
+from twisted.internet import reactor, ssl
+from twisted.internet.error import ConnectionLost
 
 from fwxtwisted import splice
 from fwxtwisted.datafilter import PassThroughDataFilter
@@ -235,3 +236,25 @@ def test_a_pipe_gets_the_full_size() -> None:
     finally:
         os.close(readFd)
         os.close(writeFd)
+
+
+@needsSplice
+@pytest_twisted.ensureDeferred
+async def test_a_socket_the_reactor_drops_ends_the_relay(net: Network) -> None:
+    """The reactor disconnects a descriptor that hangs up without data to read; a
+    spliced socket must end its relay then, not leave it hanging."""
+    upstream, upstreamAddress = net.server()
+    running = net.startGateway(tcpFilter, upstream=upstreamAddress)
+    client: Peer = await net.connect(running.address, peer=Peer(closeOnEOF=False))
+    payload = bytes(range(256)) * (BULK // 256)
+    client.send(payload)
+    server: Peer = await within(upstream.accepted.get())
+    assert await within(server.waitFor(BULK)) == payload
+    [session] = running.service.sessions
+    relay = session.primary
+    assert relay._fast is not None
+    end = relay._fast._client
+    reactor._disconnectSelectable(end, ConnectionLost(), False)  # type: ignore[attr-defined]
+    await within(session.whenClosed())
+    assert relay._fast is None
+    assert "connection lost on the fast path" in (relay._closeReason or "")

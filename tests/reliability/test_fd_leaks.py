@@ -19,10 +19,12 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from typing import TypeVar
 
 import pytest
 
-from tests.interop.support import ftpGateway
+from tests.interop.support import ftpGateway, gatewayLog
+from tests.peers import Gateway
 from tests.reliability.conftest import Files, Upstream
 from tests.reliability.support import (
     SOCKET_TIMEOUT,
@@ -211,11 +213,28 @@ class FdSampler:
         self._thread.join(5)
 
 
+T = TypeVar("T")
+
+
+def withGatewayWarnings(gateway: Gateway, run: Callable[[], T]) -> T:
+    """C{run()}; a session failing in it fails with the gateway's warnings and errors
+    attached, so a rare failure says what the gateway saw."""
+    try:
+        return run()
+    except AssertionError as e:
+        lines = [
+            line
+            for line in gatewayLog(gateway).splitlines()
+            if "#warn" in line or "#error" in line or "#critical" in line or "Traceback" in line
+        ]
+        raise AssertionError(f"{e}\ngateway warnings (last 40):\n" + "\n".join(lines[-40:])) from e
+
+
 def test_fdsBackToBaselineAfter1000Sessions(upstream: Upstream, files: Files) -> None:
     with ftpGateway(["--upstream", upstream.address, "--shutdown-grace", "1"]) as gateway:
         pid = gatewayPid(gateway)
         warmUp = [(kind, n) for n in range(3) for kind in CLIENTS]
-        runSessions(gateway.address, warmUp, files)
+        withGatewayWarnings(gateway, lambda: runSessions(gateway.address, warmUp, files))
         baseline = settledFdCount(pid)
 
         rng = random.Random(SEED)
@@ -223,7 +242,7 @@ def test_fdsBackToBaselineAfter1000Sessions(upstream: Upstream, files: Files) ->
         plan = [(rng.choice(kinds), rng.randrange(1 << 30)) for _ in range(SESSIONS)]
         began = time.monotonic()
         with FdSampler(pid) as sampler:
-            counts = runSessions(gateway.address, plan, files)
+            counts = withGatewayWarnings(gateway, lambda: runSessions(gateway.address, plan, files))
         elapsed = time.monotonic() - began
         assert sum(counts.values()) == SESSIONS
         assert set(counts) == set(CLIENTS), counts
