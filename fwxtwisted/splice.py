@@ -123,7 +123,7 @@ class _Pump:
         for _ in range(_ROUNDS):
             try:
                 moved = os.splice(
-                    self.source.fd, self._writeFd, PIPE_SIZE - self.pending, flags=_FLAGS
+                    self.source.fileno(), self._writeFd, PIPE_SIZE - self.pending, flags=_FLAGS
                 )
             except BlockingIOError:
                 break
@@ -150,7 +150,7 @@ class _Pump:
             self.head = self.head[sent:]
         while self.pending:
             try:
-                moved = os.splice(self._readFd, self.sink.fd, self.pending, flags=_FLAGS)
+                moved = os.splice(self._readFd, self.sink.fileno(), self.pending, flags=_FLAGS)
             except BlockingIOError:
                 self.source.stopReadingFor(self)
                 self.sink.startWritingFor(self)
@@ -191,12 +191,14 @@ class _End:
         self._relay = relay
         self.transport = transport
         self.socket: socket.socket = transport.socket
-        self.fd: int = transport.fileno()
         self.reading: _Pump | None = None
         self.writing: _Pump | None = None
 
     def fileno(self) -> int:
-        fd: int = self.fd
+        # Asked of the socket each time, never remembered: once it is closed this is
+        # -1, so neither the reactor nor a pump can act on a descriptor number that a
+        # new socket (another session's listener or connection) has taken since.
+        fd: int = self.socket.fileno()
         return fd
 
     def logPrefix(self) -> str:
