@@ -286,6 +286,20 @@ def test_noIdleTimeoutWhileDataConnectionEstablished() -> None:
     assert session.closed
 
 
+def test_idleSilenceIsCountedFromTheEndOfATransfer() -> None:
+    session = started(idle_timeout=30)
+    action = passive(session)
+    session.clientSends(b"RETR big.iso\r\n")
+    established(session, action)
+    session.serverSends(b"150 Opening\r\n")
+    session.clock.advance(59)  # the timer re-armed at 30 s, while the transfer ran
+    terminated(session, action, fromServer=10)
+    session.clock.advance(29)
+    assert not session.closed
+    session.clock.advance(2)
+    assert session.closed
+
+
 def test_idleTimeoutWhileACommandAwaitsItsReplyStill421() -> None:
     session = started(idle_timeout=30)
     session.clientSends(b"SYST\r\n")

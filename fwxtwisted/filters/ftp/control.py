@@ -141,6 +141,14 @@ class FTPSessionFilter:
             return
         self.data.event(notification)
         self.transfers.dataChanged(notification.action)
+        if (
+            notification.event is FirewallEvent.CONNECTION_TERMINATING
+            and not self.session.closed
+            and not self._closing
+        ):
+            # The silence an idle timeout counts starts when a transfer ends, not at
+            # the timer's last re-arm while it ran.
+            self._touch()
         self._maybeFinishDraining()
 
     def detach(self) -> None:
