@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -23,6 +23,7 @@ from fwxtwisted.filters.ftp.conversation import (
 )
 from fwxtwisted.filters.ftp.datachannels import DataChannels
 from fwxtwisted.filters.ftp.explicit import ExplicitLogin
+from fwxtwisted.filters.ftp.lane import Lane
 from fwxtwisted.filters.ftp.options import FTPOptions
 from fwxtwisted.filters.ftp.replies import Reply, formatReply
 from fwxtwisted.filters.ftp.replyqueue import ReplyQueue, ReplySlot
@@ -77,11 +78,8 @@ class FTPSessionFilter:
         self.data = DataChannels(self)
         self.user: str | None = None
         self._channel: IDataChannel | None = None
-        self._lane: Deferred[Any] = succeed(None)
-        #: True while nothing is pending on the lane (see _extendLane).
-        self._laneIdle = True
-        self._laneWork = 0
-        self._queued = 0
+        #: Client commands, one at a time.
+        self._lane = Lane(self._commandFailed)
         self._awaiting: dict[int, _Awaiting] = {}
         self._greetingDone = False
         self.greetingWaiter: Deferred[Reply] | None = None
@@ -130,7 +128,7 @@ class FTPSessionFilter:
         connecting.addCallback(connected)
         connecting.addCallback(greeted)
         connecting.addCallbacks(lambda _: ready.callback(None), self.upstreamUnreachable)
-        self._replaceLane(ready)
+        self._lane.waitFor(ready)
 
     def firewallEvent(self, notification: FirewallNotification) -> None:
         if notification.event is FirewallEvent.LEG_CLOSED and notification.action is None:
@@ -174,7 +172,7 @@ class FTPSessionFilter:
 
     def eofReceived(self, direction: Direction) -> None:
         if direction is Direction.CLIENT_TO_SERVER:
-            self._extendLane(lambda _: self._writeEOF(Direction.CLIENT_TO_SERVER))
+            self._lane.run(lambda: self._writeEOF(Direction.CLIENT_TO_SERVER))
         else:
             self._writeEOF(Direction.SERVER_TO_CLIENT)
 
@@ -200,57 +198,16 @@ class FTPSessionFilter:
     # Client commands, one at a time.
 
     def _queue(self, clientEvent: ClientEvent) -> None:
-        if self._queued >= MAX_QUEUED_COMMANDS:
+        if self._lane.queued >= MAX_QUEUED_COMMANDS:
             self.closeAfterReplies("client sent too many commands without waiting")
             return
-        if self._laneIdle:
-            # Nothing is pending: handle it now, without a trip through the lane (most
-            # commands, most of the time).
-            if self.session.closed or self._closing:
-                return
-            try:
-                handling = self._clientEvent(clientEvent)
-            except Exception:
-                self._commandFailed(Failure())
-                return
-            if handling is not None:
-                self._replaceLane(handling.addErrback(self._commandFailed))
-            return
-        self._queued += 1
 
-        def run(_: object) -> Deferred[Any] | None:
-            self._queued -= 1
+        def handle() -> Deferred[Any] | None:
             if self.session.closed or self._closing:
                 return None
             return self._clientEvent(clientEvent)
 
-        self._extendLane(run, self._commandFailed)
-
-    def _replaceLane(self, lane: Deferred[Any]) -> None:
-        """Commands wait for C{lane} from now on."""
-        self._lane = lane
-        self._extendLane(None)
-
-    def _extendLane(
-        self,
-        work: Callable[[Any], object] | None,
-        failed: Callable[[Failure], None] | None = None,
-    ) -> None:
-        """Run C{work} on the lane after what is already there; the lane is idle again
-        once the last work added has run (and what it returned has fired)."""
-        self._laneIdle = False
-        self._laneWork += 1
-        mark = self._laneWork
-        if work is not None:
-            self._lane.addCallback(work)
-        if failed is not None:
-            self._lane.addErrback(failed)
-        self._lane.addBoth(self._laneSettled, mark)
-
-    def _laneSettled(self, result: object, mark: int) -> object:
-        if mark == self._laneWork:
-            self._laneIdle = True
-        return result
+        self._lane.run(handle)
 
     def _commandFailed(self, failure: Failure) -> None:
         log.failure("{session}: command handling failed", failure, session=self.session.sessionId)
