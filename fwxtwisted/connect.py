@@ -11,6 +11,7 @@ read on the data path.
 from __future__ import annotations
 
 import socket
+import sys
 from typing import Any, Protocol
 
 from twisted.internet import error
@@ -112,6 +113,25 @@ def keepUrgentInline(transport: object) -> None:
             handle.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except OSError:
             pass
+
+
+def tuneListener(port: object) -> bool:
+    """Give a listening TCP socket the options of L{keepUrgentInline}, so that every
+    socket it accepts has them from the start (Linux copies SO_OOBINLINE and
+    TCP_NODELAY to accepted sockets) and needs no syscalls of its own.
+
+    @return: True when accepted sockets inherit them; False elsewhere (not Linux, not
+        a socket, the options refused): tune each accepted socket then.
+    """
+    handle = getattr(port, "socket", None)
+    if not sys.platform.startswith("linux") or not isinstance(handle, socket.socket):
+        return False
+    try:
+        handle.setsockopt(socket.SOL_SOCKET, socket.SO_OOBINLINE, 1)
+        handle.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except OSError:
+        return False
+    return True
 
 
 def describeConnectFailure(failure: Failure, target: Address, timeout: float) -> str:

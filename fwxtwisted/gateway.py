@@ -32,6 +32,8 @@ class Gateway:
         self.ports = PortAllocator(self.settings.portRanges)
         self.externalPool = ExternalAddressPool(self.settings.externalAddresses)
         self._sessionCounter = 0
+        #: fastPathFor(RedirectFlags.NONE), asked by every primary relay: computed once.
+        self.primaryFastPath = self.fastPathFor(RedirectFlags.NONE)
 
     def fastPathFor(self, flags: RedirectFlags) -> bool:
         """May a relay granted with C{flags} move its bytes on the fast path?"""

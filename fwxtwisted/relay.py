@@ -44,6 +44,9 @@ FAST_PATH_AFTER = 64 * 1024
 #: gets to finish it before it is aborted (see L{Relay._refuse}).
 TLS_CLOSE_WAIT = 10.0
 
+#: Iterating the enum costs a generator each time; this is on every leg's close.
+_SIDES = (Side.CLIENT, Side.SERVER)
+
 
 class Relay:
     """Joins two legs.  The legs may connect in any order; bytes for a leg that is not
@@ -75,7 +78,8 @@ class Relay:
         self._onClosed = onClosed
         self._legs: dict[Side, RelayLeg] = {}
         self._lost: set[Side] = set()
-        self._chain = FilterChain(self._deliver, self._deliverEOF, self.abort)
+        #: Made when the first data filter is attached: most relays never have one.
+        self._chain: FilterChain | None = None
         self._pending: dict[Side, list[bytes]] = {Side.CLIENT: [], Side.SERVER: []}
         self._pendingSize: dict[Side, int] = {Side.CLIENT: 0, Side.SERVER: 0}
         self._pendingEOF: set[Side] = set()
@@ -126,19 +130,21 @@ class Relay:
         """
         if self._fast is not None:
             raise RuntimeError("a data filter cannot join a relay on the fast path")
+        if self._chain is None:
+            self._chain = FilterChain(self._deliver, self._deliverEOF, self.abort)
         self._chain.attach(dataFilter, priority)
 
     @property
     def fastPathEligible(self) -> bool:
         """True while the relay may still move to the fast path (or is on it)."""
         return self._fast is not None or (
-            self._fastPathAllowed and not self._chain and not self._refused
+            self._fastPathAllowed and self._chain is None and not self._refused
         )
 
     @property
     def hasDataFilters(self) -> bool:
         """True when any data filter is attached."""
-        return bool(self._chain)
+        return self._chain is not None
 
     def abort(self, reason: str) -> None:
         """Close both legs now and cancel a connect in flight."""
@@ -261,7 +267,7 @@ class Relay:
             sends them first.
         @return: True when the relay is on the fast path now.
         """
-        if not self._fastPathAllowed or self._fast is not None or self._chain:
+        if not self._fastPathAllowed or self._fast is not None or self._chain is not None:
             return False
         if self._closeReason is not None or self._lost or self._eofSent or self._pendingEOF:
             return False
@@ -357,7 +363,7 @@ class Relay:
         else:
             self._fromServer += len(data)
         direction = FROM[side]
-        if self._chain:
+        if self._chain is not None:
             self._chain.received(direction, data)
             return
         if (
@@ -372,7 +378,7 @@ class Relay:
 
     def _eofReceived(self, side: Side) -> None:
         direction = FROM[side]
-        if self._chain:
+        if self._chain is not None:
             self._chain.eofReceived(direction)
         else:
             self._deliverEOF(direction)
@@ -382,7 +388,7 @@ class Relay:
         lostLeg = self._legs.get(side)
         if lostLeg is not None and lostLeg.closeTimer is not None and lostLeg.closeTimer.active():
             lostLeg.closeTimer.cancel()
-        if self._closeReason is None and not reason.check(ConnectionDone):
+        if self._closeReason is None and not isinstance(reason.value, ConnectionDone):
             self._closeReason = f"{side.value} connection lost: {reason.getErrorMessage()}"
         other = opposite(side)
         otherLeg = self._legs.get(other)
@@ -450,7 +456,7 @@ class Relay:
     def _maybeFinish(self) -> None:
         if self._finished:
             return
-        for side in Side:
+        for side in _SIDES:
             if side in self._legs and side not in self._lost:
                 return
         if self._connecting:
@@ -458,6 +464,7 @@ class Relay:
         if not self._legs and self._closeReason is None:
             return
         self._finished = True
-        self._chain.detachAll()
+        if self._chain is not None:
+            self._chain.detachAll()
         if self._onClosed is not None:
             self._onClosed(self.counts, self._closeReason)

@@ -16,6 +16,7 @@ from zope.interface import Interface
 
 from fwxtwisted.address import Address
 from fwxtwisted.config import ListenerConfig
+from fwxtwisted.connect import tuneListener
 from fwxtwisted.errors import FWXError
 from fwxtwisted.gateway import Gateway
 from fwxtwisted.interfaces import IFilter
@@ -80,6 +81,8 @@ class PrimaryFactory(ServerFactory):
         self._listener = listener
         self.sessions: set[Session] = set()
         self._perIP: dict[str, int] = {}
+        #: Set once listening: accepted sockets inherit the primary leg's options.
+        self.acceptedSocketsTuned = False
 
     def buildProtocol(self, addr: Any) -> Protocol | None:
         client = Address.fromTwisted(addr)
@@ -96,6 +99,7 @@ class PrimaryFactory(ServerFactory):
             options=self._listener.options,
             onClosed=self._closed,
             listener=config.name,
+            clientSocketTuned=self.acceptedSocketsTuned,
         )
         try:
             sessionFilter = self._listener.filter.attachToSession(session)
@@ -166,14 +170,21 @@ class FirewallService(Service):
         for factory, listener in zip(self.factories, self.listeners, strict=True):
             endpoint = serverFromString(self.gateway.reactor, withBacklog(listener.config.listen))
             failures: list[Failure] = []
+            opened: list[IListeningPort] = []
+
+            def listening(port: IListeningPort, opened: list[IListeningPort] = opened) -> None:
+                opened.append(port)
+                self.ports.append(port)
+
             d = endpoint.listen(factory)
-            d.addCallbacks(self.ports.append, failures.append)
+            d.addCallbacks(listening, failures.append)
             if failures:
                 self._closePorts()
                 raise ListenError(
                     f"cannot listen on {listener.config.listen!r} "
                     f"(listener {listener.config.name}): {failures[0].getErrorMessage()}"
                 )
+            factory.acceptedSocketsTuned = bool(opened) and tuneListener(opened[0])
             log.info(
                 "listener {name}: {filter} on {listen}",
                 name=listener.config.name,

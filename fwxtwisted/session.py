@@ -66,13 +66,18 @@ class Session:
         options: object = None,
         onClosed: Callable[[Session], None] | None = None,
         listener: str | None = None,
+        clientSocketTuned: bool = False,
     ) -> None:
         self._gateway = gateway
+        #: The listening socket already gave the accepted one its options (Linux
+        #: copies SO_OOBINLINE and TCP_NODELAY to accepted sockets): two syscalls saved.
+        self._clientSocketTuned = clientSocketTuned
         self._listener = listener
         self._startedAt = gateway.clock.seconds()
         self.sessionId = gateway.nextSessionId()
         self.clientAddress = clientAddress
-        self.internalAddress: Address | None = None
+        self._internalAddress: Address | None = None
+        self._clientUp = False
         self.externalAddress: str | None = gateway.externalPool.next()
         self.serverAddress: Address | None = None
         self.defaultUpstream = defaultUpstream
@@ -88,7 +93,7 @@ class Session:
             onClosed=self._primaryClosed,
             onLegConnected=self._legConnected,
             reactor=gateway.reactor,
-            fastPath=gateway.fastPathFor(RedirectFlags.NONE),
+            fastPath=gateway.primaryFastPath,
             onLegLost=self._primaryLegLost,
         )
         self.clientLeg: RelayLeg = self.primary.makeLeg(Side.CLIENT)
@@ -99,8 +104,23 @@ class Session:
     def start(self, sessionFilter: ISessionFilter) -> None:
         """Attach the session filter; it is told once the client leg is up."""
         self._sessionFilter = sessionFilter
-        if self.internalAddress is not None:
+        if self._clientUp:
             self._started()
+
+    @property
+    def internalAddress(self) -> Address | None:
+        """Where the gateway accepted the client, asked of the socket on first use
+        (most sessions of a plain forward never need it)."""
+        if self._internalAddress is None and self._clientUp:
+            try:
+                self._internalAddress = Address.fromTwisted(self.clientLeg.transport.getHost())  # type: ignore[union-attr]
+            except (OSError, AttributeError):
+                return None  # the connection is gone already
+        return self._internalAddress
+
+    @internalAddress.setter
+    def internalAddress(self, address: Address | None) -> None:
+        self._internalAddress = address
 
     @property
     def clock(self) -> Any:
@@ -376,11 +396,14 @@ class Session:
     # Internals.
 
     def _legConnected(self, leg: RelayLeg) -> None:
-        keepUrgentInline(leg.transport)
-        if leg.side is Side.CLIENT and leg.transport is not None:
-            self.internalAddress = Address.fromTwisted(leg.transport.getHost())
+        if leg.side is Side.CLIENT:
+            if not self._clientSocketTuned:
+                keepUrgentInline(leg.transport)
+            self._clientUp = True
             if self._sessionFilter is not None:
                 self._started()
+        else:
+            keepUrgentInline(leg.transport)
 
     def _started(self) -> None:
         assert self._sessionFilter is not None

@@ -1,0 +1,57 @@
+"""Primary legs keep urgent data in line and send without Nagle's delay, whether the
+options come from the listening socket (Linux) or are set on each accepted socket."""
+
+from __future__ import annotations
+
+import socket
+import sys
+
+import pytest
+import pytest_twisted
+import support
+from support import Network, Peer, within
+
+from fwxtwisted.connect import tuneListener
+from fwxtwisted.filters.tcp import tcpFilter
+from fwxtwisted.interfaces import Side
+
+net = support.net
+
+
+def options(transport: object) -> tuple[int, int]:
+    handle = transport.getHandle()  # type: ignore[attr-defined]
+    return (
+        handle.getsockopt(socket.SOL_SOCKET, socket.SO_OOBINLINE),
+        handle.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY),
+    )
+
+
+@pytest_twisted.ensureDeferred
+@pytest.mark.parametrize("inherited", [True, False])
+async def test_both_primary_legs_have_oobinline_and_nodelay(
+    net: Network, inherited: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    upstream, upstreamAddress = net.server()
+    running = net.startGateway(tcpFilter, upstream=upstreamAddress)
+    factory = running.service.factories[0]
+    if not inherited:
+        # A platform that does not copy options to accepted sockets: each is tuned.
+        monkeypatch.setattr(factory, "acceptedSocketsTuned", False)
+        listening = running.service.ports[0].socket  # type: ignore[attr-defined]
+        listening.setsockopt(socket.SOL_SOCKET, socket.SO_OOBINLINE, 0)
+        listening.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 0)
+    else:
+        assert factory.acceptedSocketsTuned is sys.platform.startswith("linux")
+    client: Peer = await net.connect(running.address, peer=Peer(closeOnEOF=False))
+    client.send(b"x")
+    server: Peer = await within(upstream.accepted.get())
+    assert await within(server.waitFor(1)) == b"x"
+    (session,) = factory.sessions
+    for side in Side:
+        leg = session.primary.leg(side)
+        assert leg is not None
+        assert options(leg.transport) == (1, 1), side
+
+
+def test_a_listener_without_a_socket_is_not_tuned() -> None:
+    assert tuneListener(object()) is False
