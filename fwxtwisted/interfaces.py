@@ -293,7 +293,11 @@ class ISession(Interface):
 
     sessionId = Attribute("A short unique string naming the session in logs.")
     clientAddress = Attribute("L{Address} of the client of the primary connection.")
-    internalAddress = Attribute("L{Address} where the gateway accepted the client (client-facing).")
+    internalAddress = Attribute(
+        "L{Address} where the gateway accepted the client (client-facing). Read from the "
+        "socket the first time it is asked: None before the client connection is up, and "
+        "None after it ended if it was never asked while it was up."
+    )
     externalAddress = Attribute(
         "IP (str or None) every outbound leg of this session leaves from. Taken from the "
         "external address pool; None until the upstream is connected when no pool is set, "
