@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import socket
 import sys
+from typing import Any
 
 import pytest
 import pytest_twisted
@@ -55,3 +56,36 @@ async def test_both_primary_legs_have_oobinline_and_nodelay(
 
 def test_a_listener_without_a_socket_is_not_tuned() -> None:
     assert tuneListener(object()) is False
+
+
+async def forwardedSession(net: Network) -> tuple[Peer, Any, Any]:
+    """A client forwarded by the tcp filter, its session, and the gateway."""
+    upstream, upstreamAddress = net.server()
+    running = net.startGateway(tcpFilter, upstream=upstreamAddress)
+    client: Peer = await net.connect(running.address, peer=Peer(closeOnEOF=False))
+    client.send(b"x")
+    server: Peer = await within(upstream.accepted.get())
+    assert await within(server.waitFor(1)) == b"x"
+    (session,) = running.service.factories[0].sessions
+    return client, session, running
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_client_facing_address_read_while_connected_outlives_the_client(
+    net: Network,
+) -> None:
+    client, session, running = await forwardedSession(net)
+    assert session.internalAddress == running.address
+    client.transport.abortConnection()  # type: ignore[union-attr]
+    await within(session.whenClosed())
+    assert session.internalAddress == running.address
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_client_facing_address_never_read_is_none_once_the_client_is_gone(
+    net: Network,
+) -> None:
+    client, session, _ = await forwardedSession(net)
+    client.transport.abortConnection()  # type: ignore[union-attr]
+    await within(session.whenClosed())
+    assert session.internalAddress is None

@@ -100,6 +100,10 @@ class FTPSessionFilter:
 
     def sessionStarted(self) -> None:
         self.session.attachDataFilter(self)
+        # The session reads its client-facing address from the socket when first asked;
+        # a queued data command may be handled after the client has gone, so it is
+        # asked now, while the client is connected.
+        self.session.internalAddress  # noqa: B018
         self._touch()
         self._loginTimer = self.session.clock.callLater(
             self.options.loginTimeout, self._loginExpired
