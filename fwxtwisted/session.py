@@ -118,10 +118,6 @@ class Session:
                 return None  # the connection is gone already
         return self._internalAddress
 
-    @internalAddress.setter
-    def internalAddress(self, address: Address | None) -> None:
-        self._internalAddress = address
-
     @property
     def clock(self) -> Any:
         """The gateway's clock, for the filter's own timers."""
