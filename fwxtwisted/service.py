@@ -170,27 +170,24 @@ class FirewallService(Service):
         for factory, listener in zip(self.factories, self.listeners, strict=True):
             endpoint = serverFromString(self.gateway.reactor, withBacklog(listener.config.listen))
             failures: list[Failure] = []
-            opened: list[IListeningPort] = []
-
-            def listening(port: IListeningPort, opened: list[IListeningPort] = opened) -> None:
-                opened.append(port)
-                self.ports.append(port)
-
             d = endpoint.listen(factory)
-            d.addCallbacks(listening, failures.append)
+            d.addCallbacks(self._listening, failures.append, callbackArgs=(factory,))
             if failures:
                 self._closePorts()
                 raise ListenError(
                     f"cannot listen on {listener.config.listen!r} "
                     f"(listener {listener.config.name}): {failures[0].getErrorMessage()}"
                 )
-            factory.acceptedSocketsTuned = bool(opened) and tuneListener(opened[0])
             log.info(
                 "listener {name}: {filter} on {listen}",
                 name=listener.config.name,
                 filter=listener.config.filter,
                 listen=listener.config.listen,
             )
+
+    def _listening(self, port: IListeningPort, factory: PrimaryFactory) -> None:
+        self.ports.append(port)
+        factory.acceptedSocketsTuned = tuneListener(port)
 
     def _closePorts(self) -> list[Deferred[Any]]:
         stopping = [maybeDeferred(port.stopListening) for port in self.ports]

@@ -1,20 +1,21 @@
-"""Primary legs keep urgent data in line and send without Nagle's delay, whether the
-options come from the listening socket (Linux) or are set on each accepted socket."""
+"""What a primary leg takes from its socket: urgent data in line and no Nagle delay
+(from the listening socket on Linux, else set on each accepted one), and the
+client-facing address, read when first asked."""
 
 from __future__ import annotations
 
 import socket
 import sys
-from typing import Any
 
 import pytest
 import pytest_twisted
 import support
-from support import Network, Peer, within
+from support import Network, Peer, PeerFactory, RunningGateway, within
 
 from fwxtwisted.connect import tuneListener
 from fwxtwisted.filters.tcp import tcpFilter
 from fwxtwisted.interfaces import Side
+from fwxtwisted.session import Session
 
 net = support.net
 
@@ -25,6 +26,18 @@ def options(transport: object) -> tuple[int, int]:
         handle.getsockopt(socket.SOL_SOCKET, socket.SO_OOBINLINE),
         handle.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY),
     )
+
+
+async def forwardOne(
+    net: Network, running: RunningGateway, upstream: PeerFactory
+) -> tuple[Peer, Session]:
+    """A client whose first byte reached C{upstream} through C{running}, and its session."""
+    client: Peer = await net.connect(running.address, peer=Peer(closeOnEOF=False))
+    client.send(b"x")
+    server: Peer = await within(upstream.accepted.get())
+    assert await within(server.waitFor(1)) == b"x"
+    (session,) = running.service.factories[0].sessions
+    return client, session
 
 
 @pytest_twisted.ensureDeferred
@@ -43,11 +56,7 @@ async def test_both_primary_legs_have_oobinline_and_nodelay(
         listening.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 0)
     else:
         assert factory.acceptedSocketsTuned is sys.platform.startswith("linux")
-    client: Peer = await net.connect(running.address, peer=Peer(closeOnEOF=False))
-    client.send(b"x")
-    server: Peer = await within(upstream.accepted.get())
-    assert await within(server.waitFor(1)) == b"x"
-    (session,) = factory.sessions
+    _, session = await forwardOne(net, running, upstream)
     for side in Side:
         leg = session.primary.leg(side)
         assert leg is not None
@@ -58,15 +67,11 @@ def test_a_listener_without_a_socket_is_not_tuned() -> None:
     assert tuneListener(object()) is False
 
 
-async def forwardedSession(net: Network) -> tuple[Peer, Any, Any]:
-    """A client forwarded by the tcp filter, its session, and the gateway."""
+async def forwarded(net: Network) -> tuple[Peer, Session, RunningGateway]:
+    """A gateway with the tcp filter, a client forwarded through it, and its session."""
     upstream, upstreamAddress = net.server()
     running = net.startGateway(tcpFilter, upstream=upstreamAddress)
-    client: Peer = await net.connect(running.address, peer=Peer(closeOnEOF=False))
-    client.send(b"x")
-    server: Peer = await within(upstream.accepted.get())
-    assert await within(server.waitFor(1)) == b"x"
-    (session,) = running.service.factories[0].sessions
+    client, session = await forwardOne(net, running, upstream)
     return client, session, running
 
 
@@ -74,7 +79,7 @@ async def forwardedSession(net: Network) -> tuple[Peer, Any, Any]:
 async def test_the_client_facing_address_read_while_connected_outlives_the_client(
     net: Network,
 ) -> None:
-    client, session, running = await forwardedSession(net)
+    client, session, running = await forwarded(net)
     assert session.internalAddress == running.address
     client.transport.abortConnection()  # type: ignore[union-attr]
     await within(session.whenClosed())
@@ -85,7 +90,7 @@ async def test_the_client_facing_address_read_while_connected_outlives_the_clien
 async def test_the_client_facing_address_never_read_is_none_once_the_client_is_gone(
     net: Network,
 ) -> None:
-    client, session, _ = await forwardedSession(net)
+    client, session, _ = await forwarded(net)
     client.transport.abortConnection()  # type: ignore[union-attr]
     await within(session.whenClosed())
     assert session.internalAddress is None
