@@ -82,8 +82,12 @@ def connectFrom(
         result.errback(Failure(CancelledError()))
         if connector is not None:
             # Stop connecting, or close the connection if it is up already (a cancel
-            # from code its connectionMade ran, before this Deferred fired).
-            connector.disconnect()
+            # from code its connectionMade ran, before this Deferred fired).  On the
+            # next turn, not now: a cancel comes from another connection's event, and
+            # a socket closed then frees its descriptor for any socket opened later
+            # in the same poll round, which the reactor would hand this one's pending
+            # readiness ("doWrite called on a Port").
+            reactor.callLater(0, connector.disconnect)
 
     result: Deferred[Any] = Deferred(cancel)
     connector = reactor.connectTCP(
