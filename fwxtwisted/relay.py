@@ -28,6 +28,7 @@ from fwxtwisted.relaylegs import (
     opposite,
 )
 from fwxtwisted.relaylegs import RelayLeg as RelayLeg  # re-exported
+from fwxtwisted.sendnow import writeNow
 
 log = Logger()
 
@@ -85,6 +86,8 @@ class Relay:
         self._pendingEOF: set[Side] = set()
         self._pausedForPending: set[Side] = set()
         self._eofSent: set[Direction] = set()
+        #: Legs whose peer's EOF was read: the reactor no longer watches them.
+        self._readEnded: set[Side] = set()
         self._fromClient = 0
         self._fromServer = 0
         self._connecting: list[Deferred[object]] = []
@@ -92,6 +95,8 @@ class Relay:
         #: A TLS check refused a leg: nothing more is relayed.
         self._refused = False
         self._finished = False
+        #: close() was called: both legs are closing, neither is news to the owner.
+        self._closing = False
         self.established = False
 
     @property
@@ -115,13 +120,6 @@ class Relay:
     def connecting(self, attempt: Deferred[object]) -> None:
         """Remember an outbound connect in flight, to cancel it if the relay ends first."""
         self._connecting.append(attempt)
-
-        def done(result: object) -> object:
-            if attempt in self._connecting:
-                self._connecting.remove(attempt)
-            return result
-
-        attempt.addBoth(done)
 
     def attachDataFilter(self, dataFilter: IDataFilter, priority: int = 0) -> None:
         """Insert a filter; lower priorities see client bytes first, server bytes last.
@@ -159,13 +157,14 @@ class Relay:
 
     def close(self, reason: str | None = None) -> None:
         """Close both legs after flushing what is already written to them."""
+        self._closing = True
         self._stopFastPath()
         if self._closeReason is None:
             self._closeReason = reason
         self._cancelConnecting()
         for side, leg in list(self._legs.items()):
             if side not in self._lost and leg.transport is not None:
-                endWriting(leg.transport, whole=True)
+                endWriting(leg.transport, whole=True, readEnded=side in self._readEnded)
         self._maybeFinish()
 
     def connectFailed(self, reason: str) -> None:
@@ -256,7 +255,7 @@ class Relay:
             return
         if leg.closeTimer is not None and leg.closeTimer.active():
             leg.closeTimer.cancel()
-        endWriting(transport, whole=True)
+        endWriting(transport, whole=True, readEnded=leg.side in self._readEnded)
 
     # The fast path.
 
@@ -323,8 +322,10 @@ class Relay:
             fast.stop()
 
     def _cancelConnecting(self) -> None:
-        for attempt in list(self._connecting):
-            attempt.cancel()
+        attempts, self._connecting = self._connecting, []
+        for attempt in attempts:
+            if not attempt.called:
+                attempt.cancel()
 
     # Called by the legs.
 
@@ -377,6 +378,7 @@ class Relay:
         self._deliver(direction, data)
 
     def _eofReceived(self, side: Side) -> None:
+        self._readEnded.add(side)
         direction = FROM[side]
         if self._chain is not None:
             self._chain.eofReceived(direction)
@@ -393,10 +395,15 @@ class Relay:
         other = opposite(side)
         otherLeg = self._legs.get(other)
         if otherLeg is not None and other not in self._lost and otherLeg.transport is not None:
-            if self._onLegLost is not None and not self._finished:
-                # The owner may still write to the other leg before it closes.
-                self._onLegLost(side, describe(reason))
-            self._endLeg(otherLeg)
+            # After close() the other leg is closing already (unless it connected
+            # since), and its loss is no news to the owner.
+            if not self._closing:
+                if self._onLegLost is not None and not self._finished:
+                    # The owner may still write to the other leg before it closes.
+                    self._onLegLost(side, describe(reason))
+                self._endLeg(otherLeg)
+            elif not getattr(otherLeg.transport, "disconnecting", False):
+                self._endLeg(otherLeg)
         elif otherLeg is None:
             self._cancelConnecting()
         self._maybeFinish()
@@ -410,7 +417,7 @@ class Relay:
         leg = self._legs.get(target)
         if leg is not None and leg.transport is not None:
             if target not in self._lost:
-                leg.transport.write(data)
+                writeNow(leg.transport, data)
             return
         if target in self._lost or self._closeReason is not None:
             return
@@ -459,8 +466,9 @@ class Relay:
         for side in _SIDES:
             if side in self._legs and side not in self._lost:
                 return
-        if self._connecting:
-            return
+        for attempt in self._connecting:
+            if not attempt.called:
+                return
         if not self._legs and self._closeReason is None:
             return
         self._finished = True

@@ -13,6 +13,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from fwxtwisted.interfaces import Direction, Side
+from fwxtwisted.sendnow import closeNow, shutWritingNow
 
 if TYPE_CHECKING:
     from fwxtwisted.relay import Relay
@@ -82,14 +83,18 @@ class LegProducer:
         pass
 
 
-def endWriting(transport: Any, whole: bool) -> None:
+def endWriting(transport: Any, whole: bool, readEnded: bool = False) -> None:
     """Close C{transport} (C{whole}) or its writing half, after what is written to it.
 
     The other leg stops being its producer first: a TLS transport defers its close
     while a producer is registered, and would keep the last bytes and the close.  A
-    TLS transport has no half-close, so it closes whole.
+    TLS transport has no half-close, so it closes whole.  A plain TCP transport with
+    nothing queued sends its FIN at once, and closes at once when its FIN is out
+    and C{readEnded} says the peer's EOF has been read (see sendnow.py).
     """
     transport.unregisterProducer()
+    if closeNow(transport) if whole and readEnded else not whole and shutWritingNow(transport):
+        return
     halfClose = None if whole else getattr(transport, "loseWriteConnection", None)
     if halfClose is not None:
         halfClose()

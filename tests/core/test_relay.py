@@ -21,7 +21,7 @@ from support import (
 from fwxtwisted.address import Address
 from fwxtwisted.errors import SessionClosed, UpstreamTimeout
 from fwxtwisted.filters.tcp import tcpFilter
-from fwxtwisted.interfaces import FirewallEvent
+from fwxtwisted.interfaces import FirewallEvent, Side
 from fwxtwisted.settings import GatewaySettings
 
 net = support.net
@@ -202,3 +202,42 @@ async def test_sessions_beyond_max_sessions_are_refused(net: Network) -> None:
     assert await within(second.eof) == b""
     first.send(b"2")
     assert len(upstream.peers) == 1
+
+
+async def recordedSession(
+    net: Network,
+) -> tuple[Peer, Peer, support.RecordingSessionFilter]:
+    """A client, the upstream's side of its connection, and its session filter."""
+    recording = RecordingFilter(connectUpstream=True)
+    upstream, upstreamAddress = net.server(makePeer=lambda: Peer(closeOnEOF=False))
+    running = net.startGateway(recording, upstream=upstreamAddress)
+    client, sessionFilter = await net.openSession(running, recording)
+    client.send(b"q")
+    server: Peer = await within(upstream.accepted.get())
+    await within(server.waitFor(1))
+    return client, server, sessionFilter
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_server_leaving_an_open_client_is_a_leg_closed_event(net: Network) -> None:
+    client, server, sessionFilter = await recordedSession(net)
+    assert server.transport is not None
+    server.transport.abortConnection()
+    closed = await within(sessionFilter.waitFor(FirewallEvent.LEG_CLOSED))
+    assert closed.side is Side.SERVER
+    await within(client.lost)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_finished_exchange_is_no_leg_closed_event(net: Network) -> None:
+    client, server, sessionFilter = await recordedSession(net)
+    client.shutdownWrite()
+    assert await within(server.eof) == b"q"
+    server.send(b"a")
+    server.shutdownWrite()
+    assert await within(client.eof) == b"a"
+    ending = await within(sessionFilter.waitFor(FirewallEvent.CONNECTION_TERMINATING))
+    assert ending.reason is None
+    assert sessionFilter.events(FirewallEvent.LEG_CLOSED) == []
+    await within(sessionFilter.session.whenClosed())
+    await within(client.lost)
