@@ -8,6 +8,9 @@ from dataclasses import dataclass
 
 from twisted.internet.address import IPv4Address, IPv6Address
 
+#: A tuple, not a union: a union is built anew on every call.
+_TWISTED_IP = (IPv4Address, IPv6Address)
+
 
 @dataclass(frozen=True, order=True)
 class Address:
@@ -33,7 +36,7 @@ class Address:
     @classmethod
     def fromTwisted(cls, address: object) -> Address:
         """Convert a Twisted IPv4Address or IPv6Address, folding IPv4-mapped IPv6 to IPv4."""
-        if not isinstance(address, IPv4Address | IPv6Address):
+        if not isinstance(address, _TWISTED_IP):
             raise TypeError(f"not an IP address: {address!r}")
         return cls(normalizeHost(address.host), address.port)
 

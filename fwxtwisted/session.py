@@ -151,9 +151,8 @@ class Session:
             timeout,
         )
         self.primary.connecting(attempt)  # type: ignore[arg-type]
-        result: Deferred[Address] = Deferred()
 
-        def connected(leg: RelayLeg) -> None:
+        def connected(leg: RelayLeg) -> Address:
             assert leg.transport is not None
             self.serverAddress = Address.fromTwisted(leg.transport.getPeer())
             if self.externalAddress is None:
@@ -173,12 +172,11 @@ class Session:
                     serverAddress=self.serverAddress,
                 ),
             )
-            result.callback(self.serverAddress)
+            return self.serverAddress
 
-        def failed(failure: Failure) -> None:
+        def failed(failure: Failure) -> Failure:
             if failure.check(CancelledError) or self.closed:
-                result.errback(SessionClosed(f"session {self.sessionId} closed while connecting"))
-                return
+                return Failure(SessionClosed(f"session {self.sessionId} closed while connecting"))
             reason = describeConnectFailure(failure, target, timeout)
             log.warn("{session}: {reason}", session=self.sessionId, reason=reason)
             self._notify(
@@ -191,12 +189,13 @@ class Session:
                     reason=reason,
                 ),
             )
-            result.errback(
+            return Failure(
                 UpstreamTimeout(reason) if failure.check(error.TimeoutError) else FWXError(reason)
             )
 
-        attempt.addCallbacks(connected, failed)
-        return result
+        # One Deferred, the connect's own: cancelling it stops the connect.
+        connecting: Deferred[Address] = attempt.addCallbacks(connected, failed)
+        return connecting
 
     def attachDataFilter(self, dataFilter: IDataFilter, priority: int = 0) -> None:
         self.primary.attachDataFilter(dataFilter, priority)
