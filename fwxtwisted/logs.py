@@ -3,12 +3,24 @@
 twistd's observers write every event they are given, debug included, and formatting
 one costs about 70 µs: more than a short session's relaying.  Events below the
 threshold are dropped before an event dictionary is even built.
+
+A running gateway also holds its summaries (the one line per session, per FTP
+transfer: events with an C{fwx_event}) until the end of the reactor turn and
+publishes them together.  Under load a turn ends several sessions; publishing their
+lines one after another runs the observer's code warm instead of cold each time,
+which under load costs a third of one publication.  Their timestamps are when
+they were logged, and any other event of this Logger publishes the held ones first,
+so the gateway's own lines keep their order.
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+from typing import Any
+
+from twisted.logger import LogEvent, LogLevel
 from twisted.logger import Logger as _TwistedLogger
-from twisted.logger import LogLevel
 
 #: Names accepted by --log-level and the log_level key, lowest first.
 LEVEL_NAMES = ("debug", "info", "warn", "error", "critical")
@@ -45,7 +57,11 @@ class Logger(_TwistedLogger):
     """
 
     def emit(self, level: LogLevel, format: str | None = None, **kwargs: object) -> None:
-        if _RANK.get(level, len(LEVEL_NAMES)) < _threshold:
+        rank = _RANK.get(level)
+        if rank is None:
+            super().emit(level, format, **kwargs)  # Twisted reports the unknown level
+            return
+        if rank < _threshold:
             return
         if format is not None and "()" not in format:
             try:
@@ -55,4 +71,78 @@ class Logger(_TwistedLogger):
             else:
                 kwargs["fwx_format"] = format
                 format = text.replace("{", "{{").replace("}", "}}")
-        super().emit(level, format, **kwargs)
+        event: LogEvent = kwargs
+        event.update(
+            log_logger=self,
+            log_level=level,
+            log_namespace=self.namespace,
+            log_source=self.source,
+            log_format=format,
+            log_time=time.time(),
+        )
+        if "log_trace" in event:
+            event["log_trace"].append((self, self.observer))
+        if "fwx_event" in event and summaries.hold(self.observer, event):
+            return
+        summaries.flush()
+        self.observer(event)
+
+
+class SummaryBuffer:
+    """Summary events held until the end of the reactor turn (see the module's
+    docstring), while a gateway service runs.
+
+    @ivar limit: held events past which they are published at once.
+    """
+
+    limit = 256
+
+    def __init__(self) -> None:
+        self._clock: Any = None
+        self._users = 0
+        self._held: list[tuple[Callable[[LogEvent], None], LogEvent]] = []
+        self._flushing: Any = None
+
+    def start(self, clock: Any) -> None:
+        """Hold summaries from now on, publishing them with C{clock.callLater(0)}."""
+        self._users += 1
+        self._clock = clock
+
+    def stop(self) -> None:
+        """Publish what is held; the last user stopping ends the holding."""
+        self._users = max(0, self._users - 1)
+        self.flush()
+        if not self._users:
+            self._clock = None
+
+    def hold(self, observer: Callable[[LogEvent], None], event: LogEvent) -> bool:
+        """Keep C{event} for C{observer} until the turn ends.
+
+        @return: False when nothing is held (no gateway running): publish it now.
+        """
+        if self._clock is None:
+            return False
+        self._held.append((observer, event))
+        if len(self._held) >= self.limit:
+            self.flush()
+        elif self._flushing is None:
+            self._flushing = self._clock.callLater(0, self._flushLater)
+        return True
+
+    def flush(self) -> None:
+        """Publish every held event, in the order they were logged."""
+        if self._flushing is not None and self._flushing.active():
+            self._flushing.cancel()
+        self._flushing = None
+        while self._held:
+            held, self._held = self._held, []
+            for observer, event in held:
+                observer(event)
+
+    def _flushLater(self) -> None:
+        self._flushing = None
+        self.flush()
+
+
+#: The process's one buffer: every gateway Logger publishes through it.
+summaries = SummaryBuffer()

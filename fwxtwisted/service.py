@@ -9,7 +9,7 @@ from typing import Any
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
 from twisted.internet.endpoints import serverFromString
-from twisted.internet.interfaces import IListeningPort
+from twisted.internet.interfaces import IListeningPort, IReactorTime
 from twisted.internet.protocol import Protocol, ServerFactory
 from twisted.python.failure import Failure
 from zope.interface import Interface
@@ -20,7 +20,7 @@ from fwxtwisted.connect import tuneListener
 from fwxtwisted.errors import FWXError
 from fwxtwisted.gateway import Gateway
 from fwxtwisted.interfaces import IFilter
-from fwxtwisted.logs import Logger
+from fwxtwisted.logs import Logger, summaries
 from fwxtwisted.session import Session
 
 log = Logger()
@@ -149,6 +149,7 @@ class FirewallService(Service):
         self._opened = False
         #: True once stopService began: new sessions are refused.
         self.stopping = False
+        self._holdingSummaries = False
 
     def privilegedStartService(self) -> None:
         self._openListeners()
@@ -157,6 +158,11 @@ class FirewallService(Service):
     def startService(self) -> None:
         self._openListeners()
         super().startService()
+        reactor = self.gateway.reactor
+        if IReactorTime.providedBy(reactor) and not self._holdingSummaries:
+            # Each turn's session lines are published together (see logs.py).
+            self._holdingSummaries = True
+            summaries.start(reactor)
 
     @property
     def sessions(self) -> list[Session]:
@@ -205,7 +211,14 @@ class FirewallService(Service):
         # not queued on a listener about to reset it.
         stopping: Deferred[Any] = DeferredList(self._closePorts())
         stopping.addCallback(lambda _: self._drain())
+        stopping.addBoth(self._stopHoldingSummaries)
         return stopping
+
+    def _stopHoldingSummaries(self, result: object) -> object:
+        if self._holdingSummaries:
+            self._holdingSummaries = False
+            summaries.stop()
+        return result
 
     def _drain(self) -> Deferred[Any] | None:
         """Tell every session the gateway stops; fires once all are closed."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import pytest_twisted
 from twisted.internet import reactor
 
 from fwxtwisted.config import ListenerConfig
@@ -28,11 +29,12 @@ def test_description_gets_the_default_backlog_only_where_it_applies(
 
 
 @pytest.mark.parametrize(("listen", "backlog"), [("", DEFAULT_BACKLOG), (":backlog=7", 7)])
-def test_the_listening_port_has_that_backlog(listen: str, backlog: int) -> None:
+@pytest_twisted.ensureDeferred
+async def test_the_listening_port_has_that_backlog(listen: str, backlog: int) -> None:
     config = ListenerConfig("b", "tcp", f"tcp:0:interface=127.0.0.1{listen}")
     service = FirewallService(Gateway(reactor), [BoundListener(config, tcpFilter, None)])
     service.startService()
     try:
         assert service.ports[0].backlog == backlog  # type: ignore[attr-defined]
     finally:
-        service.ports[0].stopListening()
+        await service.stopService()

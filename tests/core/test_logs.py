@@ -1,17 +1,26 @@
-"""The process-wide log level: what is dropped, what is kept, and how it is set."""
+"""The process-wide log level (what is dropped, what is kept, how it is set), the
+rendering of kept events, and summaries held to the end of the reactor turn."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import pytest_twisted
+from twisted.internet import reactor, task
+from twisted.internet.task import deferLater
 from twisted.logger import LogEvent, LogLevel, formatEvent
 
-from fwxtwisted.config import parseConfig
+from fwxtwisted import logs
+from fwxtwisted.address import Address
+from fwxtwisted.config import ListenerConfig, parseConfig
 from fwxtwisted.errors import ConfigError
-from fwxtwisted.filters.tcp import TCPCommandOptions
-from fwxtwisted.logs import Logger, logLevel, setLogLevel
+from fwxtwisted.filters.tcp import TCPCommandOptions, tcpFilter
+from fwxtwisted.gateway import Gateway
+from fwxtwisted.logs import Logger, SummaryBuffer, logLevel, setLogLevel
+from fwxtwisted.service import BoundListener, FirewallService
 
 LISTENERS = [{"filter": "tcp", "listen": "tcp:0", "upstream": "127.0.0.1:9"}]
 
@@ -119,3 +128,101 @@ def test_a_format_naming_a_missing_field_is_left_to_twisted() -> None:
     event = emitted("{absent}")
     assert event["log_format"] == "{absent}"
     assert "fwx_format" not in event
+
+
+# Summaries held to the end of the reactor turn while a gateway runs.
+
+
+@pytest.fixture
+def held() -> Iterator[tuple[SummaryBuffer, task.Clock]]:
+    """A buffer holding summaries, on a clock the test advances."""
+    buffer, clock = SummaryBuffer(), task.Clock()
+    buffer.start(clock)
+    yield buffer, clock
+    buffer.stop()
+
+
+def logInto(
+    buffer: SummaryBuffer, events: list[LogEvent], monkeypatch: pytest.MonkeyPatch
+) -> Logger:
+    monkeypatch.setattr(logs, "summaries", buffer)
+    return Logger(observer=events.append)
+
+
+def test_a_summary_is_published_at_the_end_of_the_turn_with_its_own_time(
+    held: tuple[SummaryBuffer, task.Clock], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    buffer, clock = held
+    events: list[LogEvent] = []
+    log = logInto(buffer, events, monkeypatch)
+    before = time.time()
+    log.info("{session}: closed", fwx_event="session.closed", session="s1")
+    assert events == []
+    clock.advance(0)
+    [event] = events
+    assert formatEvent(event) == "s1: closed"
+    assert before <= event["log_time"] <= time.time()
+
+
+def test_an_ordinary_event_publishes_held_summaries_first(
+    held: tuple[SummaryBuffer, task.Clock], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    buffer, clock = held
+    events: list[LogEvent] = []
+    log = logInto(buffer, events, monkeypatch)
+    log.info("first", fwx_event="session.closed")
+    log.info("second", fwx_event="ftp.transfer")
+    log.warn("third")
+    assert [formatEvent(e) for e in events] == ["first", "second", "third"]
+    assert clock.getDelayedCalls() == []
+
+
+def test_held_summaries_are_bounded(
+    held: tuple[SummaryBuffer, task.Clock], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    buffer, _ = held
+    events: list[LogEvent] = []
+    log = logInto(buffer, events, monkeypatch)
+    for index in range(buffer.limit):
+        log.info("{index}", fwx_event="session.closed", index=index)
+    assert len(events) == buffer.limit
+
+
+def test_stopping_publishes_what_is_held_and_ends_holding(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    buffer, clock = SummaryBuffer(), task.Clock()
+    events: list[LogEvent] = []
+    log = logInto(buffer, events, monkeypatch)
+    buffer.start(clock)
+    log.info("held", fwx_event="session.closed")
+    buffer.stop()
+    assert [formatEvent(e) for e in events] == ["held"]
+    log.info("at once", fwx_event="session.closed")
+    assert len(events) == 2
+
+
+def test_without_a_running_gateway_summaries_are_published_at_once() -> None:
+    events: list[LogEvent] = []
+    Logger(observer=events.append).info("now", fwx_event="session.closed")
+    assert [formatEvent(e) for e in events] == ["now"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_running_service_holds_summaries_until_it_stops() -> None:
+    config = ListenerConfig(
+        "l", "tcp", "tcp:0:interface=127.0.0.1", upstream=Address("127.0.0.1", 9)
+    )
+    service = FirewallService(Gateway(reactor), [BoundListener(config, tcpFilter, None)])
+    events: list[LogEvent] = []
+    log = Logger(observer=events.append)
+    service.startService()
+    try:
+        log.info("held", fwx_event="session.closed")
+        assert events == []
+        await deferLater(reactor, 0, lambda: None)
+        assert [formatEvent(e) for e in events] == ["held"]
+    finally:
+        await service.stopService()
+    log.info("at once", fwx_event="session.closed")
+    assert len(events) == 2
