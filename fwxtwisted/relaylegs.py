@@ -6,19 +6,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IHalfCloseableProtocol, IHandshakeListener, IPushProducer
 from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from fwxtwisted.interfaces import Direction, Side
-from fwxtwisted.sendnow import closeNow, shutWritingNow
+from fwxtwisted.sendnow import CONNECTION_DONE, closeNow, shutWritingNow
 
 if TYPE_CHECKING:
     from fwxtwisted.relay import Relay
 
-_CONNECTION_DONE = Failure(ConnectionDone())
 
 FROM = {Side.CLIENT: Direction.CLIENT_TO_SERVER, Side.SERVER: Direction.SERVER_TO_CLIENT}
 TARGET = {Direction.CLIENT_TO_SERVER: Side.SERVER, Direction.SERVER_TO_CLIENT: Side.CLIENT}
@@ -56,7 +54,7 @@ class RelayLeg(Protocol):
         self.handshaken = True
         self.relay._handshakeCompleted(self)
 
-    def connectionLost(self, reason: Failure = _CONNECTION_DONE) -> None:
+    def connectionLost(self, reason: Failure = CONNECTION_DONE) -> None:
         self.relay._legLost(self.side, reason)
 
 

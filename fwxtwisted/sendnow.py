@@ -27,7 +27,7 @@ from twisted.python.failure import Failure
 _PLAIN = (tcp.Server, tcp.Client)
 
 #: Twisted shares one Failure for clean closes too; making one costs an MRO walk.
-_CONNECTION_DONE = Failure(ConnectionDone())
+CONNECTION_DONE = Failure(ConnectionDone())
 
 #: The FileDescriptor state this relies on.  Checked once: a Twisted without it gets
 #: the ordinary calls.
@@ -107,5 +107,5 @@ def closeNow(transport: Any) -> bool:
         and not getattr(transport, "_tempDataBuffer", True)
     ):
         return False
-    transport.connectionLost(_CONNECTION_DONE)
+    transport.connectionLost(CONNECTION_DONE)
     return True
