@@ -28,10 +28,13 @@ CONCURRENCY = 16
 SOURCES_PER_GENERATOR = 32
 #: Wait before each measurement while more sockets than this sit in TIME_WAIT.  With
 #: tens of thousands left by the run before, every connect (the generators' and the
-#: relay's own toward the echo server) searches a crowded port space: the relay then
-#: waits on the kernel instead of using its core, and rows measured after a heavy row
-#: (the direct one leaves the most) come out slower for reasons of their own.
-TIME_WAIT_CEILING = 5_000
+#: relay's own toward the echo server) searches a crowded port space; and the kernel
+#: reaps them about 60 s after they were made, in bulk.  With a ceiling of 5,000, 8 of
+#: 9 relay runs in one benchmark got half a core or less (portforward as often as
+#: ours); with 1,000 and a short settle, 4 of 9 got 70-90 %.  Not the whole cause.
+TIME_WAIT_CEILING = 1_000
+#: Seconds to let the reaping finish after the count falls below the ceiling.
+TIME_WAIT_SETTLE = 2.0
 #: A relay below this share of a core during a run was not the bottleneck: said in the
 #: row's notes, since its rate then measures something else.
 SATURATED_BUSY = 90.0
@@ -170,6 +173,7 @@ def run(ctx: Context) -> Section:
             if waiting >= TIME_WAIT_CEILING:
                 ctx.progress(f"  {waiting} sockets in TIME_WAIT: waiting (at most 65 s)")
                 waitForTimeWait(TIME_WAIT_CEILING, 65.0)
+                time.sleep(TIME_WAIT_SETTLE)
             result = measure(ctx, port, pid, maxConnections)
             peakTimeWait = max(peakTimeWait, timeWaitCount())
             row = section.row(name)
