@@ -91,7 +91,10 @@ def endWriting(transport: Any, whole: bool, readEnded: bool = False) -> None:
     and C{readEnded} says the peer's EOF has been read (see sendnow.py).
     """
     transport.unregisterProducer()
-    if closeNow(transport) if whole and readEnded else not whole and shutWritingNow(transport):
+    if whole:
+        if readEnded and closeNow(transport):
+            return
+    elif shutWritingNow(transport):
         return
     halfClose = None if whole else getattr(transport, "loseWriteConnection", None)
     if halfClose is not None:

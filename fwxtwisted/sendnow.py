@@ -37,18 +37,22 @@ SUPPORTED = all(
 )
 
 
-def _idle(transport: Any) -> bool:
-    """A connected plain TCP transport with nothing queued and no close begun."""
+def _plainAndEmpty(transport: Any) -> bool:
+    """A connected plain TCP transport, not closing, with nothing queued."""
     return (
         SUPPORTED
         and type(transport) in _PLAIN
         and not transport.TLS
         and transport.connected
         and not transport.disconnecting
-        and not transport._writeDisconnecting
         and not transport.dataBuffer
         and not getattr(transport, "_tempDataBuffer", True)
     )
+
+
+def _idle(transport: Any) -> bool:
+    """Plain, empty, and its writing half still open."""
+    return _plainAndEmpty(transport) and not transport._writeDisconnecting
 
 
 def writeNow(transport: Any, data: bytes) -> None:
@@ -96,16 +100,7 @@ def closeNow(transport: Any) -> bool:
 
     @return: False when the transport is not in that state: call loseConnection then.
     """
-    if not (
-        SUPPORTED
-        and type(transport) in _PLAIN
-        and not transport.TLS
-        and transport.connected
-        and not transport.disconnecting
-        and transport._writeDisconnected
-        and not transport.dataBuffer
-        and not getattr(transport, "_tempDataBuffer", True)
-    ):
+    if not (_plainAndEmpty(transport) and transport._writeDisconnected):
         return False
     transport.connectionLost(CONNECTION_DONE)
     return True
