@@ -85,6 +85,8 @@ class Session:
         self.closed = False
         self._onClosed = onClosed
         self._sessionFilter: ISessionFilter | None = None
+        #: The session filter takes the primary connection's events (see L{start}).
+        self._eventsWanted = True
         self._actions: list[_Action] = []
         self._closeWaiters: list[Deferred[None]] = []
         #: Closed, and the connections of its permissions are over too.
@@ -104,6 +106,9 @@ class Session:
     def start(self, sessionFilter: ISessionFilter) -> None:
         """Attach the session filter; it is told once the client leg is up."""
         self._sessionFilter = sessionFilter
+        # A filter may say it ignores them (ForwardingSessionFilter's no-op): the
+        # connect, leg and close notifications are then not built at all.
+        self._eventsWanted = getattr(sessionFilter, "wantsFirewallEvents", True)
         if self._clientUp:
             self._started()
 
@@ -154,7 +159,12 @@ class Session:
 
         def connected(leg: RelayLeg) -> Address:
             assert leg.transport is not None
-            self.serverAddress = Address.fromTwisted(leg.transport.getPeer())
+            if isIPLiteral(target.host) and normalizeHost(target.host) == target.host:
+                # Connected to a canonical literal: that is the peer, without asking
+                # the socket and building Twisted's address for it.
+                self.serverAddress = target
+            else:
+                self.serverAddress = Address.fromTwisted(leg.transport.getPeer())
             if self.externalAddress is None:
                 self.externalAddress = Address.fromTwisted(leg.transport.getHost()).host
             log.debug(
@@ -163,6 +173,8 @@ class Session:
                 server=self.serverAddress,
                 external=self.externalAddress,
             )
+            if not self._eventsWanted:
+                return self.serverAddress
             self._notify(
                 None,
                 FirewallNotification(
@@ -424,6 +436,8 @@ class Session:
         )
 
     def _primaryLegLost(self, side: Side, reason: str) -> None:
+        if not self._eventsWanted:
+            return
         self._notify(
             None,
             FirewallNotification(
@@ -478,17 +492,18 @@ class Session:
             fromClient=counts.fromClient,
             fromServer=counts.fromServer,
         )
-        self._notify(
-            None,
-            FirewallNotification(
-                FirewallEvent.CONNECTION_TERMINATING,
+        if self._eventsWanted:
+            self._notify(
                 None,
-                clientAddress=self.clientAddress,
-                serverAddress=self.serverAddress,
-                counts=counts,
-                reason=reason,
-            ),
-        )
+                FirewallNotification(
+                    FirewallEvent.CONNECTION_TERMINATING,
+                    None,
+                    clientAddress=self.clientAddress,
+                    serverAddress=self.serverAddress,
+                    counts=counts,
+                    reason=reason,
+                ),
+            )
         if self._sessionFilter is not None:
             try:
                 self._sessionFilter.detach()

@@ -16,6 +16,13 @@ class ForwardingSessionFilter:
     def __init__(self, session: ISession) -> None:
         self.session = session
 
+    @property
+    def wantsFirewallEvents(self) -> bool:
+        """False unless a subclass overrides L{firewallEvent}: the session then builds
+        no notification for this filter's primary connection (a plain forward's
+        connect, leg and close events would go nowhere)."""
+        return type(self).firewallEvent is not ForwardingSessionFilter.firewallEvent
+
     def sessionStarted(self) -> None:
         self.session.connectUpstream().addErrback(self.upstreamFailed)
 
