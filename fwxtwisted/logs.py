@@ -56,6 +56,12 @@ class Logger(_TwistedLogger):
     to Twisted.
     """
 
+    def debug(self, format: str | None = None, **kwargs: object) -> None:
+        # Called a few times per session and dropped at the default threshold: one
+        # call and one keyword dictionary less than Twisted's debug, which calls emit.
+        if _threshold == 0:
+            self.emit(LogLevel.debug, format, **kwargs)
+
     def emit(self, level: LogLevel, format: str | None = None, **kwargs: object) -> None:
         rank = _RANK.get(level)
         if rank is None:

@@ -81,8 +81,9 @@ class Relay:
         self._lost: set[Side] = set()
         #: Made when the first data filter is attached: most relays never have one.
         self._chain: FilterChain | None = None
-        self._pending: dict[Side, list[bytes]] = {Side.CLIENT: [], Side.SERVER: []}
-        self._pendingSize: dict[Side, int] = {Side.CLIENT: 0, Side.SERVER: 0}
+        #: Bytes held for a leg not connected yet, and their size (made when needed).
+        self._pending: dict[Side, list[bytes]] = {}
+        self._pendingSize: dict[Side, int] = {}
         self._pendingEOF: set[Side] = set()
         self._pausedForPending: set[Side] = set()
         self._eofSent: set[Direction] = set()
@@ -421,11 +422,11 @@ class Relay:
             return
         if target in self._lost or self._closeReason is not None:
             return
-        self._pending[target].append(data)
-        self._pendingSize[target] += len(data)
+        self._pending.setdefault(target, []).append(data)
+        self._pendingSize[target] = size = self._pendingSize.get(target, 0) + len(data)
         source = self._legs.get(opposite(target))
         if (
-            self._pendingSize[target] > PENDING_LIMIT
+            size > PENDING_LIMIT
             and source is not None
             and source.transport is not None
             and opposite(target) not in self._pausedForPending
@@ -451,9 +452,8 @@ class Relay:
     def _flushPending(self, side: Side) -> None:
         leg = self._legs[side]
         assert leg.transport is not None
-        chunks = self._pending[side]
-        self._pending[side] = []
-        self._pendingSize[side] = 0
+        chunks = self._pending.pop(side, None)
+        self._pendingSize.pop(side, None)
         if chunks:
             leg.transport.write(b"".join(chunks))
         if side in self._pendingEOF:

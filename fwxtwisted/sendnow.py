@@ -33,7 +33,13 @@ CONNECTION_DONE = Failure(ConnectionDone())
 #: the ordinary calls.
 SUPPORTED = all(
     hasattr(tcp.Server, name)
-    for name in ("dataBuffer", "_writeDisconnecting", "_writeDisconnected", "disconnecting")
+    for name in (
+        "dataBuffer",
+        "_writeDisconnecting",
+        "_writeDisconnected",
+        "disconnecting",
+        "_shouldShutdown",
+    )
 )
 
 
@@ -96,11 +102,14 @@ def closeNow(transport: Any) -> bool:
     Only for such a transport: a descriptor closed while the reactor still watches it
     may have a poll result waiting in the current round, and a new socket given the
     same descriptor number would receive it.  Twisted's loseConnection closes a
-    transport in this state at once too, but makes a new Failure for it each time.
+    transport in this state at once too, but makes a new Failure for it each time,
+    and shuts down both directions first, though both have ended: a syscall for
+    nothing, which is skipped here.
 
     @return: False when the transport is not in that state: call loseConnection then.
     """
     if not (_plainAndEmpty(transport) and transport._writeDisconnected):
         return False
+    transport._shouldShutdown = False
     transport.connectionLost(CONNECTION_DONE)
     return True
