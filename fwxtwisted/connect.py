@@ -21,7 +21,8 @@ from twisted.internet.protocol import ClientFactory
 from twisted.internet.protocol import Protocol as TwistedProtocol
 from twisted.python.failure import Failure
 
-from fwxtwisted.address import Address
+from fwxtwisted.address import Address, isIPLiteral
+from fwxtwisted.outbound import connectOut
 
 
 class Connectable(Protocol):
@@ -66,14 +67,36 @@ class _Connecting(ClientFactory):
 
 
 def connectFrom(
-    reactor: Any, address: Address, bindHost: str | None, protocol: Connectable, timeout: float
+    reactor: Any,
+    address: Address,
+    bindHost: str | None,
+    protocol: Connectable,
+    timeout: float,
+    tune: bool = False,
 ) -> Deferred[Any]:
     """Connect C{protocol} to C{address} from C{bindHost}.
 
     The Deferred fires with the protocol once it is connected (its connectionMade has
     run), fails with the connect error (C{TimeoutError}, C{ConnectionRefusedError} ...),
     and cancelling it stops the attempt (or closes the connection just made).
+
+    An IP literal is connected by outbound.connectOut, in one step; a name through
+    the reactor's connectTCP, which resolves it.
+
+    @param tune: give the socket the options of L{keepUrgentInline} before it
+        connects (an IP literal only: its transport's C{tuned} says so).
     """
+    bind = bindFor(address, bindHost)
+    if isIPLiteral(address.host) and hasattr(reactor, "addWriter"):
+        return connectOut(
+            reactor,
+            address.host,
+            address.port,
+            bind[0] if bind is not None else None,
+            protocol,
+            timeout,
+            tune,
+        )
     connector: IConnector | None = None
 
     def cancel(result: Deferred[Any]) -> None:
@@ -95,7 +118,7 @@ def connectFrom(
         address.port,
         _Connecting(protocol, result),
         timeout=timeout,
-        bindAddress=bindFor(address, bindHost),
+        bindAddress=bind,
     )
     return result
 

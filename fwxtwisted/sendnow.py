@@ -23,8 +23,10 @@ from twisted.internet import tcp
 from twisted.internet.error import ConnectionDone
 from twisted.python.failure import Failure
 
+from fwxtwisted.outbound import OutboundConnection
+
 #: The transports this module may act on: Twisted's plain TCP connections.
-_PLAIN = (tcp.Server, tcp.Client)
+_PLAIN = (tcp.Server, tcp.Client, OutboundConnection)
 
 #: Twisted shares one Failure for clean closes too; making one costs an MRO walk.
 CONNECTION_DONE = Failure(ConnectionDone())

@@ -154,6 +154,7 @@ class Session:
             self.externalAddress,
             self.primary.makeLeg(Side.SERVER),
             timeout,
+            tune=True,
         )
         self.primary.connecting(attempt)  # type: ignore[arg-type]
 
@@ -409,7 +410,7 @@ class Session:
             self._clientUp = True
             if self._sessionFilter is not None:
                 self._started()
-        else:
+        elif not getattr(leg.transport, "tuned", False):
             keepUrgentInline(leg.transport)
 
     def _started(self) -> None:
