@@ -455,7 +455,7 @@ class Relay:
         chunks = self._pending.pop(side, None)
         self._pendingSize.pop(side, None)
         if chunks:
-            leg.transport.write(b"".join(chunks))
+            writeNow(leg.transport, b"".join(chunks))
         if side in self._pendingEOF:
             self._pendingEOF.discard(side)
             self._deliverEOF(FROM[opposite(side)])
