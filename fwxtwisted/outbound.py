@@ -48,7 +48,8 @@ class OutboundConnection(_TLSClient, tcp.Connection):  # type: ignore[misc]
         tcp.Connection.__init__(self, skt, protocol, reactor)
         self.tuned = tuned
         self._peer = peer
-        self._addressType = IPv6Address if skt.family == socket.AF_INET6 else IPv4Address
+        # The peer's tuple says the family: socket.family builds an enum each time.
+        self._addressType = IPv6Address if len(peer) == 4 else IPv4Address
         self.logstr = f"{protocol.__class__.__name__},client"
         self.connected = 1
 
