@@ -13,6 +13,8 @@ from benchmarks.procs import (
     cpuSeconds,
     machineTicks,
     pythonProc,
+    stealTicks,
+    stolenPercent,
     timeWaitCount,
     twistdProc,
     waitForTimeWait,
@@ -38,6 +40,9 @@ TIME_WAIT_SETTLE = 2.0
 #: A relay below this share of a core during a run was not the bottleneck: said in the
 #: row's notes, since its rate then measures something else.
 SATURATED_BUSY = 90.0
+#: A run in which the host took more than this share of the VM's CPU (steal time)
+#: is named in the row's notes: the starved runs of this section are such runs.
+STOLEN_NOTE = 10.0
 
 COLUMNS = [
     Column("rate", "conns/s"),
@@ -46,6 +51,7 @@ COLUMNS = [
     Column("relayBusy", "relay CPU % of a core"),
     Column("genBusy", "load generator CPU % (per process)"),
     Column("machineBusy", "machine CPU busy %"),
+    Column("stolen", "CPU stolen by the host %"),
     Column("lost", "echo lost %", 1),
     Column("p99", "p99 ms", 1),
 ]
@@ -84,12 +90,14 @@ def measure(ctx: Context, port: int, pid: int | None, maxConnections: int) -> di
         windowStart = startAt + ctx.warmup
         time.sleep(max(0.0, windowStart - time.time()))
         ticksBefore = machineTicks()
+        stealBefore = stealTicks()
         if pid:
             relayBefore = cpuSeconds(pid)
         time.sleep(max(0.0, windowStart + ctx.duration - time.time()))
         if pid:
             relayAfter = cpuSeconds(pid)
         ticksAfter = machineTicks()
+        stealAfter = stealTicks()
         reports = [
             json.loads(g.output(ctx.warmup + ctx.duration + 30.0) or "{}") for g in generators
         ]
@@ -109,6 +117,7 @@ def measure(ctx: Context, port: int, pid: int | None, maxConnections: int) -> di
         "lost": 100 * (completed - echoed) / completed if completed else 0.0,
         "errors": float(sum(errors.values())),
         "machineBusy": busyPercent(ticksBefore, ticksAfter),
+        "stolen": stolenPercent(stealBefore, stealAfter),
     }
     if p99s:
         result["p99"] = 1000 * max(p99s)
@@ -187,6 +196,9 @@ def run(ctx: Context) -> Section:
                 row.note(f"{int(result['errors'])} errors in run {runIndex + 1}")
             if name != DIRECT and result.get("relayBusy", 100.0) < SATURATED_BUSY:
                 row.note(f"run {runIndex + 1}: relay at {result['relayBusy']:.0f}% of a core")
+            if result["stolen"] > STOLEN_NOTE:
+                stolen = result["stolen"]
+                row.note(f"run {runIndex + 1}: {stolen:.0f}% of the CPU stolen by the host")
             ctx.progress(
                 f"conn run {runIndex + 1}/{ctx.runs}: {name}: {result['rate']:,.0f} conns/s"
                 + (
@@ -195,6 +207,7 @@ def run(ctx: Context) -> Section:
                     else ""
                 )
                 + f", generators {result['genBusy']:.0f}%, lost {result['lost']:.1f}%"
+                + f", stolen {result['stolen']:.0f}%"
             )
     section.notes.append(
         f"TIME_WAIT sockets machine-wide after a measurement, at most: {peakTimeWait:,} "

@@ -82,6 +82,19 @@ def busyPercent(before: tuple[int, int], after: tuple[int, int]) -> float:
     return 100.0 * (total - (after[1] - before[1])) / total if total else 0.0
 
 
+def stealTicks() -> tuple[int, int]:
+    """(all, steal) CPU ticks of the whole machine so far (/proc/stat): steal is time
+    the hypervisor ran something else while this VM had work to do."""
+    fields = [int(value) for value in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return sum(fields), fields[7] if len(fields) > 7 else 0
+
+
+def stolenPercent(before: tuple[int, int], after: tuple[int, int]) -> float:
+    """Share of the machine's CPU time stolen by the host between two stealTicks()."""
+    total = after[0] - before[0]
+    return 100.0 * (after[1] - before[1]) / total if total else 0.0
+
+
 def timeWaitCount() -> int:
     """TCP sockets in TIME_WAIT, machine-wide (/proc/net/sockstat)."""
     for line in Path("/proc/net/sockstat").read_text().splitlines():
