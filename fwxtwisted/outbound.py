@@ -146,24 +146,25 @@ class _Attempt:
         # The reactor saw the socket fail (a refused connect) and dropped it: the
         # socket's pending error names why.
         self._watched = False
-        skt = self.socket
-        if skt is None or self.transport is not None:
-            return
-        code = skt.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-        if code:
-            self._fail(error.getConnectError((code, os.strerror(code))))
-        else:
-            self._fail(error.ConnectError(string=reason.getErrorMessage()))
+        if self.socket is not None and self.transport is None:
+            failed = self._pendingError()
+            self._fail(failed or error.ConnectError(string=reason.getErrorMessage()))
 
     # The outcome.
+
+    def _pendingError(self) -> Exception | None:
+        """The connect's error, as Twisted names it, or None when it succeeded."""
+        assert self.socket is not None
+        code = self.socket.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        return error.getConnectError((code, os.strerror(code))) if code else None
 
     def _connectEnded(self) -> None:
         skt = self.socket
         if skt is None or self.transport is not None:
             return
-        code = skt.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-        if code:
-            self._fail(error.getConnectError((code, os.strerror(code))))
+        failed = self._pendingError()
+        if failed is not None:
+            self._fail(failed)
             return
         self._unwatch()
         self._cancelTimer()

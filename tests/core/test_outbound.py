@@ -17,6 +17,7 @@ from zope.interface.verify import verifyObject
 from fwxtwisted.address import Address
 from fwxtwisted.connect import connectFrom
 from fwxtwisted.outbound import OutboundConnection, connectOut
+from tests.peers import hasIPv6Loopback
 
 net = support.net
 
@@ -30,15 +31,6 @@ class _Leg(Peer):
         super().connectionMade()
         if self.onConnected is not None:
             self.onConnected(self)
-
-
-def _ipv6Loopback() -> bool:
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as probe:
-            probe.bind(("::1", 0))
-    except OSError:
-        return False
-    return True
 
 
 @pytest_twisted.ensureDeferred
@@ -116,7 +108,7 @@ async def test_a_cancel_after_connectionmade_closes_the_connection(net: Network)
     assert leg.transport is not None and not leg.transport.connected
 
 
-@pytest.mark.skipif(not _ipv6Loopback(), reason="no IPv6 loopback (::1) on this machine")
+@pytest.mark.skipif(not hasIPv6Loopback(), reason="no IPv6 loopback (::1) on this machine")
 @pytest_twisted.ensureDeferred
 async def test_ipv6_literals_connect_over_ipv6(net: Network) -> None:
     _, address = net.server(host="::1")
