@@ -15,14 +15,14 @@ import sys
 from typing import Any, Protocol
 
 from twisted.internet import error
-from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IAddress, IConnector
 from twisted.internet.protocol import ClientFactory
 from twisted.internet.protocol import Protocol as TwistedProtocol
 from twisted.python.failure import Failure
 
 from fwxtwisted.address import Address, isIPLiteral
-from fwxtwisted.outbound import connectOut
+from fwxtwisted.outbound import connectOut, failThenStop
 
 
 class Connectable(Protocol):
@@ -87,7 +87,7 @@ def connectFrom(
         connects (an IP literal only: its transport's C{tuned} says so).
     """
     bind = bindFor(address, bindHost)
-    if isIPLiteral(address.host) and hasattr(reactor, "addWriter"):
+    if isIPLiteral(address.host):
         return connectOut(
             reactor,
             address.host,
@@ -95,22 +95,15 @@ def connectFrom(
             bind[0] if bind is not None else None,
             protocol,
             timeout,
-            tune,
+            _primaryOptions if tune else None,
         )
     connector: IConnector | None = None
 
     def cancel(result: Deferred[Any]) -> None:
-        # Fail first: stopConnecting reports a UserError that must not look like a
-        # connect failure.
-        result.errback(Failure(CancelledError()))
-        if connector is not None:
-            # Stop connecting, or close the connection if it is up already (a cancel
-            # from code its connectionMade ran, before this Deferred fired).  On the
-            # next turn, not now: a cancel comes from another connection's event, and
-            # a socket closed then frees its descriptor for any socket opened later
-            # in the same poll round, which the reactor would hand this one's pending
-            # readiness ("doWrite called on a Port").
-            reactor.callLater(0, connector.disconnect)
+        # Failed first (in failThenStop): stopConnecting reports a UserError that must
+        # not look like a connect failure.  Stopping closes the connection too if it
+        # is up already (a cancel from code its connectionMade ran).
+        failThenStop(result, reactor, connector.disconnect if connector is not None else None)
 
     result: Deferred[Any] = Deferred(cancel)
     connector = reactor.connectTCP(
@@ -136,10 +129,15 @@ def keepUrgentInline(transport: object) -> None:
     handle = getHandle() if getHandle is not None else None
     if isinstance(handle, socket.socket):
         try:
-            handle.setsockopt(socket.SOL_SOCKET, socket.SO_OOBINLINE, 1)
-            handle.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            _primaryOptions(handle)
         except OSError:
             pass
+
+
+def _primaryOptions(handle: socket.socket) -> None:
+    """SO_OOBINLINE and TCP_NODELAY (see L{keepUrgentInline} for why)."""
+    handle.setsockopt(socket.SOL_SOCKET, socket.SO_OOBINLINE, 1)
+    handle.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 def tuneListener(port: object) -> bool:
@@ -154,8 +152,7 @@ def tuneListener(port: object) -> bool:
     if not sys.platform.startswith("linux") or not isinstance(handle, socket.socket):
         return False
     try:
-        handle.setsockopt(socket.SOL_SOCKET, socket.SO_OOBINLINE, 1)
-        handle.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        _primaryOptions(handle)
     except OSError:
         return False
     return True

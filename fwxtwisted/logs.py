@@ -27,6 +27,7 @@ LEVEL_NAMES = ("debug", "info", "warn", "error", "critical")
 
 _RANK = {LogLevel.levelWithName(name): rank for rank, name in enumerate(LEVEL_NAMES)}
 _threshold = _RANK[LogLevel.info]
+_DEBUG = _RANK[LogLevel.debug]
 
 
 def setLogLevel(name: str) -> None:
@@ -59,7 +60,7 @@ class Logger(_TwistedLogger):
     def debug(self, format: str | None = None, **kwargs: object) -> None:
         # Called a few times per session and dropped at the default threshold: one
         # call and one keyword dictionary less than Twisted's debug, which calls emit.
-        if _threshold == 0:
+        if _threshold <= _DEBUG:
             self.emit(LogLevel.debug, format, **kwargs)
 
     def emit(self, level: LogLevel, format: str | None = None, **kwargs: object) -> None:

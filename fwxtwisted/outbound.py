@@ -17,6 +17,7 @@ from __future__ import annotations
 import errno
 import os
 import socket
+from collections.abc import Callable
 from typing import Any
 
 from twisted.internet import error, tcp
@@ -34,7 +35,8 @@ _IN_PROGRESS = (errno.EINPROGRESS, errno.EWOULDBLOCK, errno.EALREADY)
 class OutboundConnection(_TLSClient, tcp.Connection):  # type: ignore[misc]
     """A connected outbound TCP socket, as the transport of its protocol.
 
-    @ivar tuned: the socket got SO_OOBINLINE and TCP_NODELAY before it connected.
+    @ivar tuned: the socket got its options (connectOut's C{prepare}) before it
+        connected.
     """
 
     def __init__(
@@ -89,7 +91,7 @@ class _Attempt:
         self._peer: tuple[Any, ...] = ()
         self._timer: Any = None
         self._watched = False
-        self._tuned = False
+        self._prepared = False
         self.transport: OutboundConnection | None = None
 
     def start(
@@ -98,7 +100,7 @@ class _Attempt:
         port: int,
         bindHost: str | None,
         timeout: float,
-        tune: bool,
+        prepare: Callable[[socket.socket], None] | None,
     ) -> None:
         self.addr = (host, port)
         try:
@@ -110,10 +112,9 @@ class _Attempt:
         self.socket = skt
         skt.setblocking(False)
         try:
-            if tune:
-                skt.setsockopt(socket.SOL_SOCKET, socket.SO_OOBINLINE, 1)
-                skt.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                self._tuned = True
+            if prepare is not None:
+                prepare(skt)
+                self._prepared = True
             if bindHost is not None:
                 skt.bind(_socketAddress(bindHost, 0)[1])
         except OSError as e:
@@ -168,7 +169,9 @@ class _Attempt:
             return
         self._unwatch()
         self._cancelTimer()
-        transport = OutboundConnection(skt, self._protocol, self._reactor, self._peer, self._tuned)
+        transport = OutboundConnection(
+            skt, self._protocol, self._reactor, self._peer, self._prepared
+        )
         self.transport = transport
         transport.startReading()
         self._protocol.makeConnection(transport)
@@ -220,7 +223,7 @@ def connectOut(
     bindHost: str | None,
     protocol: Any,
     timeout: float,
-    tune: bool = False,
+    prepare: Callable[[socket.socket], None] | None = None,
 ) -> Deferred[Any]:
     """Connect C{protocol} to the IP literal C{host}, from C{bindHost} when given.
 
@@ -230,18 +233,13 @@ def connectOut(
     cancelling it stops the attempt, or closes the connection just made, on the next
     reactor turn.
 
-    @param tune: give the socket SO_OOBINLINE and TCP_NODELAY before it connects
-        (see connect.keepUrgentInline).
+    @param prepare: called with the socket before it binds and connects (a primary
+        leg's options, see connect.keepUrgentInline).
     """
     attempt: _Attempt | None = None
 
     def cancel(result: Deferred[Any]) -> None:
-        result.errback(Failure(CancelledError()))
-        if attempt is not None:
-            # Not now: a cancel comes from another connection's event, and a socket
-            # closed then frees its descriptor for a socket opened later in the same
-            # poll round, which the reactor would hand this one's pending readiness.
-            reactor.callLater(0, attempt.abandon)
+        failThenStop(result, reactor, attempt.abandon if attempt is not None else None)
 
     result: Deferred[Any] = Deferred(cancel)
     attempt = _Attempt(reactor, protocol, result)
@@ -251,5 +249,19 @@ def connectOut(
             result.callback(made)
 
     protocol.onConnected = connected
-    attempt.start(host, port, bindHost, timeout, tune)
+    attempt.start(host, port, bindHost, timeout, prepare)
     return result
+
+
+def failThenStop(result: Deferred[Any], reactor: Any, stop: Callable[[], object] | None) -> None:
+    """A connect's canceller: fail C{result} with CancelledError now, and C{stop} the
+    attempt (or close the connection it made) on the next reactor turn.
+
+    Not at once: a cancel comes from another connection's event, and a socket closed
+    then frees its descriptor for any socket opened later in the same poll round,
+    which the reactor would hand this one's pending readiness ("doWrite called on a
+    Port").
+    """
+    result.errback(Failure(CancelledError()))
+    if stop is not None:
+        reactor.callLater(0, stop)
