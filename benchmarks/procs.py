@@ -14,7 +14,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Self
 
@@ -93,6 +93,57 @@ def stolenPercent(before: tuple[int, int], after: tuple[int, int]) -> float:
     """Share of the machine's CPU time stolen by the host between two stealTicks()."""
     total = after[0] - before[0]
     return 100.0 * (after[1] - before[1]) / total if total else 0.0
+
+
+#: A rate run in which the host took more than this share of the VM's CPU measured the
+#: host's other tenants as much as the relay (39-46 % stolen in the starved
+#: connection-rate runs, 4 % in the saturated ones): it is measured again.
+STEAL_LIMIT = 10.0
+#: Extra attempts per run, so a busy host cannot make the benchmark run on unbounded.
+STEAL_RETRIES = 2
+
+
+def leastStolen(
+    measure: Callable[[], dict[str, float]],
+    limit: float = STEAL_LIMIT,
+    retries: int = STEAL_RETRIES,
+) -> tuple[dict[str, float], list[float]]:
+    """Call C{measure} (whose result holds "stolen", a stolenPercent) until an attempt
+    has at most C{limit} % stolen, at most 1 + C{retries} times.
+
+    @return: the attempt with the least steal, and the steal of every attempt in order
+        (so a report can say what was repeated).
+    """
+    attempts: list[dict[str, float]] = []
+    for _ in range(1 + retries):
+        attempts.append(measure())
+        if attempts[-1]["stolen"] <= limit:
+            break
+    best = min(attempts, key=lambda attempt: attempt["stolen"])
+    return best, [attempt["stolen"] for attempt in attempts]
+
+
+#: Said under every table whose runs go through leastStolen.
+STEAL_POLICY = (
+    f"A run with more than {STEAL_LIMIT:g} % of the machine's CPU stolen by the host "
+    f"(/proc/stat steal) is measured again, at most {STEAL_RETRIES} more times, and the "
+    "attempt with the least steal kept; the row's notes name every such run."
+)
+
+
+def stealNote(runIndex: int, stolen: list[float]) -> str | None:
+    """The row note for a run whose attempts had C{stolen} % stolen, or None when the
+    first attempt was quiet enough."""
+    if len(stolen) == 1 and stolen[0] <= STEAL_LIMIT:
+        return None
+    shares = ", ".join(f"{share:.0f}%" for share in stolen)
+    kept = min(stolen)
+    if len(stolen) == 1:
+        return f"run {runIndex + 1}: {kept:.0f}% of the CPU stolen by the host"
+    return (
+        f"run {runIndex + 1}: measured {len(stolen)} times for host steal ({shares}); "
+        f"the {kept:.0f}% attempt kept"
+    )
 
 
 def timeWaitCount() -> int:
