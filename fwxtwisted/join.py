@@ -35,6 +35,7 @@ from fwxtwisted.interfaces import (
 )
 from fwxtwisted.logs import Logger
 from fwxtwisted.portclosing import PortCloser
+from fwxtwisted.quietport import listenQuietly
 from fwxtwisted.relay import Relay, Side
 
 log = Logger()
@@ -129,8 +130,8 @@ class JoinAction:
         """Listen for C{side}'s peer; raises C{CannotListenError} when the port is taken."""
         spec = self._specs[side]
         assert isinstance(spec, Listen)
-        listening: IListeningPort = self._gateway.reactor.listenTCP(
-            port, _OnePeer(self, side), interface=spec.host
+        listening: IListeningPort = listenQuietly(
+            self._gateway.reactor, port, _OnePeer(self, side), spec.host
         )
         self._ports[side] = listening
         self.listeningAddresses[side] = Address(spec.host, listening.getHost().port)  # type: ignore[attr-defined]

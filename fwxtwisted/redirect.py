@@ -25,6 +25,7 @@ from fwxtwisted.interfaces import (
 )
 from fwxtwisted.logs import Logger
 from fwxtwisted.permission import ListeningPermission
+from fwxtwisted.quietport import listenQuietly
 from fwxtwisted.relay import Relay, Side
 
 log = Logger()
@@ -75,10 +76,7 @@ class TCPRedirectAction(ListeningPermission):
     # Internals.
 
     def _listen(self, host: str, port: int) -> IListeningPort:
-        listening: IListeningPort = self._gateway.reactor.listenTCP(
-            port, _PermissionFactory(self), interface=host
-        )
-        return listening
+        return listenQuietly(self._gateway.reactor, port, _PermissionFactory(self), host)
 
     def _live(self) -> bool:
         return bool(self._relays)
