@@ -8,7 +8,6 @@ import time
 from benchmarks.bulk import DIRECT, FAST, PORTFORWARD, USER
 from benchmarks.context import LOOPBACK, Context, freePort, gatewayPid, rotated
 from benchmarks.procs import (
-    STEAL_LIMIT,
     STEAL_POLICY,
     Proc,
     busyPercent,
@@ -181,9 +180,7 @@ def run(ctx: Context) -> Section:
     for runIndex in range(ctx.runs):
         for name, port, pid in rotated(targets, runIndex):
 
-            def attempt(
-                name: str = name, port: int = port, pid: int | None = pid
-            ) -> dict[str, float]:
+            def attempt(port: int = port, pid: int | None = pid) -> dict[str, float]:
                 nonlocal peakTimeWait
                 waiting = timeWaitCount()
                 if waiting >= TIME_WAIT_CEILING:
@@ -192,11 +189,9 @@ def run(ctx: Context) -> Section:
                     time.sleep(TIME_WAIT_SETTLE)
                 result = measure(ctx, port, pid, maxConnections)
                 peakTimeWait = max(peakTimeWait, timeWaitCount())
-                if result["stolen"] > STEAL_LIMIT:
-                    ctx.progress(f"  {name}: {result['stolen']:.0f}% stolen by the host")
                 return result
 
-            result, stolen = leastStolen(attempt)
+            result, stolen = leastStolen(attempt, ctx.progress, name)
             row = section.row(name)
             for metric, value in result.items():
                 row.add(metric, value)

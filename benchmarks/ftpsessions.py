@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 import time
+from functools import partial
 
 from benchmarks.context import SMALL_FILE, SMALL_SIZE, Context, gatewayPid, rotated
 from benchmarks.procs import (
-    STEAL_LIMIT,
     STEAL_POLICY,
     Proc,
     busyPercent,
@@ -146,16 +146,7 @@ def run(ctx: Context) -> Section:
         targets.append((name, gateway.address[1], gatewayPid(gateway)))
     for runIndex in range(ctx.runs):
         for name, port, pid in rotated(targets, runIndex):
-
-            def attempt(
-                name: str = name, port: int = port, pid: int | None = pid
-            ) -> dict[str, float]:
-                result = measure(ctx, port, pid)
-                if result["stolen"] > STEAL_LIMIT:
-                    ctx.progress(f"  {name}: {result['stolen']:.0f}% stolen by the host")
-                return result
-
-            result, stolen = leastStolen(attempt)
+            result, stolen = leastStolen(partial(measure, ctx, port, pid), ctx.progress, name)
             row = section.row(name)
             for metric, value in result.items():
                 row.add(metric, value)

@@ -105,11 +105,14 @@ STEAL_RETRIES = 2
 
 def leastStolen(
     measure: Callable[[], dict[str, float]],
+    say: Callable[[str], None] | None = None,
+    what: str = "",
     limit: float = STEAL_LIMIT,
     retries: int = STEAL_RETRIES,
 ) -> tuple[dict[str, float], list[float]]:
     """Call C{measure} (whose result holds "stolen", a stolenPercent) until an attempt
-    has at most C{limit} % stolen, at most 1 + C{retries} times.
+    has at most C{limit} % stolen, at most 1 + C{retries} times; C{say} is told of
+    each stolen attempt of C{what}.
 
     @return: the attempt with the least steal, and the steal of every attempt in order
         (so a report can say what was repeated).
@@ -119,6 +122,8 @@ def leastStolen(
         attempts.append(measure())
         if attempts[-1]["stolen"] <= limit:
             break
+        if say is not None:
+            say(f"  {what}: {attempts[-1]['stolen']:.0f}% stolen by the host")
     best = min(attempts, key=lambda attempt: attempt["stolen"])
     return best, [attempt["stolen"] for attempt in attempts]
 

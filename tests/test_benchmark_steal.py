@@ -45,3 +45,10 @@ def test_repeated_run_note_names_every_attempt() -> None:
     assert stealNote(1, [40.0, 20.0, 30.0]) == (
         "run 2: measured 3 times for host steal (40%, 20%, 30%); the 20% attempt kept"
     )
+
+
+def test_each_stolen_attempt_is_said() -> None:
+    measure, _ = attempts([40.0, 3.0])
+    said: list[str] = []
+    leastStolen(measure, said.append, "fwx tcp")
+    assert said == ["  fwx tcp: 40% stolen by the host"]
