@@ -59,13 +59,14 @@ def openPipe() -> tuple[int, int]:
     except OSError as e:
         raise PipeUnavailable(f"cannot make a pipe: {e.strerror}") from None
     try:
-        fcntl.fcntl(writeFd, _F_SETPIPE_SZ, PIPE_SIZE)
+        # The new size is the call's result: one syscall per pipe, not two.
+        size = fcntl.fcntl(writeFd, _F_SETPIPE_SZ, PIPE_SIZE)
     except OSError:
-        pass  # refused above the quota; a pipe of 64 KiB or more still serves
-    try:
-        size = fcntl.fcntl(writeFd, _F_GETPIPE_SZ)
-    except OSError:
-        size = 0
+        # Refused above the quota; the pipe as it is may still be 64 KiB or more.
+        try:
+            size = fcntl.fcntl(writeFd, _F_GETPIPE_SZ)
+        except OSError:
+            size = 0
     if size < MIN_PIPE_SIZE:
         os.close(readFd)
         os.close(writeFd)

@@ -258,3 +258,23 @@ async def test_a_socket_the_reactor_drops_ends_the_relay(net: Network) -> None:
     await within(session.whenClosed())
     assert relay._fast is None
     assert "connection lost on the fast path" in (relay._closeReason or "")
+
+
+@needsSplice
+def test_a_refused_resize_keeps_a_default_pipe_that_is_big_enough(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    realFcntl = fcntl.fcntl
+
+    def quotaSpent(fd: int, command: int, *args: int) -> int:
+        if command == 1031:  # F_SETPIPE_SZ, refused above the user's pipe quota
+            raise PermissionError(1, "Operation not permitted")
+        return realFcntl(fd, command, *args)
+
+    monkeypatch.setattr(fcntl, "fcntl", quotaSpent)
+    readFd, writeFd = splice.openPipe()
+    try:
+        assert realFcntl(writeFd, 1032) == splice.MIN_PIPE_SIZE  # Linux's default, 64 KiB
+    finally:
+        os.close(readFd)
+        os.close(writeFd)
