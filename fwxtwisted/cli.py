@@ -26,6 +26,7 @@ class GatewayCommandOptions(usage.Options):
         ["max-sessions-per-ip", None, None, "Refuse a client IP's sessions beyond this many.", int],
         ["shutdown-grace", None, 30.0, "Seconds running sessions get to finish at stop.", float],
         ["log-level", None, "info", "Lowest level logged: debug, info, warn, error, critical."],
+        ["workers", None, 1, "Processes serving the listener (they share its socket).", int],
     ]
     optFlags: list[list[str | None]] = [
         ["no-fast-path", None, "Never move bytes with splice(2); always relay in Python."],
@@ -53,6 +54,7 @@ class GatewayCommandOptions(usage.Options):
             "fast_path": not self["no-fast-path"],
             "shutdown_grace": self["shutdown-grace"],
             "log_level": self["log-level"],
+            "workers": self["workers"],
         }
         if self["port-range"]:
             table["port_ranges"] = {"*": self["port-range"]}

@@ -26,7 +26,14 @@ _TOP_KEYS = {
     "shutdown_grace",
     "max_pending_redirects",
     "log_level",
+    "workers",
 }
+
+#: Listener endpoint kinds whose sockets worker processes can share.
+_SHARABLE_KINDS = ("tcp", "tcp6")
+
+#: More worker processes than this is a typo, not a machine.
+MAX_WORKERS = 64
 
 
 @dataclass(frozen=True)
@@ -54,14 +61,18 @@ class GatewayConfig:
 
 def loadConfig(path: str | Path) -> GatewayConfig:
     """Read and validate a TOML file. @raise ConfigError: one line naming file and key."""
+    return parseConfig(readConfigTable(path), str(path))
+
+
+def readConfigTable(path: str | Path) -> dict[str, object]:
+    """A TOML file's table, not validated yet. @raise ConfigError: unreadable, not TOML."""
     try:
         with open(path, "rb") as f:
-            data = tomllib.load(f)
+            return tomllib.load(f)
     except OSError as e:
         raise ConfigError(f"{path}: cannot read: {e.strerror}") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: not valid TOML: {e}") from None
-    return parseConfig(data, str(path))
 
 
 def parseConfig(data: Mapping[str, object], source: str) -> GatewayConfig:
@@ -79,6 +90,7 @@ def parseConfig(data: Mapping[str, object], source: str) -> GatewayConfig:
         shutdownGrace=_nonNegative(data, "shutdown_grace", 30.0, source),
         maxPendingRedirects=_count(data, "max_pending_redirects", 16, f"{source}: ") or 16,
         logLevel=_logLevel(data, source),
+        workers=_workers(data, source),
     )
     rawListeners = data.get("listeners")
     if not isinstance(rawListeners, list) or not rawListeners:
@@ -86,6 +98,8 @@ def parseConfig(data: Mapping[str, object], source: str) -> GatewayConfig:
     listeners = tuple(
         _listener(raw, f"{source}: listeners[{i}]", i) for i, raw in enumerate(rawListeners)
     )
+    if settings.workers > 1:
+        _checkSharable(listeners, settings.workers, source)
     return GatewayConfig(settings, listeners, source)
 
 
@@ -183,6 +197,23 @@ def _count(data: Mapping[str, object], key: str, default: int | None, prefix: st
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise ConfigError(f"{prefix}{key}: must be a whole number >= 1")
     return value
+
+
+def _workers(data: Mapping[str, object], source: str) -> int:
+    value = data.get("workers", 1)
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_WORKERS:
+        raise ConfigError(f"{source}: workers: must be a whole number from 1 to {MAX_WORKERS}")
+    return value
+
+
+def _checkSharable(listeners: tuple[ListenerConfig, ...], workers: int, source: str) -> None:
+    for index, listener in enumerate(listeners):
+        kind = listener.listen.split(":", 1)[0]
+        if kind not in _SHARABLE_KINDS:
+            raise ConfigError(
+                f"{source}: listeners[{index}].listen: {workers} workers share tcp or tcp6 "
+                f"listeners only, not {listener.listen!r}"
+            )
 
 
 def _nonNegative(data: Mapping[str, object], key: str, default: float, source: str) -> float:

@@ -28,3 +28,6 @@ class GatewaySettings:
     maxPendingRedirects: int = 16
     #: Lowest level of log event written (debug, info, warn, error, critical).
     logLevel: str = "info"
+    #: Processes serving the listeners: this one and C{workers - 1} more sharing its
+    #: listening sockets (see workers.py).
+    workers: int = 1

@@ -88,6 +88,7 @@ def test_defaults_fill_what_the_file_leaves_out(tmp_path: Path) -> None:
     assert settings.udpIdleTimeout == 60.0 and settings.fastPath is True
     assert settings.externalAddresses == () and settings.portRanges == {}
     assert config.listeners[0].name == "tcp-0"
+    assert settings.workers == 1
 
 
 def test_example_tcp_forward_config_is_valid() -> None:
@@ -155,6 +156,29 @@ def test_bad_timeout(tmp_path: Path, key: str, value: str) -> None:
 
 def test_fast_path_not_a_boolean(tmp_path: Path) -> None:
     assert error(tmp_path, 'fast_path = "yes"\n' + LISTENER) == "fast_path: must be true or false"
+
+
+def test_workers_from_the_file(tmp_path: Path) -> None:
+    assert load(tmp_path, "workers = 3\n" + LISTENER).settings.workers == 3
+
+
+@pytest.mark.parametrize("value", ["0", "65", '"2"', "true", "1.5"])
+def test_bad_worker_count(tmp_path: Path, value: str) -> None:
+    message = error(tmp_path, f"workers = {value}\n" + LISTENER)
+    assert message == "workers: must be a whole number from 1 to 64"
+
+
+def test_workers_share_only_tcp_listeners(tmp_path: Path) -> None:
+    text = 'workers = 2\n[[listeners]]\nfilter = "tcp"\nlisten = "unix:/tmp/fwx.sock"\n'
+    message = error(tmp_path, text)
+    assert message == (
+        "listeners[0].listen: 2 workers share tcp or tcp6 listeners only, not 'unix:/tmp/fwx.sock'"
+    )
+
+
+def test_one_worker_takes_any_listener(tmp_path: Path) -> None:
+    text = 'workers = 1\n[[listeners]]\nfilter = "tcp"\nlisten = "unix:/tmp/fwx.sock"\n'
+    assert load(tmp_path, text).listeners[0].listen == "unix:/tmp/fwx.sock"
 
 
 def test_no_listeners(tmp_path: Path) -> None:
