@@ -25,6 +25,7 @@ class Gateway:
         reactor: Any,
         settings: GatewaySettings | None = None,
         clock: IReactorTime | None = None,
+        sessionPrefix: str = "s",
     ) -> None:
         self.reactor = reactor
         self.clock: IReactorTime = clock if clock is not None else reactor
@@ -32,6 +33,8 @@ class Gateway:
         self.ports = PortAllocator(self.settings.portRanges)
         self.externalPool = ExternalAddressPool(self.settings.externalAddresses)
         self._sessionCounter = 0
+        #: Starts every session id; worker processes have their own (see workers.py).
+        self.sessionPrefix = sessionPrefix
         #: fastPathFor(RedirectFlags.NONE), asked by every primary relay: computed once.
         self.primaryFastPath = self.fastPathFor(RedirectFlags.NONE)
 
@@ -46,4 +49,4 @@ class Gateway:
     def nextSessionId(self) -> str:
         """A short id unique within this gateway, for logs."""
         self._sessionCounter += 1
-        return f"s{self._sessionCounter}"
+        return f"{self.sessionPrefix}{self._sessionCounter}"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,6 +38,10 @@ def withBacklog(description: str) -> str:
     if kind in ("tcp", "tcp6", "ssl") and "backlog=" not in description:
         return f"{description}:backlog={DEFAULT_BACKLOG}"
     return description
+
+
+#: Opens one primary listener: (index in the configuration, the listener, its factory).
+ListenFunction = Callable[[int, "BoundListener", ServerFactory], "Deferred[IListeningPort]"]
 
 
 class IConnectionRefuser(Interface):
@@ -141,8 +145,18 @@ class FirewallService(Service):
     """Opens every listener in L{privilegedStartService} (so a low port can be bound
     before twistd drops privileges) and closes every session at stop."""
 
-    def __init__(self, gateway: Gateway, listeners: Sequence[BoundListener]) -> None:
+    def __init__(
+        self,
+        gateway: Gateway,
+        listeners: Sequence[BoundListener],
+        listen: ListenFunction | None = None,
+    ) -> None:
+        """
+        @param listen: opens each listener; by default from its endpoint description
+            (a worker process adopts the sockets its parent opened instead).
+        """
         self.gateway = gateway
+        self._listen = listen if listen is not None else self._listenOnEndpoint
         self.listeners = tuple(listeners)
         self.factories = [PrimaryFactory(self, listener) for listener in self.listeners]
         self.ports: list[IListeningPort] = []
@@ -173,10 +187,11 @@ class FirewallService(Service):
         if self._opened:
             return
         self._opened = True
-        for factory, listener in zip(self.factories, self.listeners, strict=True):
-            endpoint = serverFromString(self.gateway.reactor, withBacklog(listener.config.listen))
+        for index, (factory, listener) in enumerate(
+            zip(self.factories, self.listeners, strict=True)
+        ):
             failures: list[Failure] = []
-            d = endpoint.listen(factory)
+            d = self._listen(index, listener, factory)
             d.addCallbacks(self._listening, failures.append, callbackArgs=(factory,))
             if failures:
                 self._closePorts()
@@ -190,6 +205,13 @@ class FirewallService(Service):
                 filter=listener.config.filter,
                 listen=listener.config.listen,
             )
+
+    def _listenOnEndpoint(
+        self, index: int, listener: BoundListener, factory: ServerFactory
+    ) -> Deferred[IListeningPort]:
+        endpoint = serverFromString(self.gateway.reactor, withBacklog(listener.config.listen))
+        listening: Deferred[IListeningPort] = endpoint.listen(factory)
+        return listening
 
     def _listening(self, port: IListeningPort, factory: PrimaryFactory) -> None:
         self.ports.append(port)

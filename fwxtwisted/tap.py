@@ -9,14 +9,15 @@ from typing import Any
 from twisted.application.service import IService, MultiService
 from twisted.python import usage
 
-from fwxtwisted.config import GatewayConfig, loadConfig, parseConfig
+from fwxtwisted.config import GatewayConfig, parseConfig, readConfigTable
 from fwxtwisted.demoservice import DemoOptions, DemoService
 from fwxtwisted.errors import ConfigError
 from fwxtwisted.gateway import Gateway
 from fwxtwisted.interfaces import IFilter
 from fwxtwisted.logs import setLogLevel
 from fwxtwisted.registry import ProtocolRegistry, discoverFilters
-from fwxtwisted.service import BoundListener, FirewallService, ListenError
+from fwxtwisted.service import BoundListener, FirewallService, ListenError, ListenFunction
+from fwxtwisted.workers import WorkerPool
 
 DEMO_DESCRIPTION = "The FTP gateway on 127.0.0.1:2121 before an embedded FTP server."
 
@@ -60,18 +61,32 @@ class Options(usage.Options):
 
 def configFromOptions(options: Options) -> GatewayConfig:
     """The configuration the options name. @raise ConfigError."""
+    return parseConfig(*configTableFromOptions(options))
+
+
+def configTableFromOptions(options: Options) -> tuple[dict[str, object], str]:
+    """The configuration table the options name, not validated yet, and its source."""
     if options.subCommand is not None:
         sub = options.subOptions
         table: dict[str, object] = dict(sub.gatewayTable())
         table["listeners"] = [sub.listenerConfig()]
-        return parseConfig(table, "command line")
-    return loadConfig(options["config"])
+        return table, "command line"
+    return readConfigTable(options["config"]), options["config"]
 
 
 def buildService(
-    config: GatewayConfig, filters: Mapping[str, IFilter], reactor: Any = None
+    config: GatewayConfig,
+    filters: Mapping[str, IFilter],
+    reactor: Any = None,
+    *,
+    sessionPrefix: str = "s",
+    listen: ListenFunction | None = None,
 ) -> FirewallService:
-    """A FirewallService for C{config}. @raise ConfigError: unknown filter or option."""
+    """A FirewallService for C{config}. @raise ConfigError: unknown filter or option.
+
+    @param sessionPrefix: starts every session id (a worker process has its own).
+    @param listen: how listeners are opened (see L{FirewallService}).
+    """
     if reactor is None:
         from twisted.internet import reactor as globalReactor
 
@@ -92,7 +107,8 @@ def buildService(
         except ConfigError as e:
             raise ConfigError(f"{where}.{e}") from None
         bound.append(BoundListener(listener, filterPlugin, parsed))
-    return FirewallService(Gateway(reactor, config.settings), bound)
+    gateway = Gateway(reactor, config.settings, sessionPrefix=sessionPrefix)
+    return FirewallService(gateway, bound, listen)
 
 
 class _CommandLineService(MultiService):
@@ -115,7 +131,8 @@ def makeService(options: Options) -> IService:
         DemoService(options.subOptions, options.filters, reactor).setServiceParent(top)
         return top
     try:
-        config = configFromOptions(options)
+        table, source = configTableFromOptions(options)
+        config = parseConfig(table, source)
         firewall = buildService(config, options.filters)
     except ConfigError as e:
         sys.stderr.write(f"fwx: {e}\n")
@@ -123,4 +140,17 @@ def makeService(options: Options) -> IService:
     setLogLevel(config.settings.logLevel)
     top = _CommandLineService()
     firewall.setServiceParent(top)
+    if config.settings.workers > 1:
+        from twisted.internet import reactor
+
+        # Added after the firewall: it starts once the listeners are open, and is
+        # stopped first (twistd stops services in reverse), in parallel with the drain.
+        WorkerPool(
+            reactor,
+            config.settings.workers,
+            lambda: firewall.ports,
+            table,
+            source,
+            config.settings.shutdownGrace,
+        ).setServiceParent(top)
     return top

@@ -301,3 +301,27 @@ def test_log_level_debug_adds_the_connect_lines(tmp_path: Path, upstream: Upstre
 
 def test_log_level_warn_keeps_sessions_quiet(tmp_path: Path, upstream: Upstream) -> None:
     assert forwardOnce(tmp_path, upstream, b"quiet", "--log-level", "warn") == []
+
+
+def test_a_config_file_with_workers_forwards_through_a_worker(
+    tmp_path: Path, upstream: Upstream
+) -> None:
+    port = freePort()
+    config = tmp_path / "workers.toml"
+    config.write_text(
+        'workers = 2\n[[listeners]]\nfilter = "tcp"\n'
+        f'listen = "tcp:{port}:interface=127.0.0.1"\nupstream = "127.0.0.1:{upstream.port}"\n'
+    )
+    with running(tmp_path, "fwx", "--config", str(config)) as process:
+        output = tmp_path / "twistd.out"
+        deadline = time.monotonic() + RUN_WAIT
+        while "#info worker 1] listener tcp-0" not in output.read_text(errors="replace"):
+            assert process.poll() is None and time.monotonic() < deadline, "no worker listened"
+            time.sleep(0.05)
+        # Stopped, the gateway's own process accepts nothing: the worker must.
+        process.send_signal(signal.SIGSTOP)
+        try:
+            assert exchange(port, b"through a worker") == b"echo:through a worker"
+        finally:
+            process.send_signal(signal.SIGCONT)
+    assert any("worker 1] w1s1: " in line for line in output.read_text().splitlines())
