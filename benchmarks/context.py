@@ -35,6 +35,8 @@ LIFETIME = 7200.0
 SMALL_FILE = "small.bin"
 SMALL_SIZE = 1 << 20
 BIG_FILE = "big.bin"
+#: Processes of the gateway rows that run with --workers: one per core.
+WORKERS = max(2, os.cpu_count() or 2)
 
 #: What tests.peers raises for a missing peer (pytest's skip, or fail under CI=true).
 PeerMissing = (pytest.skip.Exception, pytest.fail.Exception)
@@ -150,7 +152,22 @@ def startGateway(
         argv.append("--no-fast-path")
     argv += extra
     with runGateway(argv, (LOOPBACK, port), timeout=30.0, lifetime=LIFETIME) as gateway:
+        if "--workers" in extra:
+            waitForWorkers(gateway, int(extra[extra.index("--workers") + 1]))
         yield gateway
+
+
+def waitForWorkers(gateway: Gateway, count: int, timeout: float = 30.0) -> None:
+    """Until each of the gateway's C{count - 1} workers has logged that it listens (the
+    gateway's own process listens before the others start)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        log = gateway.log()
+        if all(f"#info worker {index}] listener " in log for index in range(1, count)):
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{count - 1} workers did not listen within {timeout} s:\n{log}")
+        time.sleep(0.1)
 
 
 T = TypeVar("T")
@@ -171,6 +188,7 @@ def gatewayPid(gateway: Gateway) -> int:
 
 __all__ = [
     "BIG_FILE",
+    "WORKERS",
     "Context",
     "LOOPBACK",
     "SMALL_FILE",
@@ -179,5 +197,6 @@ __all__ = [
     "gatewayPid",
     "rotated",
     "startGateway",
+    "waitForWorkers",
     "waitListening",
 ]

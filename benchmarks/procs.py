@@ -53,6 +53,33 @@ def cpuSeconds(pid: int) -> float:
     return sum(int(value) for value in fields[11:15]) / CLOCK_TICKS
 
 
+def childPids(pid: int) -> list[int]:
+    """The live processes whose parent is `pid` (a gateway's workers)."""
+    children = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            text = (entry / "stat").read_text()
+        except OSError:
+            continue
+        if int(text[text.rindex(")") + 2 :].split()[1]) == pid:
+            children.append(int(entry.name))
+    return children
+
+
+def treeCpuSeconds(pid: int) -> float:
+    """CPU seconds of `pid` and of its live children (a gateway with --workers N is N
+    processes; the CPU of all of them is the gateway's)."""
+    total = cpuSeconds(pid)
+    for child in childPids(pid):
+        try:
+            total += cpuSeconds(child)
+        except OSError:
+            pass  # ended in between
+    return total
+
+
 def rssKiB(pid: int) -> int:
     """Resident set size of `pid` in KiB (VmRSS)."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():

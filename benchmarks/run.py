@@ -30,7 +30,7 @@ if str(PROJECT_ROOT) not in sys.path:
     sys.path.insert(0, str(PROJECT_ROOT))
 
 from benchmarks import bulk, connrate, ftpsessions, memory  # noqa: E402
-from benchmarks.context import Context  # noqa: E402
+from benchmarks.context import WORKERS, Context  # noqa: E402
 from benchmarks.procs import (  # noqa: E402
     findTool,
     makeLogDir,
@@ -161,9 +161,21 @@ def floors(sections: dict[str, Section], sessions: int) -> list[Floor]:
             ratioFloor("conn", connrate.FAST, connrate.PORTFORWARD, "rate", 1.0, "conns/s"),
         ),
         Floor(
+            f"tcp filter connection rate, {WORKERS} workers",
+            "≥ 1.0× portforward",
+            ratioFloor("conn", connrate.FAST_WORKERS, connrate.PORTFORWARD, "rate", 1.0, "conns/s"),
+        ),
+        Floor(
             "FTP sessions/s through the gateway (fast path on)",
             "≥ 0.5× direct vsftpd",
             ratioFloor("ftp", ftpsessions.FAST, ftpsessions.DIRECT, "rate", 0.5, "sessions/s"),
+        ),
+        Floor(
+            f"FTP sessions/s through the gateway, {WORKERS} workers",
+            "≥ 0.5× direct vsftpd",
+            ratioFloor(
+                "ftp", ftpsessions.FAST_WORKERS, ftpsessions.DIRECT, "rate", 0.5, "sessions/s"
+            ),
         ),
         Floor(
             "large RETR through the gateway (fast path on)",
