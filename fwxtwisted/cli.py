@@ -26,7 +26,7 @@ class GatewayCommandOptions(usage.Options):
         ["max-sessions-per-ip", None, None, "Refuse a client IP's sessions beyond this many.", int],
         ["shutdown-grace", None, 30.0, "Seconds running sessions get to finish at stop.", float],
         ["log-level", None, "info", "Lowest level logged: debug, info, warn, error, critical."],
-        ["workers", None, 1, "Processes serving the listener (they share its socket).", int],
+        ["workers", None, 1, "Processes sharing the listeners (limits count per process).", int],
     ]
     optFlags: list[list[str | None]] = [
         ["no-fast-path", None, "Never move bytes with splice(2); always relay in Python."],
