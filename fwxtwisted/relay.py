@@ -111,7 +111,7 @@ class Relay:
         return self._finished
 
     def leg(self, side: Side) -> RelayLeg | None:
-        """The connected leg of C{side}, if any."""
+        """The connected leg of C{side}, if any (none once the relay has L{finished})."""
         return self._legs.get(side)
 
     def makeLeg(self, side: Side) -> RelayLeg:
@@ -474,5 +474,12 @@ class Relay:
         self._finished = True
         if self._chain is not None:
             self._chain.detachAll()
-        if self._onClosed is not None:
-            self._onClosed(self.counts, self._closeReason)
+        onClosed = self._onClosed
+        # The owner's callbacks point back at the owner, and the legs at this relay:
+        # dropped once it is over, a short connection is freed by reference counting
+        # instead of a pass of the cyclic garbage collector (measured: about 5 % of
+        # its CPU, docs/performance.md).
+        self._onClosed = self._onLegConnected = self._onLegLost = self._onEstablished = None
+        if onClosed is not None:
+            onClosed(self.counts, self._closeReason)
+        self._legs = {}

@@ -38,8 +38,11 @@ class RelayLeg(Protocol):
 
     def connectionMade(self) -> None:
         self.relay._legConnected(self)
-        if self.onConnected is not None:
-            self.onConnected(self)
+        # Called once, then dropped: the connect's callback holds its Deferred, and
+        # through it this protocol (a cycle the garbage collector would have to find).
+        onConnected, self.onConnected = self.onConnected, None
+        if onConnected is not None:
+            onConnected(self)
 
     def dataReceived(self, data: bytes) -> None:
         self.relay._received(self.side, data)

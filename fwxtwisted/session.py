@@ -510,6 +510,8 @@ class Session:
                 self._sessionFilter.detach()
             except Exception:
                 log.failure("{session}: session filter failed to detach", session=self.sessionId)
+            # A detached filter hears nothing more, and holds this session: let it go.
+            self._sessionFilter = None
         if self._onClosed is not None:
             self._onClosed(self)
         # Fully over once the permissions cancelled above have ended their connections
