@@ -477,7 +477,7 @@ class Relay:
         onClosed = self._onClosed
         # The owner's callbacks point back at the owner, and the legs at this relay:
         # dropped once it is over, a short connection is freed by reference counting
-        # instead of a pass of the cyclic garbage collector (measured: about 5 % of
+        # instead of a pass of the cyclic garbage collector (measured: about 6.5 % of
         # its CPU, docs/performance.md).
         self._onClosed = self._onLegConnected = self._onLegLost = self._onEstablished = None
         if onClosed is not None:

@@ -55,7 +55,6 @@ async def test_a_finished_tcp_connection_is_freed_without_the_collector(
     assert await within(client.eof) == b""
     # The close is reported from inside the last leg's connectionLost: let it return.
     await deferLater(reactor, 0, lambda: None)
-    await deferLater(reactor, 0, lambda: None)
 
     alive = [ref() for ref in watched if ref() is not None]
     assert alive == [], f"still referenced after the close: {alive!r}"
