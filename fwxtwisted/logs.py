@@ -46,6 +46,18 @@ def logLevel() -> str:
     return LEVEL_NAMES[_threshold]
 
 
+_systems: dict[tuple[str, LogLevel], str] = {}
+
+
+def _system(namespace: str, level: LogLevel) -> str:
+    """What Twisted's text format shows between brackets, made once per namespace and
+    level instead of for every event."""
+    system = _systems.get((namespace, level))
+    if system is None:
+        system = _systems[namespace, level] = f"{namespace}#{level.name}"
+    return system
+
+
 class Logger(_TwistedLogger):
     """A Twisted Logger that drops events below the process's threshold, and renders
     the text of the events it keeps once, with str.format.
@@ -77,6 +89,9 @@ class Logger(_TwistedLogger):
                 pass
             else:
                 kwargs["fwx_format"] = format
+                # A format without fields, and its flattening: Twisted's observers
+                # then copy the text instead of running string.Formatter over it.
+                kwargs["log_flattened"] = {}
                 format = text.replace("{", "{{").replace("}", "}}")
         event: LogEvent = kwargs
         event.update(
@@ -87,6 +102,8 @@ class Logger(_TwistedLogger):
             log_format=format,
             log_time=time.time(),
         )
+        if "log_system" not in event:
+            event["log_system"] = _system(self.namespace, level)
         if "log_trace" in event:
             event["log_trace"].append((self, self.observer))
         if "fwx_event" in event and summaries.hold(self.observer, event):

@@ -11,7 +11,14 @@ import pytest
 import pytest_twisted
 from twisted.internet import reactor, task
 from twisted.internet.task import deferLater
-from twisted.logger import LogEvent, LogLevel, formatEvent
+from twisted.logger import (
+    LogEvent,
+    LogLevel,
+    eventAsJSON,
+    eventFromJSON,
+    formatEvent,
+    formatEventAsClassicLogText,
+)
 
 from fwxtwisted import logs
 from fwxtwisted.address import Address
@@ -116,6 +123,20 @@ def test_text_is_what_twisted_would_render() -> None:
     assert formatEvent(event) == "s1: 127.0.0.1:4000 sent 7 bytes in 0.250 s ('a {brace}')"
     assert event["fwx_format"] == format
     assert event["count"] == 7 and event["why"] == "a {brace}"
+
+
+def test_text_survives_the_json_a_worker_sends() -> None:
+    event = emitted("{session}: {why}", session="s2", why="a {brace} and }{")
+    copied = eventFromJSON(eventAsJSON(event))
+    assert formatEvent(copied) == formatEvent(event) == "s2: a {brace} and }{"
+
+
+def test_classic_line_names_namespace_and_level() -> None:
+    events: list[LogEvent] = []
+    Logger(namespace="fwxtwisted.session", observer=events.append).warn("{n} lost", n=3)
+    [event] = events
+    line = formatEventAsClassicLogText(event, formatTime=lambda when: "T")
+    assert line == "T [fwxtwisted.session#warn] 3 lost\n"
 
 
 def test_a_format_calling_a_field_is_left_to_twisted() -> None:
