@@ -28,6 +28,7 @@ from fwxtwisted.config import ListenerConfig
 from fwxtwisted.filters.ftp.filter import FTPFilter
 from fwxtwisted.filters.ftp.options import parseFTPOptions
 from fwxtwisted.gateway import Gateway as GatewayRuntime
+from fwxtwisted.logs import summaries
 from fwxtwisted.service import BoundListener, FirewallService
 from fwxtwisted.session import Session
 from fwxtwisted.settings import GatewaySettings
@@ -489,10 +490,16 @@ class LogCapture:
     """Every Twisted log event while it is attached, formatted."""
 
     def __init__(self) -> None:
-        self.events: list[dict[str, Any]] = []
+        self._events: list[dict[str, Any]] = []
 
     def __call__(self, event: dict[str, Any]) -> None:
-        self.events.append(event)
+        self._events.append(event)
+
+    @property
+    def events(self) -> list[dict[str, Any]]:
+        """What was logged so far, the summaries the gateway still holds included."""
+        summaries.flush()
+        return self._events
 
     def text(self) -> str:
         return "\n".join(formatEvent(event) or "" for event in self.events)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.interop.support import curlDownload, gatewayLog
+from tests.interop.support import curlDownload, gatewayLog, waitForLog
 from tests.peers import PROJECT_ROOT, Gateway, isListening, sha256File, skipOrFail
 from tests.reliability.conftest import Files, Upstream
 
@@ -128,6 +128,7 @@ def test_bindsPort21ThenRunsUnprivileged(upstream: Upstream, files: Files, tmp_p
         # Passive and active data channels both work unprivileged (ports >= 1024).
         curlDownload(f"ftp://{HOST}:{PORT}/{files.small.name}", out, ["-P", HOST, "--disable-eprt"])
         assert sha256File(out) == files.small.sha256
+        # Summaries reach the log a moment after the session (fwxtwisted/logs.py).
+        waitForLog(gateway, "ftp download 'small.bin'")
         log = gatewayLog(gateway)
         assert "Traceback" not in log, log
-        assert "ftp download 'small.bin'" in log, log
