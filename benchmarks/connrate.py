@@ -26,6 +26,8 @@ from benchmarks.procs import (
 from benchmarks.report import Column, Section
 
 FAST_WORKERS = f"fwx tcp, fast path, {WORKERS} workers"
+#: The default gateway but for its one info line per session: what that line costs.
+FAST_QUIET = "fwx tcp, fast path, --log-level warn"
 
 #: Load generator processes, and connections each keeps in flight.  32 in flight stays
 #: under Twisted's default listen backlog (50), so no SYN is dropped at the relay.
@@ -139,7 +141,7 @@ def run(ctx: Context) -> Section:
         COLUMNS,
         "rate",
     )
-    for name in (DIRECT, FAST, USER, FAST_WORKERS, PORTFORWARD):
+    for name in (DIRECT, FAST, USER, FAST_WORKERS, FAST_QUIET, PORTFORWARD):
         section.row(name, None if name == PORTFORWARD else PORTFORWARD)
     section.notes += [
         f"Load: {GENERATORS} generator processes (benchmarks/loadgen.py, selectors) with "
@@ -152,6 +154,9 @@ def run(ctx: Context) -> Section:
         "pass half-close closes both sides on the client's FIN).",
         f"{FAST_WORKERS}: --workers {WORKERS}, processes sharing the listening socket; "
         "its relay CPU is the sum over them (% of a core may pass 100).",
+        f"{FAST_QUIET}: the default gateway without its one info line per session (the "
+        "session's summary, written by twistd's log observer); the difference from the "
+        f"{FAST} row is what that line costs.",
         STEAL_POLICY,
     ]
     upstream = freePort(LOOPBACK)
@@ -160,7 +165,12 @@ def run(ctx: Context) -> Section:
     waitListening(LOOPBACK, upstream, echo)
     targets: list[tuple[str, int, int | None]] = [(DIRECT, upstream, echo.pid)]
     workersOption = ("--workers", str(WORKERS))
-    gateways = ((FAST, True, ()), (USER, False, ()), (FAST_WORKERS, True, workersOption))
+    gateways = (
+        (FAST, True, ()),
+        (USER, False, ()),
+        (FAST_WORKERS, True, workersOption),
+        (FAST_QUIET, True, ("--log-level", "warn")),
+    )
     for name, fast, extra in gateways:
         gateway = ctx.gateway("tcp", (LOOPBACK, upstream), fast, extra)
         targets.append((name, gateway.address[1], gatewayPid(gateway)))
@@ -229,4 +239,4 @@ def run(ctx: Context) -> Section:
     return section
 
 
-__all__ = ["DIRECT", "FAST", "FAST_WORKERS", "PORTFORWARD", "USER", "measure", "run"]
+__all__ = ["DIRECT", "FAST", "FAST_QUIET", "FAST_WORKERS", "PORTFORWARD", "USER", "measure", "run"]
