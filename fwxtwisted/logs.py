@@ -17,6 +17,7 @@ logs itself may come before summaries up to 50 ms older.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from typing import Any
@@ -48,16 +49,11 @@ def logLevel() -> str:
     return LEVEL_NAMES[_threshold]
 
 
-_systems: dict[tuple[str, LogLevel], str] = {}
-
-
+@functools.cache
 def _system(namespace: str, level: LogLevel) -> str:
     """What Twisted's text format shows between brackets, made once per namespace and
     level instead of for every event."""
-    system = _systems.get((namespace, level))
-    if system is None:
-        system = _systems[namespace, level] = f"{namespace}#{level.name}"
-    return system
+    return f"{namespace}#{level.name}"
 
 
 class Logger(_TwistedLogger):
