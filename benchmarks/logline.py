@@ -27,13 +27,9 @@ from twisted.logger import LogPublisher, textFileLogObserver  # noqa: E402
 from twisted.python.logfile import LogFile  # noqa: E402
 
 from fwxtwisted.logs import Logger  # noqa: E402
+from fwxtwisted.session import CLOSED_LINE  # noqa: E402
 
-#: The session's line (fwxtwisted/session.py), with the fields of a short connection.
-FORMAT = (
-    "{session}: {client} to {server} from {external} (listener {listener}) closed "
-    "({reason}) after {duration:.3f} s: {fromClient} bytes from client, "
-    "{fromServer} from server"
-)
+#: The fields of the session's line for a short connection.
 FIELDS: dict[str, object] = {
     "fwx_event": "session.closed",
     "client": "127.0.0.5:40000",
@@ -51,7 +47,7 @@ def perLine(logger: TwistedLogger, lines: int) -> float:
     """Microseconds per line for C{lines} lines through C{logger}."""
     started = time.perf_counter()
     for index in range(lines):
-        logger.info(FORMAT, session=f"s{index}", **FIELDS)
+        logger.info(CLOSED_LINE, session=f"s{index}", **FIELDS)
     return 1e6 * (time.perf_counter() - started) / lines
 
 

@@ -46,6 +46,13 @@ from fwxtwisted.udp import UDPRedirectAction
 
 log = Logger()
 
+#: The one info line of a session, at its end (the C{session.closed} event).
+CLOSED_LINE = (
+    "{session}: {client} to {server} from {external} (listener {listener}) closed "
+    "({reason}) after {duration:.3f} s: {fromClient} bytes from client, "
+    "{fromServer} from server"
+)
+
 _Redirect = TCPRedirectAction | UDPRedirectAction
 _Action = _Redirect | JoinAction
 
@@ -479,9 +486,7 @@ class Session:
         self._cancelActions()
         # The one event of a session at info level: who, where, how long, how much.
         log.info(
-            "{session}: {client} to {server} from {external} (listener {listener}) closed "
-            "({reason}) after {duration:.3f} s: {fromClient} bytes from client, "
-            "{fromServer} from server",
+            CLOSED_LINE,
             fwx_event="session.closed",
             session=self.sessionId,
             client=str(self.clientAddress),
