@@ -341,10 +341,14 @@ class Relay:
             self._startTLS(leg, legTLS)
         if self._onLegConnected is not None:
             self._onLegConnected(leg)
-        other = self._legs.get(opposite(leg.side))
-        if other is None or leg.side not in self._legs:
+        if leg.side not in self._legs:
             return
+        # Held bytes go out now even when the other leg is not up: a data filter may
+        # write to both peers before either is connected.
         self._flushPending(leg.side)
+        other = self._legs.get(opposite(leg.side))
+        if other is None:
+            return
         assert leg.transport is not None and other.transport is not None
         leg.transport.registerProducer(LegProducer(other), True)  # type: ignore[attr-defined]
         other.transport.registerProducer(LegProducer(leg), True)  # type: ignore[attr-defined]

@@ -9,7 +9,7 @@ import support
 from support import Network, Peer, PeerFactory, RecordingFilter, RecordingSessionFilter, within
 
 from fwxtwisted.datafilter import PassThroughDataFilter
-from fwxtwisted.interfaces import Direction, FirewallEvent
+from fwxtwisted.interfaces import Direction, FirewallEvent, IDataChannel
 
 net = support.net
 
@@ -156,3 +156,32 @@ async def test_data_filter_can_close_the_connection(net: Network) -> None:
     ending = await within(sessionFilter.waitFor(FirewallEvent.CONNECTION_TERMINATING))
     assert ending.reason == "client said QUIT"
     assert server.received == b""
+
+
+class Greeter(PassThroughDataFilter):
+    """Greets each peer as soon as it is attached, before either leg is connected."""
+
+    def attached(self, channel: IDataChannel) -> None:
+        super().attached(channel)
+        self.write(S2C, b"hello client;")
+        self.write(C2S, b"hello server;")
+
+
+@pytest_twisted.ensureDeferred
+async def test_bytes_written_before_either_leg_connects_reach_both_peers(net: Network) -> None:
+    recording = RecordingFilter(connectUpstream=True)
+    _, upstream = net.server()
+    running = net.startGateway(recording, upstream=upstream)
+    _, sessionFilter = await net.openSession(running, recording)
+    target, address = net.server()
+    redirection = await within(
+        sessionFilter.session.redirectConnections([address], dataFilterFactory=lambda: [Greeter()])
+    )
+    client: Peer = await net.connect(redirection.internalAddress)
+    server: Peer = await within(target.accepted.get())
+    assert await within(client.waitFor(13)) == b"hello client;"
+    assert await within(server.waitFor(13)) == b"hello server;"
+    client.send(b"up")
+    assert await within(server.waitFor(15)) == b"hello server;up"
+    server.send(b"down")
+    assert await within(client.waitFor(17)) == b"hello client;down"
