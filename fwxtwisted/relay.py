@@ -16,6 +16,7 @@ from twisted.python.failure import Failure
 
 from fwxtwisted import splice
 from fwxtwisted.filterchain import FilterChain
+from fwxtwisted.heldbytes import HeldBytes
 from fwxtwisted.interfaces import ByteCounts, Direction, IDataFilter, LegTLS
 from fwxtwisted.interfaces import Side as Side  # re-exported: relays speak of sides
 from fwxtwisted.logs import Logger
@@ -81,11 +82,8 @@ class Relay:
         self._lost: set[Side] = set()
         #: Made when the first data filter is attached: most relays never have one.
         self._chain: FilterChain | None = None
-        #: Bytes held for a leg not connected yet, and their size (made when needed).
-        self._pending: dict[Side, list[bytes]] = {}
-        self._pendingSize: dict[Side, int] = {}
-        self._pendingEOF: set[Side] = set()
-        self._pausedForPending: set[Side] = set()
+        #: What is held for a leg not connected yet, until it connects.
+        self._held: dict[Side, HeldBytes] = {}
         self._eofSent: set[Direction] = set()
         #: Legs whose peer's EOF was read: the reactor no longer watches them.
         self._readEnded: set[Side] = set()
@@ -269,7 +267,7 @@ class Relay:
         """
         if not self._fastPathAllowed or self._fast is not None or self._chain is not None:
             return False
-        if self._closeReason is not None or self._lost or self._eofSent or self._pendingEOF:
+        if self._closeReason is not None or self._lost or self._eofSent or self._held:
             return False
         client, server = self._legs.get(Side.CLIENT), self._legs.get(Side.SERVER)
         if client is None or server is None:
@@ -299,7 +297,6 @@ class Relay:
             return False
         for transport in (clientTransport, serverTransport):
             transport.unregisterProducer()  # type: ignore[union-attr]
-        self._pausedForPending.clear()
         self.onFastPath = True
         return True
 
@@ -345,15 +342,16 @@ class Relay:
             return
         # Held bytes go out now even when the other leg is not up: a data filter may
         # write to both peers before either is connected.
-        self._flushPending(leg.side)
+        held = self._held.pop(leg.side, None)
+        if held is not None:
+            self._sendHeld(leg, held)
         other = self._legs.get(opposite(leg.side))
         if other is None:
             return
         assert leg.transport is not None and other.transport is not None
         leg.transport.registerProducer(LegProducer(other), True)  # type: ignore[attr-defined]
         other.transport.registerProducer(LegProducer(leg), True)  # type: ignore[attr-defined]
-        if opposite(leg.side) in self._pausedForPending:
-            self._pausedForPending.discard(opposite(leg.side))
+        if held is not None and held.senderPaused:
             other.transport.resumeProducing()  # type: ignore[attr-defined]
         self.established = True
         if FAST_PATH_AFTER <= 0:
@@ -426,23 +424,18 @@ class Relay:
             return
         if target in self._lost or self._closeReason is not None:
             return
-        self._pending.setdefault(target, []).append(data)
-        self._pendingSize[target] = size = self._pendingSize.get(target, 0) + len(data)
-        source = self._legs.get(opposite(target))
-        if (
-            size > PENDING_LIMIT
-            and source is not None
-            and source.transport is not None
-            and opposite(target) not in self._pausedForPending
-        ):
-            self._pausedForPending.add(opposite(target))
-            source.transport.pauseProducing()  # type: ignore[attr-defined]
+        held = self._heldFor(target)
+        if held.add(data) > PENDING_LIMIT and not held.senderPaused:
+            source = self._legs.get(opposite(target))
+            if source is not None and source.transport is not None:
+                held.senderPaused = True
+                source.transport.pauseProducing()  # type: ignore[attr-defined]
 
     def _deliverEOF(self, direction: Direction) -> None:
         target = TARGET[direction]
         leg = self._legs.get(target)
         if leg is None:
-            self._pendingEOF.add(target)
+            self._heldFor(target).eof = True
             return
         if direction in self._eofSent:
             return
@@ -453,16 +446,19 @@ class Relay:
         if len(self._eofSent) == 2:
             self.close()
 
-    def _flushPending(self, side: Side) -> None:
-        leg = self._legs[side]
+    def _heldFor(self, side: Side) -> HeldBytes:
+        held = self._held.get(side)
+        if held is None:
+            held = self._held[side] = HeldBytes()
+        return held
+
+    def _sendHeld(self, leg: RelayLeg, held: HeldBytes) -> None:
         assert leg.transport is not None
-        chunks = self._pending.pop(side, None)
-        self._pendingSize.pop(side, None)
-        if chunks:
-            writeNow(leg.transport, b"".join(chunks))
-        if side in self._pendingEOF:
-            self._pendingEOF.discard(side)
-            self._deliverEOF(FROM[opposite(side)])
+        data = held.take()
+        if data:
+            writeNow(leg.transport, data)
+        if held.eof:
+            self._deliverEOF(FROM[opposite(leg.side)])
 
     def _maybeFinish(self) -> None:
         if self._finished:
