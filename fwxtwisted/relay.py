@@ -336,21 +336,23 @@ class Relay:
         legTLS = self._tls.get(leg.side)
         if legTLS is not None:
             self._startTLS(leg, legTLS)
-        if self._onLegConnected is not None:
-            self._onLegConnected(leg)
-        if leg.side not in self._legs:
-            return
-        # Held bytes go out now even when the other leg is not up: a data filter may
-        # write to both peers before either is connected.
+        # Held bytes go out first: before anything the owner writes when told of the
+        # leg, and even when the other leg is not up (a data filter may write to both
+        # peers before either is connected).
         held = self._held.pop(leg.side, None)
         if held is not None:
             self._sendHeld(leg, held)
+        if self._onLegConnected is not None:
+            self._onLegConnected(leg)
         other = self._legs.get(opposite(leg.side))
-        if other is None:
+        if other is None or leg.side not in self._legs:
             return
         assert leg.transport is not None and other.transport is not None
-        leg.transport.registerProducer(LegProducer(other), True)  # type: ignore[attr-defined]
-        other.transport.registerProducer(LegProducer(leg), True)  # type: ignore[attr-defined]
+        if not self._closing and self._closeReason is None:
+            # A closing leg has had its producer unregistered for good (endWriting): a
+            # TLS transport would hold back its close for a producer registered again.
+            leg.transport.registerProducer(LegProducer(other), True)  # type: ignore[attr-defined]
+            other.transport.registerProducer(LegProducer(leg), True)  # type: ignore[attr-defined]
         if held is not None and held.senderPaused:
             other.transport.resumeProducing()  # type: ignore[attr-defined]
         self.established = True

@@ -5,16 +5,37 @@ Played on in-memory transports: no sockets, no reactor.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from twisted.internet.testing import StringTransport
 
+from fwxtwisted.datafilter import PassThroughDataFilter
 from fwxtwisted.heldbytes import HeldBytes
-from fwxtwisted.interfaces import Side
+from fwxtwisted.interfaces import Direction, IDataChannel, Side
 from fwxtwisted.relay import PENDING_LIMIT, Relay, RelayLeg
+
+C2S = Direction.CLIENT_TO_SERVER
+S2C = Direction.SERVER_TO_CLIENT
 
 
 class Transport(StringTransport):
-    """Unregisters a producer that is not there without complaint, as Twisted's TCP
-    transports do (the relay ends a leg before its partner may have registered)."""
+    """Keeps what happened to it in order (bytes written, half-close, close), and unregisters
+    a producer that is not there without complaint, as Twisted's TCP transports do."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.happened: list[bytes | str] = []
+
+    def write(self, data: bytes) -> None:
+        super().write(data)
+        self.happened.append(data)
+
+    def loseConnection(self) -> None:
+        super().loseConnection()
+        self.happened.append("closed")
+
+    def loseWriteConnection(self) -> None:
+        self.happened.append("half-closed")
 
     def unregisterProducer(self) -> None:
         self.producer = None
@@ -26,6 +47,30 @@ def connect(relay: Relay, side: Side) -> tuple[RelayLeg, Transport]:
     transport = Transport()
     leg.makeConnection(transport)
     return leg, transport
+
+
+class WritesWhenAttached(PassThroughDataFilter):
+    """A data filter that writes to the peers as soon as it is attached."""
+
+    def __init__(self, *writes: tuple[Direction, bytes | None]) -> None:
+        self._writes = writes
+
+    def attached(self, channel: IDataChannel) -> None:
+        super().attached(channel)
+        for direction, data in self._writes:
+            if data is None:
+                self.writeEOF(direction)
+            else:
+                self.write(direction, data)
+
+
+def relayWith(
+    *writes: tuple[Direction, bytes | None],
+    onLegConnected: Callable[[RelayLeg], None] | None = None,
+) -> Relay:
+    relay = Relay(onLegConnected=onLegConnected)
+    relay.attachDataFilter(WritesWhenAttached(*writes))
+    return relay
 
 
 def test_held_bytes_come_out_in_order_as_one_string() -> None:
@@ -58,21 +103,49 @@ def test_the_sender_is_paused_past_the_limit_and_resumed_when_the_leg_connects()
     assert clientTransport.producerState == "producing"
 
 
-def test_a_half_close_held_follows_the_bytes_held() -> None:
+def test_a_half_close_held_goes_out_after_the_bytes_held() -> None:
     relay = Relay()
     client, _ = connect(relay, Side.CLIENT)
     client.dataReceived(b"last words")
     client.readConnectionLost()
     _, server = connect(relay, Side.SERVER)
-    assert server.value() == b"last words"
-    assert server.disconnecting
+    assert server.happened == [b"last words", "half-closed"]
 
 
-def test_nothing_is_held_once_the_relay_is_closing() -> None:
+def test_the_leg_that_connects_first_gets_what_was_held_for_it() -> None:
+    relay = relayWith((S2C, b"hello client"), (S2C, None))
+    _, client = connect(relay, Side.CLIENT)
+    assert client.happened == [b"hello client", "half-closed"]
+
+
+def test_held_bytes_go_out_before_what_the_owner_writes_on_connect() -> None:
+    def greet(leg: RelayLeg) -> None:
+        assert leg.transport is not None
+        leg.transport.write(b"from the owner;")
+
+    relay = relayWith((S2C, b"held;"), onLegConnected=greet)
+    _, client = connect(relay, Side.CLIENT)
+    assert client.value() == b"held;from the owner;"
+
+
+def test_a_relay_closed_by_a_held_half_close_registers_no_producers() -> None:
+    relay = relayWith((S2C, b"bye"), (S2C, None))
+    client, clientTransport = connect(relay, Side.CLIENT)
+    client.readConnectionLost()
+    _, server = connect(relay, Side.SERVER)
+    assert server.happened == ["half-closed", "closed"]
+    assert clientTransport.happened == [b"bye", "half-closed", "closed"]
+    assert clientTransport.producer is None
+    assert server.producer is None
+
+
+def test_a_closing_relay_holds_nothing_and_pauses_no_sender() -> None:
     relay = Relay()
-    client, _ = connect(relay, Side.CLIENT)
+    client, clientTransport = connect(relay, Side.CLIENT)
     relay.close("gateway stopping")
-    client.dataReceived(b"too late")
-    relay.makeLeg(Side.SERVER).makeConnection(server := Transport())
+    client.dataReceived(b"z" * (PENDING_LIMIT + 1))
+    # A peer being closed must be read on, to its close.
+    assert clientTransport.producerState == "producing"
+    _, server = connect(relay, Side.SERVER)
     assert server.value() == b""
     assert server.disconnecting
