@@ -449,6 +449,20 @@ class Network:
         assert not leaked, f"listeners left open at the end of the test: {leaked}"
 
 
+async def recordingSession(
+    net: Network, settings: GatewaySettings | None = None
+) -> RecordingSessionFilter:
+    """A gateway whose filter records everything, one client session through it, and
+    that session's upstream connected; returns its session filter."""
+    recording = RecordingFilter(connectUpstream=True)
+    _, upstream = net.server()
+    running = net.startGateway(recording, settings, upstream=upstream)
+    _, sessionFilter = await net.openSession(running, recording)
+    assert sessionFilter.upstream is not None
+    await within(sessionFilter.upstream)
+    return sessionFilter
+
+
 @pytest.fixture
 def net() -> Iterator[Network]:
     """The test's L{Network}; everything it opened is closed when the test ends."""

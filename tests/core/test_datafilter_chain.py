@@ -6,7 +6,15 @@ from collections.abc import Sequence
 
 import pytest_twisted
 import support
-from support import Network, Peer, PeerFactory, RecordingFilter, RecordingSessionFilter, within
+from support import (
+    Network,
+    Peer,
+    PeerFactory,
+    RecordingFilter,
+    RecordingSessionFilter,
+    recordingSession,
+    within,
+)
 
 from fwxtwisted.datafilter import PassThroughDataFilter
 from fwxtwisted.interfaces import Direction, FirewallEvent, IDataChannel
@@ -169,10 +177,7 @@ class Greeter(PassThroughDataFilter):
 
 @pytest_twisted.ensureDeferred
 async def test_bytes_written_before_either_leg_connects_reach_both_peers(net: Network) -> None:
-    recording = RecordingFilter(connectUpstream=True)
-    _, upstream = net.server()
-    running = net.startGateway(recording, upstream=upstream)
-    _, sessionFilter = await net.openSession(running, recording)
+    sessionFilter = await recordingSession(net)
     target, address = net.server()
     redirection = await within(
         sessionFilter.session.redirectConnections([address], dataFilterFactory=lambda: [Greeter()])

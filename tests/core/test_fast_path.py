@@ -16,6 +16,7 @@ from support import (
     Peer,
     RecordingFilter,
     RecordingSessionFilter,
+    recordingSession,
     within,
 )
 from test_relay import HashingUpstream
@@ -46,18 +47,6 @@ BULK = 4 * FAST_PATH_AFTER
 BULK_WAIT = 60.0
 
 needsSplice = pytest.mark.skipif(not splice.available(), reason="no splice(2) on this OS")
-
-
-async def recordingSession(
-    net: Network, settings: GatewaySettings | None = None
-) -> RecordingSessionFilter:
-    recording = RecordingFilter(connectUpstream=True)
-    _, upstream = net.server()
-    running = net.startGateway(recording, settings, upstream=upstream)
-    _, sessionFilter = await net.openSession(running, recording)
-    assert sessionFilter.upstream is not None
-    await within(sessionFilter.upstream)
-    return sessionFilter
 
 
 async def established(sessionFilter: RecordingSessionFilter) -> FirewallNotification:
