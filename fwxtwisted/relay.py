@@ -267,7 +267,7 @@ class Relay:
         """
         if not self._fastPathAllowed or self._fast is not None or self._chain is not None:
             return False
-        if self._closeReason is not None or self._lost or self._eofSent or self._held:
+        if self._closeReason is not None or self._lost or self._eofSent:
             return False
         client, server = self._legs.get(Side.CLIENT), self._legs.get(Side.SERVER)
         if client is None or server is None:
