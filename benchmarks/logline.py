@@ -27,7 +27,7 @@ from twisted.logger import LogPublisher, textFileLogObserver  # noqa: E402
 from twisted.python.logfile import LogFile  # noqa: E402
 
 from fwxtwisted.logs import Logger  # noqa: E402
-from fwxtwisted.session import CLOSED_LINE  # noqa: E402
+from fwxtwisted.permissions.session import CLOSED_LINE  # noqa: E402
 
 #: The fields of the session's line for a short connection.
 FIELDS: dict[str, object] = {
@@ -60,8 +60,12 @@ def main() -> None:
         logFile = LogFile.fromFullPath(str(Path(directory) / "gateway.log"))
         publisher = LogPublisher(textFileLogObserver(logFile))
         loggers: dict[str, Callable[[], TwistedLogger]] = {
-            "Twisted's Logger": lambda: TwistedLogger("fwxtwisted.session", observer=publisher),
-            "fwxtwisted.logs.Logger": lambda: Logger("fwxtwisted.session", observer=publisher),
+            "Twisted's Logger": lambda: TwistedLogger(
+                "fwxtwisted.permissions.session", observer=publisher
+            ),
+            "fwxtwisted.logs.Logger": lambda: Logger(
+                "fwxtwisted.permissions.session", observer=publisher
+            ),
         }
         samples: dict[str, list[float]] = {name: [] for name in loggers}
         for make in loggers.values():

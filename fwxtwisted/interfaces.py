@@ -233,7 +233,7 @@ class IJoin(IFirewallAction):
     """The permission made by L{ISession.joinConnections}."""
 
     listeningAddresses = Attribute(
-        "Dict from side ('client' or 'server' L{fwxtwisted.relay.Side}) to the L{Address} "
+        "Dict from side ('client' or 'server' L{fwxtwisted.relay.relay.Side}) to the L{Address} "
         "bound for each accepted leg."
     )
 

@@ -14,7 +14,6 @@ from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from fwxtwisted.address import Address
-from fwxtwisted.datafilter import PassThroughDataFilter
 from fwxtwisted.errors import PortRangeExhausted, SessionClosed
 from fwxtwisted.interfaces import (
     ActionState,
@@ -32,9 +31,10 @@ from fwxtwisted.interfaces import (
     Listen,
     RedirectFlags,
     Redirection,
+    Side,
     Transport,
 )
-from fwxtwisted.relay import Side
+from fwxtwisted.relay.datafilter import PassThroughDataFilter
 from fwxtwisted.testing import FakeFirewallAction, FakeJoin, FakeSession
 
 T = TypeVar("T")

@@ -14,7 +14,6 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from fwxtwisted.address import Address
-from fwxtwisted.datafilter import PassThroughDataFilter
 from fwxtwisted.errors import ConfigError, SessionClosed
 from fwxtwisted.interfaces import (
     Direction,
@@ -28,6 +27,7 @@ from fwxtwisted.interfaces import (
     Redirection,
     Transport,
 )
+from fwxtwisted.relay.datafilter import PassThroughDataFilter
 
 ANNOUNCE = ProtocolDefinition(
     protocolId=uuid.UUID("71ad2253-b0a1-4828-abdd-70ca3834152a"),

@@ -9,7 +9,7 @@ from twisted.python import usage
 from zope.interface import implementer
 
 from fwxtwisted.address import Address
-from fwxtwisted.cli import GatewayCommandOptions
+from fwxtwisted.app.cli import GatewayCommandOptions
 from fwxtwisted.errors import ConfigError
 from fwxtwisted.filters.forwarding import ForwardingSessionFilter
 from fwxtwisted.interfaces import IFilter, ISession, ISessionFilter, ProtocolDefinition, Transport

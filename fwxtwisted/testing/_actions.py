@@ -16,9 +16,9 @@ from fwxtwisted.interfaces import (
     LegSpec,
     Listen,
     RedirectFlags,
+    Side,
     Transport,
 )
-from fwxtwisted.relay import Side
 
 # Documentation addresses (RFC 5737), so a fake never looks like a real host.
 DEFAULT_CLIENT = Address("192.0.2.10", 50000)

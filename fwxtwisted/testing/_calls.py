@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
@@ -13,6 +13,7 @@ from twisted.python.failure import Failure
 from fwxtwisted.address import Address
 from fwxtwisted.interfaces import (
     IDataFilter,
+    IFirewallAction,
     IJoin,
     ISessionFilter,
     LegSpec,
@@ -20,13 +21,19 @@ from fwxtwisted.interfaces import (
     Listen,
     RedirectFlags,
     Redirection,
+    Side,
     Transport,
 )
-from fwxtwisted.relay import Side
 from fwxtwisted.testing._actions import FakeFirewallAction, FakeJoin
 
-if TYPE_CHECKING:
-    from fwxtwisted.testing._session import FakeSession
+
+class RecordingSession(Protocol):
+    """What a recorded call needs of the fake session that made it."""
+
+    actions: list[IFirewallAction]
+    clientAddress: Address
+    internalAddress: Address
+    externalAddress: str | None
 
 
 @dataclass
@@ -50,7 +57,7 @@ class RedirectCall:
     dataFilterFactory: Callable[[], Sequence[IDataFilter]] | None
     #: What redirectConnections returned to the filter.
     deferred: Deferred[Redirection] = field(repr=False)
-    session: FakeSession = field(repr=False, compare=False)
+    session: RecordingSession = field(repr=False, compare=False)
     #: The Redirection the call succeeded with, once it did.
     redirection: Redirection | None = None
 
@@ -134,7 +141,7 @@ class JoinCall:
     sessionFilter: ISessionFilter | None
     context: object
     deferred: Deferred[IJoin] = field(repr=False)
-    session: FakeSession = field(repr=False, compare=False)
+    session: RecordingSession = field(repr=False, compare=False)
     #: TLS asked for on each side.
     tls: Mapping[Side, LegTLS] = field(default_factory=dict)
     #: The join the call succeeded with, once it did.

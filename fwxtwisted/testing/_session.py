@@ -29,9 +29,9 @@ from fwxtwisted.interfaces import (
     LegTLS,
     RedirectFlags,
     Redirection,
+    Side,
     Transport,
 )
-from fwxtwisted.relay import Side
 from fwxtwisted.testing._actions import (
     DEFAULT_CLIENT,
     DEFAULT_EXTERNAL_IP,

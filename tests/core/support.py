@@ -19,8 +19,8 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from fwxtwisted.address import Address
-from fwxtwisted.config import ListenerConfig
-from fwxtwisted.gateway import Gateway
+from fwxtwisted.app.config import ListenerConfig
+from fwxtwisted.app.service import BoundListener, FirewallService
 from fwxtwisted.interfaces import (
     FirewallEvent,
     FirewallNotification,
@@ -28,8 +28,8 @@ from fwxtwisted.interfaces import (
     IFilter,
     ISessionFilter,
 )
-from fwxtwisted.service import BoundListener, FirewallService
-from fwxtwisted.session import Session
+from fwxtwisted.permissions.gateway import Gateway
+from fwxtwisted.permissions.session import Session
 from fwxtwisted.settings import GatewaySettings
 
 T = TypeVar("T")

@@ -6,10 +6,10 @@ import pytest
 import pytest_twisted
 from twisted.internet import reactor
 
-from fwxtwisted.config import ListenerConfig
+from fwxtwisted.app.config import ListenerConfig
+from fwxtwisted.app.service import DEFAULT_BACKLOG, BoundListener, FirewallService, withBacklog
 from fwxtwisted.filters.tcp import tcpFilter
-from fwxtwisted.gateway import Gateway
-from fwxtwisted.service import DEFAULT_BACKLOG, BoundListener, FirewallService, withBacklog
+from fwxtwisted.permissions.gateway import Gateway
 
 
 @pytest.mark.parametrize(

@@ -8,11 +8,11 @@ import pytest
 from twisted.internet import reactor
 
 from fwxtwisted.address import Address
-from fwxtwisted.config import GatewayConfig, loadConfig, parseUpstream
+from fwxtwisted.app.build import buildService
+from fwxtwisted.app.config import GatewayConfig, loadConfig, parseUpstream
 from fwxtwisted.errors import ConfigError
 from fwxtwisted.filters.tcp import tcpFilter
-from fwxtwisted.ports import ANY_IP
-from fwxtwisted.tap import buildService
+from fwxtwisted.net.ports import ANY_IP
 
 EXAMPLE = Path(__file__).parents[2] / "examples" / "tcp-forward.toml"
 

@@ -16,8 +16,8 @@ from support import (
     within,
 )
 
-from fwxtwisted.datafilter import PassThroughDataFilter
 from fwxtwisted.interfaces import Direction, FirewallEvent, IDataChannel
+from fwxtwisted.relay.datafilter import PassThroughDataFilter
 
 net = support.net
 

@@ -23,8 +23,6 @@ from test_relay import HashingUpstream
 from twisted.internet import reactor, ssl
 from twisted.internet.error import ConnectionLost
 
-from fwxtwisted import splice
-from fwxtwisted.datafilter import PassThroughDataFilter
 from fwxtwisted.filters.tcp import tcpFilter
 from fwxtwisted.interfaces import (
     ByteCounts,
@@ -34,9 +32,11 @@ from fwxtwisted.interfaces import (
     RedirectFlags,
     Side,
 )
-from fwxtwisted.relay import FAST_PATH_AFTER
+from fwxtwisted.net.tls import ServerTLSSettings
+from fwxtwisted.relay import splice
+from fwxtwisted.relay.datafilter import PassThroughDataFilter
+from fwxtwisted.relay.relay import FAST_PATH_AFTER
 from fwxtwisted.settings import GatewaySettings
-from fwxtwisted.tls import ServerTLSSettings
 from tests.peers import makeTlsFiles
 
 net = support.net

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from zope.interface.verify import verifyObject
 
-from fwxtwisted.datafilter import PassThroughDataFilter
-from fwxtwisted.filterchain import ChainLink, FilterChain
 from fwxtwisted.interfaces import Direction, IDataChannel
+from fwxtwisted.relay.datafilter import PassThroughDataFilter
+from fwxtwisted.relay.filterchain import ChainLink, FilterChain
 
 
 class Tagging(PassThroughDataFilter):

@@ -9,10 +9,10 @@ from collections.abc import Callable
 
 from twisted.internet.testing import StringTransport
 
-from fwxtwisted.datafilter import PassThroughDataFilter
-from fwxtwisted.heldbytes import HeldBytes
 from fwxtwisted.interfaces import Direction, IDataChannel, Side
-from fwxtwisted.relay import PENDING_LIMIT, Relay, RelayLeg
+from fwxtwisted.relay.datafilter import PassThroughDataFilter
+from fwxtwisted.relay.heldbytes import HeldBytes
+from fwxtwisted.relay.relay import PENDING_LIMIT, Relay, RelayLeg
 
 C2S = Direction.CLIENT_TO_SERVER
 S2C = Direction.SERVER_TO_CLIENT

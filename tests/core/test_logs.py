@@ -22,12 +22,12 @@ from twisted.logger import (
 
 from fwxtwisted import logs
 from fwxtwisted.address import Address
-from fwxtwisted.config import ListenerConfig, parseConfig
+from fwxtwisted.app.config import ListenerConfig, parseConfig
+from fwxtwisted.app.service import BoundListener, FirewallService
 from fwxtwisted.errors import ConfigError
 from fwxtwisted.filters.tcp import TCPCommandOptions, tcpFilter
-from fwxtwisted.gateway import Gateway
 from fwxtwisted.logs import Logger, SummaryBuffer, logLevel, setLogLevel
-from fwxtwisted.service import BoundListener, FirewallService
+from fwxtwisted.permissions.gateway import Gateway
 
 LISTENERS = [{"filter": "tcp", "listen": "tcp:0", "upstream": "127.0.0.1:9"}]
 
@@ -133,10 +133,10 @@ def test_text_survives_the_json_a_worker_sends() -> None:
 
 def test_classic_line_names_namespace_and_level() -> None:
     events: list[LogEvent] = []
-    Logger(namespace="fwxtwisted.session", observer=events.append).warn("{n} lost", n=3)
+    Logger(namespace="fwxtwisted.permissions.session", observer=events.append).warn("{n} lost", n=3)
     [event] = events
     line = formatEventAsClassicLogText(event, formatTime=lambda when: "T")
-    assert line == "T [fwxtwisted.session#warn] 3 lost\n"
+    assert line == "T [fwxtwisted.permissions.session#warn] 3 lost\n"
 
 
 def test_a_format_calling_a_field_is_left_to_twisted() -> None:

@@ -15,8 +15,8 @@ from twisted.internet.interfaces import ITCPTransport
 from zope.interface.verify import verifyObject
 
 from fwxtwisted.address import Address
-from fwxtwisted.connect import connectFrom
-from fwxtwisted.outbound import OutboundConnection, connectOut
+from fwxtwisted.net.connect import connectFrom
+from fwxtwisted.net.outbound import OutboundConnection, connectOut
 from tests.peers import hasIPv6Loopback
 
 net = support.net

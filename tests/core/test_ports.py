@@ -10,7 +10,7 @@ import pytest
 from twisted.internet.error import CannotListenError
 
 from fwxtwisted.errors import PortRangeExhausted, PortUnavailable
-from fwxtwisted.ports import ANY_IP, DEFAULT_RANGE, PortAllocator
+from fwxtwisted.net.ports import ANY_IP, DEFAULT_RANGE, PortAllocator
 
 HOST = "127.0.0.1"
 SEEDS = range(12)

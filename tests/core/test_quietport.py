@@ -15,7 +15,7 @@ from twisted.internet.error import CannotListenError
 from twisted.logger import globalLogPublisher
 
 from fwxtwisted.address import Address
-from fwxtwisted.quietport import listenQuietly
+from fwxtwisted.net.quietport import listenQuietly
 from tests.peers import hasIPv6Loopback
 
 net = support.net

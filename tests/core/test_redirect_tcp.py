@@ -20,10 +20,10 @@ from support import (
 from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.task import Clock
 
-from fwxtwisted import splice
 from fwxtwisted.address import Address
 from fwxtwisted.errors import PortRangeExhausted, PortUnavailable
 from fwxtwisted.interfaces import ActionState, FirewallEvent, RedirectFlags
+from fwxtwisted.relay import splice
 from fwxtwisted.settings import GatewaySettings
 
 net = support.net

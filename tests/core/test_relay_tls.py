@@ -27,8 +27,8 @@ from fwxtwisted.interfaces import (
     LegTLS,
     Side,
 )
-from fwxtwisted.session import Session
-from fwxtwisted.tls import ServerTLSSettings, UpstreamTLSSettings
+from fwxtwisted.net.tls import ServerTLSSettings, UpstreamTLSSettings
+from fwxtwisted.permissions.session import Session
 from tests.peers import TlsFiles, makeTlsFiles
 
 net = support.net

@@ -15,8 +15,8 @@ from twisted.internet import reactor, ssl
 from twisted.internet.defer import CancelledError
 from twisted.internet.error import ConnectionDone
 
-from fwxtwisted.connect import connectFrom
-from fwxtwisted.sendnow import closeNow, shutWritingNow, writeNow
+from fwxtwisted.net.connect import connectFrom
+from fwxtwisted.net.sendnow import closeNow, shutWritingNow, writeNow
 
 net = support.net
 

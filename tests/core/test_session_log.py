@@ -19,11 +19,11 @@ net = support.net
 
 @pytest.fixture
 def sessionEvents() -> Iterator[list[LogEvent]]:
-    """Every event from fwxtwisted.session at info or above, while the test runs."""
+    """Every event from fwxtwisted.permissions.session at info or above, while the test runs."""
     events: list[LogEvent] = []
 
     def observe(event: LogEvent) -> None:
-        if event.get("log_namespace") == "fwxtwisted.session":
+        if event.get("log_namespace") == "fwxtwisted.permissions.session":
             events.append(event)
 
     globalLogPublisher.addObserver(observe)

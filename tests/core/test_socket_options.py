@@ -12,10 +12,10 @@ import pytest_twisted
 import support
 from support import Network, Peer, PeerFactory, RunningGateway, within
 
-from fwxtwisted.connect import tuneListener
 from fwxtwisted.filters.tcp import tcpFilter
 from fwxtwisted.interfaces import Side
-from fwxtwisted.session import Session
+from fwxtwisted.net.connect import tuneListener
+from fwxtwisted.permissions.session import Session
 
 net = support.net
 

@@ -18,15 +18,15 @@ from twisted.internet.task import Clock
 from twisted.logger import LogLevel, eventFromJSON, formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 
-from fwxtwisted.logs import Logger
-from fwxtwisted.worker import JSONLines, ParentWatch, readHello
-from fwxtwisted.workers import (
+from fwxtwisted.app.worker import JSONLines, ParentWatch, readHello
+from fwxtwisted.app.workers import (
     KILL_MARGIN,
     MAX_RESTART_DELAY,
     STEADY,
     WorkerPool,
     sessionPrefix,
 )
+from fwxtwisted.logs import Logger
 
 GRACE = 30.0
 TABLE = {"workers": 3, "listeners": [{"filter": "tcp", "listen": "tcp:2100"}]}
@@ -102,7 +102,7 @@ def started(count: int = 3) -> tuple[FakeReactor, WorkerPool]:
 
 def test_starts_one_worker_fewer_than_the_count() -> None:
     reactor, _ = started(3)
-    assert [s["args"][1:] for s in reactor.spawned] == [["-m", "fwxtwisted.worker"]] * 2
+    assert [s["args"][1:] for s in reactor.spawned] == [["-m", "fwxtwisted.app.worker"]] * 2
 
 
 def test_each_worker_inherits_the_listening_sockets_from_descriptor_3() -> None:
@@ -201,7 +201,7 @@ def test_stop_cancels_a_pending_restart() -> None:
 def workerEvent(text: str) -> bytes:
     """One log line as a worker writes it."""
     stream = io.StringIO()
-    Logger(namespace="fwxtwisted.session", observer=JSONLines(stream)).info(text)
+    Logger(namespace="fwxtwisted.permissions.session", observer=JSONLines(stream)).info(text)
     return stream.getvalue().encode()
 
 
@@ -216,7 +216,7 @@ def test_a_workers_log_events_are_published_with_its_index(events: list[Any]) ->
     [event] = events
     assert formatEvent(event) == "w1s7: closed"
     assert event["log_level"] is LogLevel.info
-    assert event["log_system"] == "fwxtwisted.session#info worker 1"
+    assert event["log_system"] == "fwxtwisted.permissions.session#info worker 1"
 
 
 def test_a_workers_line_that_is_not_json_is_logged_as_text(events: list[Any]) -> None:

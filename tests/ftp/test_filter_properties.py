@@ -28,8 +28,7 @@ from fwxtwisted.address import Address
 from fwxtwisted.filters.ftp.dataaddress import parseEprt, parsePort
 from fwxtwisted.filters.ftp.filter import ftpFilter
 from fwxtwisted.filters.ftp.options import parseFTPOptions
-from fwxtwisted.interfaces import ActionState, Connect, Direction, Listen
-from fwxtwisted.relay import Side
+from fwxtwisted.interfaces import ActionState, Connect, Direction, Listen, Side
 from fwxtwisted.testing import (
     DEFAULT_CLIENT,
     DEFAULT_EXTERNAL_IP,

@@ -24,8 +24,8 @@ from fwxtwisted.interfaces import (
     LegTLS,
     Side,
 )
+from fwxtwisted.net.tls import ResumingClient, sessionReused
 from fwxtwisted.testing import DEFAULT_CLIENT, DEFAULT_UPSTREAM, FakeSession
-from fwxtwisted.tls import ResumingClient, sessionReused
 from tests.peers import TlsFiles, makeTlsFiles
 
 CLIENT_IP = DEFAULT_CLIENT.host  # 192.0.2.10

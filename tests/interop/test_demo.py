@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from fwxtwisted.demoservice import SAMPLE_FOLDER
+from fwxtwisted.app.demo import SAMPLE_FOLDER
 from tests.interop.support import CLIENT_TIMEOUT, LIFETIME, listenEndpoint
 from tests.peers import Gateway, curl, freePort, runGateway
 

@@ -24,13 +24,13 @@ from twisted.logger import ILogObserver, formatEvent, globalLogPublisher
 from zope.interface import implementer
 
 from fwxtwisted.address import Address
-from fwxtwisted.config import ListenerConfig
+from fwxtwisted.app.config import ListenerConfig
+from fwxtwisted.app.service import BoundListener, FirewallService
 from fwxtwisted.filters.ftp.filter import FTPFilter
 from fwxtwisted.filters.ftp.options import parseFTPOptions
-from fwxtwisted.gateway import Gateway as GatewayRuntime
 from fwxtwisted.logs import summaries
-from fwxtwisted.service import BoundListener, FirewallService
-from fwxtwisted.session import Session
+from fwxtwisted.permissions.gateway import Gateway as GatewayRuntime
+from fwxtwisted.permissions.session import Session
 from fwxtwisted.settings import GatewaySettings
 from tests.interop.support import Payload, gatewayLog
 from tests.peers import Gateway, makeFile

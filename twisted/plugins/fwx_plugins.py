@@ -7,7 +7,7 @@ from fwxtwisted.filters.tcp import tcpFilter
 
 fwx = ServiceMaker(
     "fwxtwisted gateway",
-    "fwxtwisted.tap",
+    "fwxtwisted.app.tap",
     "Application-level gateway: filters that follow secondary connections (FTP, ...).",
     "fwx",
 )

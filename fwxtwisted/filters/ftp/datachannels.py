@@ -47,9 +47,9 @@ from fwxtwisted.interfaces import (
     Listen,
     RedirectFlags,
     Redirection,
+    Side,
 )
 from fwxtwisted.logs import Logger
-from fwxtwisted.relay import Side
 
 if TYPE_CHECKING:
     from fwxtwisted.filters.ftp.control import FTPSessionFilter

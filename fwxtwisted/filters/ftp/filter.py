@@ -9,14 +9,14 @@ from twisted.python import usage
 from zope.interface import implementer
 
 from fwxtwisted.address import Address
-from fwxtwisted.cli import GatewayCommandOptions
+from fwxtwisted.app.cli import GatewayCommandOptions
+from fwxtwisted.app.service import IConnectionRefuser
 from fwxtwisted.errors import ConfigError
 from fwxtwisted.filters.ftp.control import FTPSessionFilter
 from fwxtwisted.filters.ftp.options import FTPOptions, parseFTPOptions
 from fwxtwisted.filters.ftp.protocols import FTP_CONTROL, FTP_DATA
 from fwxtwisted.filters.ftp.replies import formatReply
 from fwxtwisted.interfaces import IFilter, ISession, ISessionFilter
-from fwxtwisted.service import IConnectionRefuser
 
 
 class FTPCommandOptions(GatewayCommandOptions):

@@ -9,10 +9,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fwxtwisted.address import Address, parsePort
-from fwxtwisted.config import parsePortRange
+from fwxtwisted.app.config import parsePortRange
 from fwxtwisted.errors import ConfigError
 from fwxtwisted.logs import Logger
-from fwxtwisted.tls import ServerTLSSettings, UpstreamTLSSettings
+from fwxtwisted.net.tls import ServerTLSSettings, UpstreamTLSSettings
 
 log = Logger()
 

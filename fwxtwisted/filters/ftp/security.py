@@ -12,7 +12,7 @@ from fwxtwisted.filters.ftp.options import UpstreamTLS
 from fwxtwisted.filters.ftp.replies import Reply
 from fwxtwisted.interfaces import LegTLS, Side
 from fwxtwisted.logs import Logger
-from fwxtwisted.tls import ContextOf, ResumingClient, sessionReused
+from fwxtwisted.net.tls import ContextOf, ResumingClient, sessionReused
 
 if TYPE_CHECKING:
     from fwxtwisted.filters.ftp.control import FTPSessionFilter

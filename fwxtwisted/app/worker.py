@@ -1,4 +1,4 @@
-"""A worker process of a gateway (see workers.py): C{python -m fwxtwisted.worker}.
+"""A worker process of a gateway (see workers.py): C{python -m fwxtwisted.app.worker}.
 
 Started by WorkerPool only.  Its stdin brings one JSON line (its index, the
 configuration, the listening sockets it inherited and the parent's import path) and
@@ -24,10 +24,10 @@ from twisted.logger import ILogObserver, eventAsJSON, globalLogBeginner
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from fwxtwisted.app.service import BoundListener, FirewallService, ListenError
+from fwxtwisted.app.workers import sessionPrefix
 from fwxtwisted.errors import ConfigError
 from fwxtwisted.logs import setLogLevel
-from fwxtwisted.service import BoundListener, FirewallService, ListenError
-from fwxtwisted.workers import sessionPrefix
 
 #: A hello longer than this is not from WorkerPool.
 MAX_HELLO = 16 << 20
@@ -129,9 +129,9 @@ def adopting(reactor: Any, listeners: list[dict[str, int]]) -> Any:
 
 def run(hello: dict[str, Any], reactor: Any) -> FirewallService:
     """Build and start the worker's FirewallService from C{hello}. @raise ConfigError."""
-    from fwxtwisted.config import parseConfig
-    from fwxtwisted.registry import discoverFilters
-    from fwxtwisted.tap import buildService
+    from fwxtwisted.app.build import buildService
+    from fwxtwisted.app.config import parseConfig
+    from fwxtwisted.app.registry import discoverFilters
 
     config = parseConfig(hello["table"], str(hello["source"]))
     setLogLevel(config.settings.logLevel)

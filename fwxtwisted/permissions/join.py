@@ -18,8 +18,6 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from fwxtwisted.address import Address, normalizeHost
-from fwxtwisted.connect import connectFrom
-from fwxtwisted.gateway import Gateway
 from fwxtwisted.interfaces import (
     ActionState,
     ByteCounts,
@@ -31,12 +29,15 @@ from fwxtwisted.interfaces import (
     LegTLS,
     Listen,
     RedirectFlags,
+    Side,
     Transport,
 )
 from fwxtwisted.logs import Logger
-from fwxtwisted.portclosing import PortCloser
-from fwxtwisted.quietport import listenQuietly
-from fwxtwisted.relay import Relay, Side
+from fwxtwisted.net.connect import connectFrom
+from fwxtwisted.net.portclosing import PortCloser
+from fwxtwisted.net.quietport import listenQuietly
+from fwxtwisted.permissions.gateway import Gateway
+from fwxtwisted.relay.relay import Relay
 
 log = Logger()
 

@@ -14,11 +14,12 @@ from twisted.protocols.ftp import FTPFactory, FTPRealm
 from twisted.python import usage
 from twisted.python.filepath import FilePath
 
-from fwxtwisted.config import parseConfig
+from fwxtwisted.app.build import buildService
+from fwxtwisted.app.config import parseConfig
+from fwxtwisted.app.service import FirewallService
 from fwxtwisted.interfaces import IFilter
-from fwxtwisted.service import FirewallService
 
-SAMPLE_FOLDER = Path(__file__).parent / "demo"
+SAMPLE_FOLDER = Path(__file__).parent / "demodata"
 
 
 class DemoOptions(usage.Options):
@@ -49,8 +50,6 @@ class DemoService(MultiService):
         self._embedded: IListeningPort | None = None
 
     def privilegedStartService(self) -> None:
-        from fwxtwisted.tap import buildService
-
         folder = FilePath(self._options["folder"])
         factory = FTPFactory(Portal(FTPRealm(folder.path), [AllowAnonymousAccess()]))
         factory.allowAnonymous = True

@@ -12,7 +12,6 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from fwxtwisted.address import Address
-from fwxtwisted.connect import connectFrom
 from fwxtwisted.interfaces import (
     ActionState,
     ByteCounts,
@@ -21,12 +20,14 @@ from fwxtwisted.interfaces import (
     IFirewallAction,
     LegTLS,
     RedirectFlags,
+    Side,
     Transport,
 )
 from fwxtwisted.logs import Logger
-from fwxtwisted.permission import ListeningPermission
-from fwxtwisted.quietport import listenQuietly
-from fwxtwisted.relay import Relay, Side
+from fwxtwisted.net.connect import connectFrom
+from fwxtwisted.net.quietport import listenQuietly
+from fwxtwisted.permissions.permission import ListeningPermission
+from fwxtwisted.relay.relay import Relay
 
 log = Logger()
 

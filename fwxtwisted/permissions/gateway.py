@@ -6,10 +6,10 @@ from typing import Any
 
 from twisted.internet.interfaces import IReactorTime
 
-from fwxtwisted import splice
-from fwxtwisted.externals import ExternalAddressPool
 from fwxtwisted.interfaces import RedirectFlags
-from fwxtwisted.ports import PortAllocator
+from fwxtwisted.net.externals import ExternalAddressPool
+from fwxtwisted.net.ports import PortAllocator
+from fwxtwisted.relay import splice
 from fwxtwisted.settings import GatewaySettings
 
 

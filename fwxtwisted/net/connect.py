@@ -22,7 +22,7 @@ from twisted.internet.protocol import Protocol as TwistedProtocol
 from twisted.python.failure import Failure
 
 from fwxtwisted.address import Address, isIPLiteral
-from fwxtwisted.outbound import connectOut, failThenStop
+from fwxtwisted.net.outbound import connectOut, failThenStop
 
 
 class Connectable(Protocol):

@@ -12,7 +12,6 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from fwxtwisted.address import Address, isIPLiteral, normalizeHost
-from fwxtwisted.connect import connectFrom, describeConnectFailure, keepUrgentInline
 from fwxtwisted.errors import (
     FWXError,
     PortRangeExhausted,
@@ -20,7 +19,6 @@ from fwxtwisted.errors import (
     TooManyPendingRedirects,
     UpstreamTimeout,
 )
-from fwxtwisted.gateway import Gateway
 from fwxtwisted.interfaces import (
     ActionState,
     ByteCounts,
@@ -35,14 +33,17 @@ from fwxtwisted.interfaces import (
     Listen,
     RedirectFlags,
     Redirection,
+    Side,
     Transport,
 )
-from fwxtwisted.join import JoinAction
 from fwxtwisted.logs import Logger
-from fwxtwisted.redirect import TCPRedirectAction
-from fwxtwisted.relay import Relay, RelayLeg, Side
-from fwxtwisted.tls import tlsConnectionOf
-from fwxtwisted.udp import UDPRedirectAction
+from fwxtwisted.net.connect import connectFrom, describeConnectFailure, keepUrgentInline
+from fwxtwisted.net.tls import tlsConnectionOf
+from fwxtwisted.permissions.gateway import Gateway
+from fwxtwisted.permissions.join import JoinAction
+from fwxtwisted.permissions.redirect import TCPRedirectAction
+from fwxtwisted.permissions.udp import UDPRedirectAction
+from fwxtwisted.relay.relay import Relay, RelayLeg
 
 log = Logger()
 

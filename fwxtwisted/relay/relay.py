@@ -14,13 +14,13 @@ from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone
 from twisted.python.failure import Failure
 
-from fwxtwisted import splice
-from fwxtwisted.filterchain import FilterChain
-from fwxtwisted.heldbytes import HeldBytes
-from fwxtwisted.interfaces import ByteCounts, Direction, IDataFilter, LegTLS
-from fwxtwisted.interfaces import Side as Side  # re-exported: relays speak of sides
+from fwxtwisted.interfaces import ByteCounts, Direction, IDataFilter, LegTLS, Side
 from fwxtwisted.logs import Logger
-from fwxtwisted.relaylegs import (
+from fwxtwisted.net.sendnow import writeNow
+from fwxtwisted.relay import splice
+from fwxtwisted.relay.filterchain import FilterChain
+from fwxtwisted.relay.heldbytes import HeldBytes
+from fwxtwisted.relay.legs import (
     FROM,
     TARGET,
     LegProducer,
@@ -28,8 +28,7 @@ from fwxtwisted.relaylegs import (
     endWriting,
     opposite,
 )
-from fwxtwisted.relaylegs import RelayLeg as RelayLeg  # re-exported
-from fwxtwisted.sendnow import writeNow
+from fwxtwisted.relay.legs import RelayLeg as RelayLeg  # re-exported
 
 log = Logger()
 
@@ -203,7 +202,7 @@ class Relay:
         connectedOut = getattr(transport, "_tlsClientDefault", True)
         transport.startTLS(legTLS.creator, connectedOut == (not legTLS.asServer))
 
-    def _handshakeCompleted(self, leg: RelayLeg) -> None:
+    def legHandshakeCompleted(self, leg: RelayLeg) -> None:
         if self._refused:
             # Its close waited for the end of its handshake (see _refuse).
             self._endLeg(leg)
@@ -327,7 +326,7 @@ class Relay:
 
     # Called by the legs.
 
-    def _legConnected(self, leg: RelayLeg) -> None:
+    def legConnected(self, leg: RelayLeg) -> None:
         if self._finished or (self._closeReason is not None and leg.side not in self._legs):
             if leg.transport is not None:
                 leg.transport.loseConnection()
@@ -361,7 +360,7 @@ class Relay:
         if self._onEstablished is not None:
             self._onEstablished()
 
-    def _received(self, side: Side, data: bytes) -> None:
+    def legReceived(self, side: Side, data: bytes) -> None:
         if self._refused:
             return
         if side is Side.CLIENT:
@@ -382,7 +381,7 @@ class Relay:
             return
         self._deliver(direction, data)
 
-    def _eofReceived(self, side: Side) -> None:
+    def legEOF(self, side: Side) -> None:
         self._readEnded.add(side)
         direction = FROM[side]
         if self._chain is not None:
@@ -390,7 +389,7 @@ class Relay:
         else:
             self._deliverEOF(direction)
 
-    def _legLost(self, side: Side, reason: Failure) -> None:
+    def legLost(self, side: Side, reason: Failure) -> None:
         self._lost.add(side)
         lostLeg = self._legs.get(side)
         if lostLeg is not None and lostLeg.closeTimer is not None and lostLeg.closeTimer.active():

@@ -9,7 +9,6 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IListeningPort
 
 from fwxtwisted.address import Address, normalizeHost
-from fwxtwisted.gateway import Gateway
 from fwxtwisted.interfaces import (
     ActionState,
     ByteCounts,
@@ -18,7 +17,8 @@ from fwxtwisted.interfaces import (
     RedirectFlags,
 )
 from fwxtwisted.logs import Logger
-from fwxtwisted.portclosing import PortCloser
+from fwxtwisted.net.portclosing import PortCloser
+from fwxtwisted.permissions.gateway import Gateway
 
 log = Logger()
 

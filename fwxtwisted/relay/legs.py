@@ -4,7 +4,8 @@ and the small rules for ending a leg and naming why it ended."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
+from typing import Protocol as TypingProtocol
 
 from twisted.internet.interfaces import IHalfCloseableProtocol, IHandshakeListener, IPushProducer
 from twisted.internet.protocol import Protocol
@@ -12,10 +13,26 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from fwxtwisted.interfaces import Direction, Side
-from fwxtwisted.sendnow import CONNECTION_DONE, closeNow, shutWritingNow
+from fwxtwisted.net.sendnow import CONNECTION_DONE, closeNow, shutWritingNow
 
-if TYPE_CHECKING:
-    from fwxtwisted.relay import Relay
+
+class LegOwner(TypingProtocol):
+    """What a leg tells about itself: a Relay, or anything else that joins two legs."""
+
+    def legConnected(self, leg: RelayLeg) -> None:
+        """The leg's connection is made."""
+
+    def legReceived(self, side: Side, data: bytes) -> None:
+        """The leg's peer sent C{data}."""
+
+    def legEOF(self, side: Side) -> None:
+        """The leg's peer half-closed its sending side."""
+
+    def legHandshakeCompleted(self, leg: RelayLeg) -> None:
+        """The leg's TLS handshake is done."""
+
+    def legLost(self, side: Side, reason: Failure) -> None:
+        """The leg's connection is gone."""
 
 
 FROM = {Side.CLIENT: Direction.CLIENT_TO_SERVER, Side.SERVER: Direction.SERVER_TO_CLIENT}
@@ -26,7 +43,7 @@ TARGET = {Direction.CLIENT_TO_SERVER: Side.SERVER, Direction.SERVER_TO_CLIENT: S
 class RelayLeg(Protocol):
     """The Twisted protocol of one side; everything it hears goes to its relay."""
 
-    def __init__(self, relay: Relay, side: Side) -> None:
+    def __init__(self, relay: LegOwner, side: Side) -> None:
         self.relay = relay
         self.side = side
         #: Told once the leg is connected (set by whoever connects it out).
@@ -37,7 +54,7 @@ class RelayLeg(Protocol):
         self.closeTimer: Any = None
 
     def connectionMade(self) -> None:
-        self.relay._legConnected(self)
+        self.relay.legConnected(self)
         # Called once, then dropped: the connect's callback holds its Deferred, and
         # through it this protocol (a cycle the garbage collector would have to find).
         onConnected, self.onConnected = self.onConnected, None
@@ -45,20 +62,20 @@ class RelayLeg(Protocol):
             onConnected(self)
 
     def dataReceived(self, data: bytes) -> None:
-        self.relay._received(self.side, data)
+        self.relay.legReceived(self.side, data)
 
     def readConnectionLost(self) -> None:
-        self.relay._eofReceived(self.side)
+        self.relay.legEOF(self.side)
 
     def writeConnectionLost(self) -> None:
         pass
 
     def handshakeCompleted(self) -> None:
         self.handshaken = True
-        self.relay._handshakeCompleted(self)
+        self.relay.legHandshakeCompleted(self)
 
     def connectionLost(self, reason: Failure = CONNECTION_DONE) -> None:
-        self.relay._legLost(self.side, reason)
+        self.relay.legLost(self.side, reason)
 
 
 @implementer(IPushProducer)

@@ -23,7 +23,7 @@ from twisted.internet import tcp
 from twisted.internet.error import ConnectionDone
 from twisted.python.failure import Failure
 
-from fwxtwisted.outbound import OutboundConnection
+from fwxtwisted.net.outbound import OutboundConnection
 
 #: The transports this module may act on: Twisted's plain TCP connections.
 _PLAIN = (tcp.Server, tcp.Client, OutboundConnection)

@@ -3,7 +3,7 @@
 One event loop serves every session of a process, and under load each hop of a
 session (a client's command, the server's reply) waits for the loop's turn in
 progress.  With C{workers = N} the gateway's own process opens the listeners as
-always and starts N-1 worker processes (C{python -m fwxtwisted.worker}) that adopt
+always and starts N-1 worker processes (C{python -m fwxtwisted.app.worker}) that adopt
 the same listening sockets: the kernel hands each new connection to whichever
 process accepts first, so an idle worker takes it.  A session lives in one process
 from its first byte to its last, with its data connections, permissions and timers;
@@ -182,7 +182,7 @@ class WorkerPool(Service):
             transport = self._reactor.spawnProcess(
                 protocol,
                 executable,
-                [executable, "-m", "fwxtwisted.worker"],
+                [executable, "-m", "fwxtwisted.app.worker"],
                 env=dict(os.environ),
                 childFDs=childFDs,
             )

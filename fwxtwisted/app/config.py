@@ -11,7 +11,7 @@ from pathlib import Path
 from fwxtwisted.address import Address, parsePort
 from fwxtwisted.errors import ConfigError
 from fwxtwisted.logs import LEVEL_NAMES
-from fwxtwisted.ports import ANY_IP
+from fwxtwisted.net.ports import ANY_IP
 from fwxtwisted.settings import GatewaySettings
 
 _LISTENER_KEYS = {"name", "filter", "listen", "upstream", "max_sessions", "max_sessions_per_ip"}

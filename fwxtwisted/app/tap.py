@@ -3,21 +3,19 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Mapping
 from typing import Any
 
 from twisted.application.service import IService, MultiService
 from twisted.python import usage
 
-from fwxtwisted.config import GatewayConfig, parseConfig, readConfigTable
-from fwxtwisted.demoservice import DemoOptions, DemoService
+from fwxtwisted.app.build import buildService
+from fwxtwisted.app.config import GatewayConfig, parseConfig, readConfigTable
+from fwxtwisted.app.demo import DemoOptions, DemoService
+from fwxtwisted.app.registry import discoverFilters
+from fwxtwisted.app.service import ListenError
+from fwxtwisted.app.workers import WorkerPool
 from fwxtwisted.errors import ConfigError
-from fwxtwisted.gateway import Gateway
-from fwxtwisted.interfaces import IFilter
 from fwxtwisted.logs import setLogLevel
-from fwxtwisted.registry import ProtocolRegistry, discoverFilters
-from fwxtwisted.service import BoundListener, FirewallService, ListenError, ListenFunction
-from fwxtwisted.workers import WorkerPool
 
 DEMO_DESCRIPTION = "The FTP gateway on 127.0.0.1:2121 before an embedded FTP server."
 
@@ -72,43 +70,6 @@ def configTableFromOptions(options: Options) -> tuple[dict[str, object], str]:
         table["listeners"] = [sub.listenerConfig()]
         return table, "command line"
     return readConfigTable(options["config"]), options["config"]
-
-
-def buildService(
-    config: GatewayConfig,
-    filters: Mapping[str, IFilter],
-    reactor: Any = None,
-    *,
-    sessionPrefix: str = "s",
-    listen: ListenFunction | None = None,
-) -> FirewallService:
-    """A FirewallService for C{config}. @raise ConfigError: unknown filter or option.
-
-    @param sessionPrefix: starts every session id (a worker process has its own).
-    @param listen: how listeners are opened (see L{FirewallService}).
-    """
-    if reactor is None:
-        from twisted.internet import reactor as globalReactor
-
-        reactor = globalReactor
-    registry = ProtocolRegistry()
-    discoverFilters(filters.values(), registry)
-    bound = []
-    for index, listener in enumerate(config.listeners):
-        where = f"{config.source}: listeners[{index}]"
-        filterPlugin = filters.get(listener.filter)
-        if filterPlugin is None:
-            known = ", ".join(sorted(filters)) or "none"
-            raise ConfigError(
-                f"{where}.filter: unknown filter {listener.filter!r} (known: {known})"
-            )
-        try:
-            parsed = filterPlugin.parseOptions(listener.options, listener.upstream)
-        except ConfigError as e:
-            raise ConfigError(f"{where}.{e}") from None
-        bound.append(BoundListener(listener, filterPlugin, parsed))
-    gateway = Gateway(reactor, config.settings, sessionPrefix=sessionPrefix)
-    return FirewallService(gateway, bound, listen)
 
 
 class _CommandLineService(MultiService):

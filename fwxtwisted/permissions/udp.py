@@ -18,7 +18,7 @@ from fwxtwisted.interfaces import (
     Transport,
 )
 from fwxtwisted.logs import Logger
-from fwxtwisted.permission import ListeningPermission
+from fwxtwisted.permissions.permission import ListeningPermission
 
 log = Logger()
 

@@ -15,13 +15,13 @@ from twisted.python.failure import Failure
 from zope.interface import Interface
 
 from fwxtwisted.address import Address
-from fwxtwisted.config import ListenerConfig
-from fwxtwisted.connect import tuneListener
+from fwxtwisted.app.config import ListenerConfig
 from fwxtwisted.errors import FWXError
-from fwxtwisted.gateway import Gateway
 from fwxtwisted.interfaces import IFilter
 from fwxtwisted.logs import Logger, summaries
-from fwxtwisted.session import Session
+from fwxtwisted.net.connect import tuneListener
+from fwxtwisted.permissions.gateway import Gateway
+from fwxtwisted.permissions.session import Session
 
 log = Logger()
 

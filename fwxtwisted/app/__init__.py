@@ -1,0 +1,1 @@
+"""The application: configuration, the firewall service, twistd, worker processes, the demo."""

@@ -1,0 +1,50 @@
+"""buildService: the FirewallService a validated configuration describes."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from fwxtwisted.app.config import GatewayConfig
+from fwxtwisted.app.registry import ProtocolRegistry, discoverFilters
+from fwxtwisted.app.service import BoundListener, FirewallService, ListenFunction
+from fwxtwisted.errors import ConfigError
+from fwxtwisted.interfaces import IFilter
+from fwxtwisted.permissions.gateway import Gateway
+
+
+def buildService(
+    config: GatewayConfig,
+    filters: Mapping[str, IFilter],
+    reactor: Any = None,
+    *,
+    sessionPrefix: str = "s",
+    listen: ListenFunction | None = None,
+) -> FirewallService:
+    """A FirewallService for C{config}. @raise ConfigError: unknown filter or option.
+
+    @param sessionPrefix: starts every session id (a worker process has its own).
+    @param listen: how listeners are opened (see L{FirewallService}).
+    """
+    if reactor is None:
+        from twisted.internet import reactor as globalReactor
+
+        reactor = globalReactor
+    registry = ProtocolRegistry()
+    discoverFilters(filters.values(), registry)
+    bound = []
+    for index, listener in enumerate(config.listeners):
+        where = f"{config.source}: listeners[{index}]"
+        filterPlugin = filters.get(listener.filter)
+        if filterPlugin is None:
+            known = ", ".join(sorted(filters)) or "none"
+            raise ConfigError(
+                f"{where}.filter: unknown filter {listener.filter!r} (known: {known})"
+            )
+        try:
+            parsed = filterPlugin.parseOptions(listener.options, listener.upstream)
+        except ConfigError as e:
+            raise ConfigError(f"{where}.{e}") from None
+        bound.append(BoundListener(listener, filterPlugin, parsed))
+    gateway = Gateway(reactor, config.settings, sessionPrefix=sessionPrefix)
+    return FirewallService(gateway, bound, listen)

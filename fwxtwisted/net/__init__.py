@@ -1,0 +1,1 @@
+"""Sockets: connects from a chosen source IP, port allocation, quiet listeners, TLS contexts."""

@@ -1,0 +1,1 @@
+"""Sessions and the permissions they grant: TCP and UDP redirects, joins, their runtime."""
