@@ -8,9 +8,9 @@ from fwxtwisted.filters.rtsp.errors import RTSPProtocolError
 
 _PROTOCOL = re.compile(r"[A-Za-z0-9\-_.]+(/[A-Za-z0-9\-_.]+){1,2}\Z")
 _NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
+_OWS = " \t"
 # Values may be quoted (mode="PLAY"); a control character could end the header line, and
 # only quoted text holds spaces.
-_OWS = " \t"
 _VALUE = re.compile(r'(?:[^\x00-\x20\x7f";,]|"[^\x00-\x08\x0a-\x1f\x7f"]*")*\Z')
 _PAIR = re.compile(r"([0-9]{1,5})(?:-([0-9]{1,5}))?\Z")
 # Session ids are 1*(ALPHA / DIGIT / safe) in RFC 2326 §3.4, but servers use wider sets
