@@ -277,6 +277,13 @@ def test_leadingZerosContentLength() -> None:
     assert request.body == b"ab"
 
 
+def test_contentLengthNormalized() -> None:
+    data = b"ANNOUNCE * RTSP/1.0\r\nContent-Length: 02\r\nCSeq: 1\r\ncontent-length: 02\r\n\r\nab"
+    [request] = parseAll(data)
+    assert isinstance(request, Request)
+    assert list(request.headers) == [("Content-Length", "2"), ("CSeq", "1")]
+
+
 def test_lineAtLimit() -> None:
     data = b"OPTIONS * RTSP/1.0\r\nX: " + b"a" * (8192 - 3) + b"\r\n\r\n"
     assert len(parseAll(data)) == 1

@@ -60,7 +60,10 @@ class MessageParser:
     Both start-line kinds are parsed whatever the C{role}: a server sends requests too
     (ANNOUNCE, SET_PARAMETER, GET_PARAMETER) and the client answers them.  A body is as
     long as its Content-Length (none is a body of 0 bytes).  Lines may end in CRLF or LF
-    alone; blank lines between messages are skipped.
+    alone; blank lines between messages are skipped.  Two things are normalized, so that
+    what is forwarded cannot be read two ways: a folded header line is joined to its
+    field with one space, and Content-Length is given as one field holding the plain
+    number (leading zeros dropped, repeated equal fields merged).
 
     How the bytes are split between calls to L{feed} never changes the events.  Between
     calls the parser holds at most one partial line, body or frame, so its buffer stays
