@@ -3,13 +3,14 @@
 from twisted.application.service import ServiceMaker
 
 from fwxtwisted.filters.ftp.filter import ftpFilter
+from fwxtwisted.filters.rtsp.filter import rtspFilter
 from fwxtwisted.filters.tcp import tcpFilter
 
 fwx = ServiceMaker(
     "fwxtwisted gateway",
     "fwxtwisted.app.tap",
-    "Application-level gateway: filters that follow secondary connections (FTP, ...).",
+    "Application-level gateway: filters that follow secondary connections (FTP, RTSP, ...).",
     "fwx",
 )
 
-__all__ = ["fwx", "ftpFilter", "tcpFilter"]
+__all__ = ["fwx", "ftpFilter", "rtspFilter", "tcpFilter"]

@@ -1,0 +1,91 @@
+"""RTSPFilter: the RTSP gateway filter plugin and its twistd command."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from twisted.python import usage
+from zope.interface import implementer
+
+from fwxtwisted.address import Address
+from fwxtwisted.app.cli import GatewayCommandOptions
+from fwxtwisted.errors import ConfigError
+from fwxtwisted.filters.rtsp.control import RTSPSessionFilter
+from fwxtwisted.filters.rtsp.options import RTSPOptions, parseRTSPOptions
+from fwxtwisted.filters.rtsp.protocols import RTP_MEDIA, RTSP_CONTROL
+from fwxtwisted.interfaces import IFilter, ISession, ISessionFilter
+
+
+class RTSPCommandOptions(GatewayCommandOptions):
+    """twistd fwx rtsp --listen ENDPOINT --upstream HOST:PORT [options]"""
+
+    filterName = "rtsp"
+
+    optParameters: list[list[Any]] = [
+        *GatewayCommandOptions.optParameters,
+        ["rtp-ports", None, None, "LOW-HIGH: ports for RTP/RTCP pairs (both sides)."],
+        [
+            "transport-policy",
+            None,
+            "client",
+            "Media toward the server: client (as the client asks), udp, tcp (interleaved).",
+        ],
+        [
+            "session-timeout",
+            None,
+            None,
+            "Seconds without RTSP or RTCP activity before a session ends "
+            "(default: the server's Session timeout, else 60).",
+        ],
+    ]
+    optFlags: list[list[str | None]] = [
+        *GatewayCommandOptions.optFlags,
+        ["allow-multicast", None, "Pass multicast transports (refused by default)."],
+    ]
+
+    def postOptions(self) -> None:
+        super().postOptions()
+        if not self["upstream"]:
+            raise usage.UsageError("--upstream HOST:PORT is required")
+
+    def filterOptions(self) -> dict[str, object]:
+        options: dict[str, object] = {"transport_policy": self["transport-policy"]}
+        if self["rtp-ports"]:
+            options["rtp_ports"] = self["rtp-ports"]
+        if self["session-timeout"] is not None:
+            try:
+                options["session_timeout"] = float(self["session-timeout"])
+            except ValueError:
+                raise usage.UsageError(
+                    f"--session-timeout: expected seconds, got {self['session-timeout']!r}"
+                ) from None
+        if self["allow-multicast"]:
+            options["allow_multicast"] = True
+        return options
+
+
+@implementer(IFilter)
+class RTSPFilter:
+    """RTSP gateway: every method through, RTP/RTCP pairs over UDP or interleaved."""
+
+    name = "rtsp"
+    description = "RTSP gateway (RTP/RTCP over UDP pairs or interleaved, with translation)."
+    protocols = (RTSP_CONTROL, RTP_MEDIA)
+
+    def parseOptions(self, options: Mapping[str, object], upstream: Address | None) -> object:
+        if upstream is None:
+            raise ConfigError("upstream: the rtsp filter needs one (the RTSP server)")
+        return parseRTSPOptions(options)
+
+    def commandLineOptions(self) -> usage.Options:
+        return RTSPCommandOptions()
+
+    def attachToSession(self, session: ISession) -> ISessionFilter:
+        options = session.options
+        if not isinstance(options, RTSPOptions):
+            raise ConfigError("the rtsp filter was not configured")
+        return RTSPSessionFilter(session, options)
+
+
+rtspFilter = RTSPFilter()
