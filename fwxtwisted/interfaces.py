@@ -44,6 +44,10 @@ class RedirectFlags(enum.Flag):
     TIMEOUT = enum.auto()
     #: Never move this redirection's bytes on the zero-copy fast path.
     NO_KERNEL_MODE = enum.auto()
+    #: The run of N internal ports starts on an even port (RTP even, RTCP odd: RTSP
+    #: and RFC 3550 pairs).  An explicit internal port that is odd is refused
+    #: (C{PortUnavailable}); an odd bound of the range is passed over.
+    EVEN_PORTS = enum.auto()
 
 
 class FirewallEvent(_Enum):

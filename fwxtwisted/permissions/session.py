@@ -276,6 +276,7 @@ class Session:
                 action.tls = dict(tls or {})
                 action.dataFilterFactory = dataFilterFactory
         ports = self._gateway.ports
+        even = RedirectFlags.EVEN_PORTS in flags
         try:
             if listenPort:
                 ports.bindExact(
@@ -283,6 +284,7 @@ class Session:
                     listenPort,
                     len(actions),
                     lambda i, port: actions[i].bind(listenHost, port),
+                    even,
                 )
             else:
                 ports.bindRun(
@@ -290,6 +292,7 @@ class Session:
                     len(actions),
                     lambda i, port: actions[i].bind(listenHost, port),
                     portRange,
+                    even,
                 )
         except (PortRangeExhausted, FWXError) as e:
             log.warn("{session}: redirect refused: {error}", session=self.sessionId, error=str(e))
