@@ -44,6 +44,10 @@ class RedirectFlags(enum.Flag):
     TIMEOUT = enum.auto()
     #: Never move this redirection's bytes on the zero-copy fast path.
     NO_KERNEL_MODE = enum.auto()
+    #: The run of N internal ports starts on an even port (RTP even, RTCP odd: RTSP
+    #: and RFC 3550 pairs).  An explicit internal port that is odd is refused
+    #: (C{PortUnavailable}); an odd bound of the range is passed over.
+    EVEN_PORTS = enum.auto()
 
 
 class FirewallEvent(_Enum):
@@ -148,6 +152,33 @@ class ByteCounts:
 
 
 @dataclass(frozen=True)
+class DatagramCounts:
+    """What one UDP permission (L{IUDPRedirect}) relayed, over all of its mappings.
+
+    The I{peer} sends to the permission's internal port; the I{target} is its connect
+    address.  C{dropped}: datagrams from anyone else, on the internal port or on the
+    outbound socket, and datagrams that arrived with no mapping to take them.
+    """
+
+    packetsFromPeer: int = 0
+    bytesFromPeer: int = 0
+    packetsFromTarget: int = 0
+    bytesFromTarget: int = 0
+    dropped: int = 0
+
+
+@dataclass(frozen=True)
+class SocketCounts:
+    """What one socket of an L{IDatagramPorts} received (accepted), sent and dropped."""
+
+    packetsIn: int = 0
+    bytesIn: int = 0
+    packetsOut: int = 0
+    bytesOut: int = 0
+    dropped: int = 0
+
+
+@dataclass(frozen=True)
 class FirewallNotification:
     """One event delivered to L{ISessionFilter.firewallEvent}."""
 
@@ -227,6 +258,77 @@ class IFirewallAction(Interface):
     def whenFinished() -> Deferred[ActionState]:
         """A Deferred that fires with the final state once the listener is closed and every
         connection the permission owns is over."""
+
+
+class IUDPRedirect(IFirewallAction):
+    """A UDP permission made by L{ISession.redirectConnections} with C{Transport.UDP}.
+
+    Each mapping's end is a CONNECTION_TERMINATING notification whose L{ByteCounts}
+    has the bytes from the peer (C{fromClient}) and from the connect address
+    (C{fromServer}), as for TCP.
+    """
+
+    datagramCounts = Attribute(
+        "L{DatagramCounts}: packets and bytes each way and dropped datagrams, summed over "
+        "every mapping the permission made (for a log line at its end)."
+    )
+    knownPeer = Attribute(
+        "L{Address} the permission was given in C{peerAddresses} (its only peer), or None."
+    )
+
+
+class IDatagramPorts(Interface):
+    """C{count} UDP sockets on consecutive ports of one IP, made by
+    L{IDatagramSession.openDatagramPorts}: for a filter that sends and receives
+    datagrams itself (RTP carried inside RTSP's interleaved frames), or the outbound
+    sockets a UDP redirect sends from (C{redirectConnections(outboundPorts=...)}),
+    bound before the far side's address is known.
+
+    Like an L{IFirewallAction}: C{cancel()} is idempotent, the session cancels it at
+    its close, and C{whenFinished()} fires once every socket is closed and its port is
+    back in the pool (bindable again).
+
+    Socket i accepts a datagram only from its expected source: the peer named by
+    L{expect} (IP I{and} port), else any port of C{expectedIP}; and only once it has
+    an owner (a redirect that adopted socket i, else C{onDatagram}).  Anything else is
+    dropped and counted (L{dropped}, L{countsOf}); nothing about it is logged above
+    debug.
+    """
+
+    address = Attribute("L{Address} of the first socket; socket i is on port + i.")
+    count = Attribute("How many sockets (int).")
+    expectedIP = Attribute("IP (str) accepted on a socket with no L{expect}ed peer.")
+    state = Attribute(
+        "L{ActionState}: LISTENING while open; CANCELLED once cancelled (USED when the "
+        "redirects that adopted every socket released them)."
+    )
+    dropped = Attribute("Datagrams dropped on all sockets so far (int).")
+    onDatagram = Attribute(
+        "Set by the owner: C{callable(index, datagram, source)} for every accepted datagram "
+        "on a socket no redirect adopted. None (the default): such datagrams are dropped "
+        "and counted. A redirect given these ports as C{outboundPorts} takes over its "
+        "socket: this callable no longer sees that socket's datagrams."
+    )
+
+    def addressOf(index: int) -> Address:
+        """The L{Address} of socket C{index}."""
+
+    def expect(index: int, peer: Address | None) -> None:
+        """Accept datagrams on socket C{index} from C{peer} (IP and port) only, replacing
+        the previous one; None goes back to any port of C{expectedIP}."""
+
+    def send(index: int, datagram: bytes, to: Address) -> None:
+        """Send C{datagram} from socket C{index} to C{to} (nothing once it is closed)."""
+
+    def countsOf(index: int) -> SocketCounts:
+        """Packets and bytes socket C{index} accepted and sent, and what it dropped."""
+
+    def cancel() -> None:
+        """Close every socket and return the ports to the pool; a redirect that adopted
+        one of them is cancelled too. Idempotent."""
+
+    def whenFinished() -> Deferred[ActionState]:
+        """Fires with the final state once every socket is closed."""
 
 
 class IJoin(IFirewallAction):
@@ -361,7 +463,9 @@ class ISession(Interface):
         @param sessionFilter: receives L{FirewallNotification}s with C{context}.
         @return: a Deferred firing with a L{Redirection} once every listener is bound.
             It fails with C{PortRangeExhausted}, C{PortUnavailable} (an explicit port is
-            taken) or C{SessionClosed}.
+            taken, or odd with EVEN_PORTS) or C{SessionClosed}.  UDP permissions
+            provide L{IUDPRedirect}; the gateway's session also takes the arguments of
+            L{IDatagramSession.redirectConnections}.
         """
 
     def joinConnections(
@@ -398,6 +502,87 @@ class ISession(Interface):
 
     def whenClosed() -> Deferred[None]:
         """A Deferred firing once the session is fully over."""
+
+
+class IDatagramSession(Interface):
+    """What a session offers filters that handle datagrams themselves (RTSP): its own
+    UDP sockets, and UDP redirections that send from them to a peer known in advance.
+
+    Provided by the gateway's session next to L{ISession}; kept apart so that test
+    fakes providing L{ISession} (fwxtwisted.testing) stay complete without it.
+    """
+
+    def redirectConnections(
+        connectAddresses: Sequence[Address],
+        internalAddress: Address | None = None,
+        proxyExternalAddress: str | None = None,
+        transport: Transport = Transport.TCP,
+        flags: RedirectFlags = RedirectFlags.TIMEOUT,
+        protocolId: uuid.UUID | None = None,
+        sessionFilter: ISessionFilter | None = None,
+        context: object = None,
+        expectedPeer: str | None = None,
+        portRange: tuple[int, int] | None = None,
+        tls: Mapping[Side, LegTLS] | None = None,
+        dataFilterFactory: Callable[[], Sequence[IDataFilter]] | None = None,
+        *,
+        outboundPorts: IDatagramPorts | None = None,
+        peerAddresses: Sequence[Address] | None = None,
+    ) -> Deferred[Redirection]:
+        """L{ISession.redirectConnections}, with two more keyword arguments for UDP.
+
+        Without them it is exactly L{ISession.redirectConnections}.
+
+        @param outboundPorts: UDP only: N sockets (from
+            L{IDatagramSession.openDatagramPorts}, of C{len(connectAddresses)} ports)
+            the i-th permission sends to its connect address from, instead of an
+            ephemeral socket per peer, so the far side sees a port it was told before
+            (RTSP's C{client_port}).  Each permission adopts its socket: it accepts
+            there only datagrams from its connect address (IP and port), and
+            C{onDatagram} no longer sees that socket.  The socket is closed when the
+            permission ends (cancel, idle timeout, unused expiry); cancelling the
+            ports cancels the permissions.  Not with ALLOW_MULTIPLE.
+        @param peerAddresses: UDP only: the exact peer (IP and port) of each internal
+            port, known in advance (RTSP's C{client_port}).  The mapping is made at
+            once (UDP_DESTINATION is notified before the Deferred fires), so the
+            connect address may send first; datagrams from anyone else on that port
+            are dropped and counted (the first one is logged and notified as
+            REFUSED_CONNECTION, the rest only counted).  Such a mapping lives until
+            the permission is cancelled or nothing passed either way for
+            C{udp_idle_timeout}; then the permission ends (its ports are freed).
+            It never expires unused (it is used at once).  Not with ALLOW_MULTIPLE.
+        @return: as L{ISession.redirectConnections}; it also fails with C{ValueError}
+            for C{outboundPorts}/C{peerAddresses} that do not fit (TCP, wrong count,
+            ALLOW_MULTIPLE, ports closed or adopted already).
+        """
+
+    def openDatagramPorts(
+        count: int,
+        host: str | None = None,
+        *,
+        evenBase: bool = False,
+        expectedPeer: str | None = None,
+        portRange: tuple[int, int] | None = None,
+    ) -> IDatagramPorts:
+        """Bind C{count} UDP sockets on consecutive ports, synchronously.
+
+        @param host: the IP to bind; None: the session's B{external} address (the
+            server-facing side: RTSP's C{client_port} toward the server).  Pass
+            C{session.internalAddress.host} for the client-facing side.
+        @param evenBase: the first port is even (RTP even, RTCP odd).
+        @param expectedPeer: the IP accepted until L{IDatagramPorts.expect} names the
+            exact peer of a socket; None: the server's IP when C{host} is the external
+            address, else the client's IP.
+        @param portRange: allocate from this inclusive range instead of the one
+            configured for C{host}.
+        @return: the open L{IDatagramPorts}; it is closed (and its ports freed) by its
+            C{cancel()}, by the session's close, or when the redirects that adopted
+            every socket end.
+        @raise PortRangeExhausted: no free run (with an even base, if asked).
+        @raise SessionClosed: the session is over.
+        @raise ValueError: host None with no external address known yet, or the
+            server's IP needed as the default peer before the upstream is connected.
+        """
 
 
 class IFilter(IPlugin):

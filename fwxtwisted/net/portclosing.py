@@ -21,8 +21,12 @@ class PortCloser:
         """True while a port is still closing."""
         return bool(self._closing)
 
-    def close(self, port: IListeningPort) -> None:
-        """Stop C{port}; C{onClosed} is called once its socket is closed."""
+    def close(self, port: IListeningPort) -> Deferred[None]:
+        """Stop C{port}; C{onClosed} is called once its socket is closed.
+
+        @return: a Deferred firing (with None) after C{onClosed}, for whoever else
+            waits for that port.
+        """
         closing: Deferred[object] = maybeDeferred(port.stopListening)
         self._closing.add(closing)
 
@@ -30,4 +34,4 @@ class PortCloser:
             self._closing.discard(closing)
             self._onClosed()
 
-        closing.addBoth(closed)
+        return closing.addBoth(closed)

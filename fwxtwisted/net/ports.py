@@ -46,42 +46,62 @@ class PortAllocator:
         count: int,
         bind: Callable[[int, int], T],
         portRange: tuple[int, int] | None = None,
+        even: bool = False,
     ) -> list[T]:
         """Bind C{count} consecutive ports on C{ip} with C{bind}.
 
         C{bind(index, port)} binds the index-th port of the run; it raises
         C{CannotListenError} for a port that is taken, with no lasting effect then.
         Ports of a failed run are released with C{.stopListening()}.  C{portRange}
-        overrides the range configured for C{ip}.
+        overrides the range configured for C{ip}.  With C{even}, the run starts on an
+        even port (RTP on the even port, RTCP on the odd one after it); an odd low
+        bound is then passed over.
 
         @raise PortRangeExhausted: no run of C{count} free ports is left in the range.
         """
         low, high = portRange if portRange is not None else self.rangeFor(ip)
-        size = high - low + 1
         if count < 1:
             raise ValueError("count must be at least 1")
-        if count > size:
+        align = 2 if even else 1
+        base = low + (-low % align)
+        # Candidate starts: base, base + align, ... while the run still fits.
+        starts = (high - count + 1 - base) // align + 1 if base + count - 1 <= high else 0
+        if starts <= 0:
+            if not even:
+                raise PortRangeExhausted(
+                    f"{count} consecutive ports asked for on {ip}, range {low}-{high} is smaller"
+                )
             raise PortRangeExhausted(
-                f"{count} consecutive ports asked for on {ip}, range {low}-{high} is smaller"
+                f"{count} consecutive ports from an even port asked for on {ip}, "
+                f"range {low}-{high} holds no such run"
             )
-        starts = size - count + 1
         first = self._random.randrange(starts)
         tried = 0
-        offset = first
+        index = first
         while tried < starts:
-            start = low + offset
+            start = base + index * align
             bound, failedAt = _tryRun(start, count, bind)
             if bound is not None:
                 return bound
             # Every run overlapping the failed port fails too: skip past it, but not
             # beyond the last run (the search wraps to the first, which may be free).
-            skip = min(failedAt - start + 1, starts - offset)
+            skip = min((failedAt - start) // align + 1, starts - index)
             tried += skip
-            offset = (offset + skip) % starts
-        raise PortRangeExhausted(f"no {count} free consecutive port(s) on {ip} in {low}-{high}")
+            index = (index + skip) % starts
+        what = "from an even port " if even else ""
+        raise PortRangeExhausted(
+            f"no {count} free consecutive port(s) {what}on {ip} in {low}-{high}"
+        )
 
-    def bindExact(self, ip: str, port: int, count: int, bind: Callable[[int, int], T]) -> list[T]:
-        """Bind C{count} ports from C{port} exactly. @raise PortUnavailable: one is taken."""
+    def bindExact(
+        self, ip: str, port: int, count: int, bind: Callable[[int, int], T], even: bool = False
+    ) -> list[T]:
+        """Bind C{count} ports from C{port} exactly.
+
+        @raise PortUnavailable: one is taken, or C{even} was asked and C{port} is odd.
+        """
+        if even and port % 2:
+            raise PortUnavailable(f"port {port} on {ip} is odd: an even first port was asked")
         if port + count - 1 > 65535:
             raise PortUnavailable(f"ports {port}-{port + count - 1} on {ip} exceed 65535")
         bound, failedAt = _tryRun(port, count, bind)

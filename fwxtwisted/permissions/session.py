@@ -25,6 +25,8 @@ from fwxtwisted.interfaces import (
     FirewallEvent,
     FirewallNotification,
     IDataFilter,
+    IDatagramPorts,
+    IDatagramSession,
     IJoin,
     ISession,
     ISessionFilter,
@@ -39,10 +41,11 @@ from fwxtwisted.interfaces import (
 from fwxtwisted.logs import Logger
 from fwxtwisted.net.connect import connectFrom, describeConnectFailure, keepUrgentInline
 from fwxtwisted.net.tls import tlsConnectionOf
+from fwxtwisted.permissions.datagrams import DatagramPorts, openDatagramPorts
 from fwxtwisted.permissions.gateway import Gateway
 from fwxtwisted.permissions.join import JoinAction
 from fwxtwisted.permissions.redirect import TCPRedirectAction
-from fwxtwisted.permissions.udp import UDPRedirectAction
+from fwxtwisted.permissions.udp import UDPRedirectAction, udpOptionsProblem
 from fwxtwisted.relay.relay import Relay, RelayLeg
 
 log = Logger()
@@ -55,10 +58,10 @@ CLOSED_LINE = (
 )
 
 _Redirect = TCPRedirectAction | UDPRedirectAction
-_Action = _Redirect | JoinAction
+_Action = _Redirect | JoinAction | DatagramPorts
 
 
-@implementer(ISession)
+@implementer(ISession, IDatagramSession)
 class Session:
     """The gateway's side of one primary connection.
 
@@ -235,6 +238,9 @@ class Session:
         portRange: tuple[int, int] | None = None,
         tls: Mapping[Side, LegTLS] | None = None,
         dataFilterFactory: Callable[[], Sequence[IDataFilter]] | None = None,
+        *,
+        outboundPorts: IDatagramPorts | None = None,
+        peerAddresses: Sequence[Address] | None = None,
     ) -> Deferred[Redirection]:
         if self.closed:
             return fail(SessionClosed(f"session {self.sessionId} is closed"))
@@ -242,6 +248,11 @@ class Session:
             return fail(ValueError("redirectConnections needs at least one connect address"))
         if transport is Transport.UDP and (tls or dataFilterFactory):
             return fail(ValueError("TLS and data filters apply to TCP redirections only"))
+        problem = udpOptionsProblem(
+            len(connectAddresses), transport, flags, outboundPorts, peerAddresses
+        )
+        if problem is not None:
+            return fail(ValueError(problem))
         crowded = self._tooManyPending(len(connectAddresses))
         if crowded is not None:
             return fail(crowded)
@@ -276,6 +287,7 @@ class Session:
                 action.tls = dict(tls or {})
                 action.dataFilterFactory = dataFilterFactory
         ports = self._gateway.ports
+        even = RedirectFlags.EVEN_PORTS in flags
         try:
             if listenPort:
                 ports.bindExact(
@@ -283,6 +295,7 @@ class Session:
                     listenPort,
                     len(actions),
                     lambda i, port: actions[i].bind(listenHost, port),
+                    even,
                 )
             else:
                 ports.bindRun(
@@ -290,10 +303,17 @@ class Session:
                     len(actions),
                     lambda i, port: actions[i].bind(listenHost, port),
                     portRange,
+                    even,
                 )
         except (PortRangeExhausted, FWXError) as e:
             log.warn("{session}: redirect refused: {error}", session=self.sessionId, error=str(e))
             return fail(e)
+        for index, action in enumerate(actions):
+            if isinstance(action, UDPRedirectAction):
+                if peerAddresses is not None:
+                    action.expectPeer(peerAddresses[index])
+                if isinstance(outboundPorts, DatagramPorts):
+                    action.useOutbound(outboundPorts, index)
         for action in actions:
             action.start(self._gateway.settings.redirectTimeout)
             self._actions.append(action)
@@ -307,6 +327,36 @@ class Session:
             targets=", ".join(str(a) for a in connectAddresses),
         )
         return succeed(Redirection(first, tuple(actions)))
+
+    def openDatagramPorts(
+        self,
+        count: int,
+        host: str | None = None,
+        *,
+        evenBase: bool = False,
+        expectedPeer: str | None = None,
+        portRange: tuple[int, int] | None = None,
+    ) -> DatagramPorts:
+        """Bind C{count} UDP sockets on consecutive ports (see L{IDatagramSession})."""
+        if self.closed:
+            raise SessionClosed(f"session {self.sessionId} is closed")
+        bindHost = host if host is not None else self.externalAddress
+        if bindHost is None:
+            raise ValueError("no external address yet: connect upstream first, or name host")
+        peer = expectedPeer
+        if peer is None:
+            if host is None or normalizeHost(host) == self.externalAddress:
+                if self.serverAddress is None:
+                    raise ValueError("no upstream yet to expect datagrams from: name expectedPeer")
+                peer = self.serverAddress.host
+            else:
+                peer = self.clientAddress.host
+        ports = openDatagramPorts(
+            self._gateway, bindHost, count, peer, evenBase, portRange, self.sessionId
+        )
+        self._actions.append(ports)
+        ports.whenFinished().addCallback(self._actionFinished, ports)
+        return ports
 
     def joinConnections(
         self,
@@ -431,7 +481,11 @@ class Session:
 
     def _tooManyPending(self, more: int) -> TooManyPendingRedirects | None:
         limit = self._gateway.settings.maxPendingRedirects
-        pending = sum(1 for a in self._actions if a.state is ActionState.LISTENING)
+        pending = sum(
+            1
+            for a in self._actions
+            if a.state is ActionState.LISTENING and not isinstance(a, DatagramPorts)
+        )
         if pending + more <= limit:
             return None
         log.warn(

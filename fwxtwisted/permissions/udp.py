@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from twisted.internet.interfaces import IDelayedCall, IListeningPort
@@ -12,12 +13,14 @@ from fwxtwisted.address import Address, normalizeHost
 from fwxtwisted.interfaces import (
     ActionState,
     ByteCounts,
+    DatagramCounts,
     FirewallEvent,
-    IFirewallAction,
+    IUDPRedirect,
     RedirectFlags,
     Transport,
 )
 from fwxtwisted.logs import Logger
+from fwxtwisted.permissions.datagrams import DatagramPorts
 from fwxtwisted.permissions.permission import ListeningPermission
 
 log = Logger()
@@ -48,13 +51,18 @@ class _Mapping(DatagramProtocol):
         self.action._fromServer(self, datagram, Address(normalizeHost(addr[0]), addr[1]))
 
 
-@implementer(IFirewallAction)
+@implementer(IUDPRedirect)
 class UDPRedirectAction(ListeningPermission):
     """A UDP permission: datagrams from the expected peer's IP to the internal port go to
     the connect address from a socket on the external IP; replies go back to the peer.
 
     Each peer (IP, port) gets its own mapping, closed after the idle timeout.  Without
     ALLOW_MULTIPLE only the first peer port is mapped.
+
+    Given a known peer (L{expectPeer}), only that address is accepted and its mapping
+    is made when the permission starts, so the connect address may send first.  Given
+    an outbound socket (L{useOutbound}), the mapping sends from it rather than from a
+    socket of its own; it is released (closed) when the permission's listener closes.
     """
 
     transport = Transport.UDP
@@ -63,6 +71,49 @@ class UDPRedirectAction(ListeningPermission):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._mappings: dict[Address, _Mapping] = {}
+        self.knownPeer: Address | None = None
+        self._outbound: DatagramPorts | None = None
+        self._outboundIndex = 0
+        #: The outbound socket was released and is not closed yet.
+        self._outboundClosing = False
+        self._packetsFromPeer = self._bytesFromPeer = 0
+        self._packetsFromTarget = self._bytesFromTarget = 0
+        self._dropped = 0
+
+    # Set-up, by the session (before start).
+
+    def expectPeer(self, peer: Address) -> None:
+        """Accept datagrams from C{peer} (IP and port) only; map it as soon as started."""
+        self.knownPeer = Address(normalizeHost(peer.host), peer.port)
+        self.expectedPeer = self.knownPeer.host
+
+    def useOutbound(self, ports: DatagramPorts, index: int) -> None:
+        """Send to the connect address from socket C{index} of C{ports} (adopting it)."""
+        ports.adopt(index, self._fromOutbound, self.connectAddress, self.cancel)
+        self._outbound = ports
+        self._outboundIndex = index
+
+    def start(self, timeout: float) -> None:
+        super().start(timeout)
+        if self.knownPeer is not None and self.state is ActionState.LISTENING:
+            mapping = self._newMapping(self.knownPeer)
+            if mapping is not None:
+                self._touch(mapping)  # the idle timeout runs from now
+
+    # IUDPRedirect
+
+    @property
+    def datagramCounts(self) -> DatagramCounts:
+        dropped = self._dropped
+        if self._outbound is not None:
+            dropped += self._outbound.countsOf(self._outboundIndex).dropped
+        return DatagramCounts(
+            self._packetsFromPeer,
+            self._bytesFromPeer,
+            self._packetsFromTarget,
+            self._bytesFromTarget,
+            dropped,
+        )
 
     def cancel(self) -> None:
         if self.state in (ActionState.LISTENING, ActionState.USED):
@@ -79,27 +130,70 @@ class UDPRedirectAction(ListeningPermission):
         return listening
 
     def _live(self) -> bool:
-        return bool(self._mappings)
+        return bool(self._mappings) or self._outboundClosing
+
+    def _stopListening(self) -> None:
+        super()._stopListening()
+        if self._outbound is not None and self._outbound.adopted(self._outboundIndex):
+            self._outboundClosing = True
+            self._outbound.release(self._outboundIndex).addBoth(self._outboundClosed)
+
+    def _outboundClosed(self, _: object) -> None:
+        self._outboundClosing = False
+        self._checkDone()
 
     # Datagrams.
 
     def _fromPeer(self, datagram: bytes, peer: Address) -> None:
+        if self.knownPeer is not None and peer != self.knownPeer:
+            self._dropForeign(peer)
+            return
         mapping = self._mappings.get(peer)
         if mapping is None:
             mapping = self._newMapping(peer)
             if mapping is None:
+                self._dropped += 1
                 return
         mapping.fromPeer += len(datagram)
+        self._packetsFromPeer += 1
+        self._bytesFromPeer += len(datagram)
         self._touch(mapping)
         if mapping.port is not None:
             mapping.port.write(datagram, (self.connectAddress.host, self.connectAddress.port))  # type: ignore[attr-defined]
+        elif self._outbound is not None:
+            self._outbound.send(self._outboundIndex, datagram, self.connectAddress)
+
+    def _fromOutbound(self, index: int, datagram: bytes, source: Address) -> None:
+        # The outbound socket passes on only what comes from the connect address.
+        for mapping in self._mappings.values():
+            self._fromServer(mapping, datagram, source)
+            return
+        self._dropped += 1  # the connect address sent before any peer was mapped
 
     def _fromServer(self, mapping: _Mapping, datagram: bytes, source: Address) -> None:
         if source != self.connectAddress or self._port is None:
+            self._dropped += 1
             return
         mapping.fromServer += len(datagram)
+        self._packetsFromTarget += 1
+        self._bytesFromTarget += len(datagram)
         self._touch(mapping)
         self._port.write(datagram, (mapping.peer.host, mapping.peer.port))  # type: ignore[attr-defined]
+
+    def _dropForeign(self, source: Address) -> None:
+        """A datagram from someone other than the known peer: the first is refused
+        aloud (log, REFUSED_CONNECTION), the rest are only counted."""
+        self._dropped += 1
+        if self.refusedCount == 0:
+            self._refuse(source, f"only {self.knownPeer} may send here")
+            return
+        log.debug(
+            "{label}: dropped datagram from {source} to {internal} ({dropped} dropped)",
+            label=self._label,
+            source=str(source),
+            internal=str(self.internalAddress),
+            dropped=self._dropped,
+        )
 
     def _newMapping(self, peer: Address) -> _Mapping | None:
         if peer.host != self.expectedPeer:
@@ -112,10 +206,11 @@ class UDPRedirectAction(ListeningPermission):
         if RedirectFlags.ALLOW_MULTIPLE not in self.flags:
             self.state = ActionState.USED
         mapping = _Mapping(self, peer)
-        bindHost = self.externalAddress
-        if bindHost is None or (":" in bindHost) != self.connectAddress.isIPv6:
-            bindHost = "::" if self.connectAddress.isIPv6 else "0.0.0.0"
-        mapping.port = self._gateway.reactor.listenUDP(0, mapping, interface=bindHost)
+        if self._outbound is None:
+            bindHost = self.externalAddress
+            if bindHost is None or (":" in bindHost) != self.connectAddress.isIPv6:
+                bindHost = "::" if self.connectAddress.isIPv6 else "0.0.0.0"
+            mapping.port = self._gateway.reactor.listenUDP(0, mapping, interface=bindHost)
         self._mappings[peer] = mapping
         self.connectionCount += 1
         self._emit(FirewallEvent.UDP_DESTINATION, peer)
@@ -147,3 +242,33 @@ class UDPRedirectAction(ListeningPermission):
         if self.state is ActionState.USED and not self._mappings:
             self._stopListening()
         self._checkDone()
+
+
+def udpOptionsProblem(
+    count: int,
+    transport: Transport,
+    flags: RedirectFlags,
+    outboundPorts: object,
+    peerAddresses: Sequence[Address] | None,
+) -> str | None:
+    """Why C{outboundPorts}/C{peerAddresses} do not fit a redirection of C{count}
+    permissions, or None when they do (or are not given)."""
+    if outboundPorts is None and peerAddresses is None:
+        return None
+    if transport is not Transport.UDP:
+        return "outboundPorts and peerAddresses apply to UDP redirections only"
+    if RedirectFlags.ALLOW_MULTIPLE in flags:
+        return "outboundPorts and peerAddresses map one peer per port: not with ALLOW_MULTIPLE"
+    if peerAddresses is not None and len(peerAddresses) != count:
+        return f"{len(peerAddresses)} peer addresses for {count} connect addresses"
+    if outboundPorts is None:
+        return None
+    if not isinstance(outboundPorts, DatagramPorts):
+        return f"outboundPorts must come from openDatagramPorts, not {outboundPorts!r}"
+    if outboundPorts.count != count:
+        return f"{outboundPorts.count} outbound ports for {count} connect addresses"
+    if outboundPorts.state is not ActionState.LISTENING:
+        return f"{outboundPorts!r} is closed"
+    if any(outboundPorts.adopted(i) for i in range(count)):
+        return f"{outboundPorts!r} is used by another redirection already"
+    return None

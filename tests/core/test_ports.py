@@ -203,3 +203,80 @@ def test_random_start_spreads_allocations(sockets: Sockets) -> None:
         starts.add(run[0].port)
         run[0].stopListening()
     assert len(starts) > 1
+
+
+# Even first ports (RTP on the even port, RTCP on the odd one after it).
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_even_run_starts_on_an_even_port_in_an_odd_bounded_range(
+    sockets: Sockets, seed: int
+) -> None:
+    low, high = sockets.freeRange(12)
+    # Odd bounds on both ends: the first even port is low+1 or low+2.
+    oddLow = low if low % 2 else low + 1
+    run = ports(allocator(oddLow, high, seed).bindRun(HOST, 2, sockets.bind, even=True))
+    assert run[0] % 2 == 0
+    assert run == [run[0], run[0] + 1]
+    assert oddLow <= run[0] and run[1] <= high
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_even_run_skips_past_a_taken_odd_port(sockets: Sockets, seed: int) -> None:
+    low, high = sockets.freeRange(8)
+    base = low + (low % 2)
+    # Runs starting at base and base+2 are broken; only base+4 fits in base..base+5.
+    sockets.occupy(base + 1)
+    sockets.occupy(base + 2)
+    bindRun = allocator(base, base + 5, seed).bindRun
+    assert ports(bindRun(HOST, 2, sockets.bind, even=True)) == [base + 4, base + 5]
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_even_run_is_never_placed_on_an_odd_start_even_when_one_is_free(
+    sockets: Sockets, seed: int
+) -> None:
+    low, _ = sockets.freeRange(8)
+    base = low + (low % 2)
+    # base and base+3 are taken: the free odd-started run base+1..base+2 must not be used.
+    sockets.occupy(base)
+    sockets.occupy(base + 3)
+    with pytest.raises(PortRangeExhausted) as caught:
+        allocator(base, base + 3, seed).bindRun(HOST, 2, sockets.bind, even=True)
+    assert str(caught.value) == (
+        f"no 2 free consecutive port(s) from an even port on {HOST} in {base}-{base + 3}"
+    )
+
+
+def test_even_run_that_cannot_fit_the_range_is_refused_without_binding() -> None:
+    tried: list[int] = []
+
+    def bind(index: int, port: int) -> None:
+        tried.append(port)
+
+    # 30001-30002 holds two ports, but no pair starting on an even port.
+    with pytest.raises(PortRangeExhausted) as caught:
+        allocator(30001, 30002).bindRun(HOST, 2, bind, even=True)
+    assert str(caught.value) == (
+        f"2 consecutive ports from an even port asked for on {HOST}, "
+        "range 30001-30002 holds no such run"
+    )
+    assert tried == []
+
+
+def test_even_single_port_in_a_one_port_odd_range_is_refused() -> None:
+    with pytest.raises(PortRangeExhausted):
+        allocator(30001, 30001).bindRun(HOST, 1, lambda i, p: None, even=True)
+
+
+def test_explicit_even_run_refuses_an_odd_first_port(sockets: Sockets) -> None:
+    low, _ = sockets.freeRange(4)
+    odd = low if low % 2 else low + 1
+    with pytest.raises(PortUnavailable) as caught:
+        PortAllocator().bindExact(HOST, odd, 2, sockets.bind, even=True)
+    assert str(caught.value) == f"port {odd} on {HOST} is odd: an even first port was asked"
+    even = odd + 1
+    assert ports(PortAllocator().bindExact(HOST, even, 2, sockets.bind, even=True)) == [
+        even,
+        even + 1,
+    ]
