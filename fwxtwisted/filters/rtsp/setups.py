@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 from twisted.internet.defer import Deferred
 
@@ -21,7 +20,15 @@ from fwxtwisted.filters.rtsp.setuprewrite import (
 )
 from fwxtwisted.filters.rtsp.tracks import TCP, UDP, Track
 from fwxtwisted.filters.rtsp.transport import TransportSpec, formatTransport, parseTransport
-from fwxtwisted.interfaces import ISession, ISessionFilter, RedirectFlags, Redirection, Transport
+from fwxtwisted.interfaces import (
+    IDatagramPorts,
+    IDatagramSession,
+    ISession,
+    ISessionFilter,
+    RedirectFlags,
+    Redirection,
+    Transport,
+)
 
 #: Transport parameters copied when a transport is rebuilt for the other lower transport.
 _KEPT = ("ssrc", "mode")
@@ -156,7 +163,7 @@ class Setups:
     def _relayUDP(self, track: Track, spec: TransportSpec, response: Response) -> Deferred[None]:
         assert track.serverPorts is not None and track.clientPorts is not None
         server, client = self._serverIP(), self.session.clientAddress.host
-        redirecting: Deferred[Redirection] = self.session.redirectConnections(
+        redirecting: Deferred[Redirection] = IDatagramSession(self.session).redirectConnections(
             [Address(server, port) for port in track.serverPorts],
             internalAddress=None,
             transport=Transport.UDP,
@@ -303,8 +310,8 @@ class Setups:
                 for index, channel in enumerate(channels):
                     table[channel] = (track, index)
 
-    def _openPorts(self, host: str | None, peer: str) -> Any:
-        return self.session.openDatagramPorts(
+    def _openPorts(self, host: str | None, peer: str) -> IDatagramPorts:
+        return IDatagramSession(self.session).openDatagramPorts(
             2, host, evenBase=True, expectedPeer=peer, portRange=self.options.rtpPorts
         )
 
