@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from twisted.internet.error import CannotListenError
+
 from fwxtwisted.address import Address
 from fwxtwisted.filters.rtsp.filter import rtspFilter
 from fwxtwisted.filters.rtsp.message import Response
 from fwxtwisted.filters.rtsp.options import RTSPOptions
 from fwxtwisted.filters.rtsp.parser import MessageParser, Role
 from fwxtwisted.settings import GatewaySettings
-from tests.core.support import Network, Peer, RunningGateway, within
+from tests.core.support import Network, Peer, RunningGateway, UDPPeer, within
 
 EXTERNAL = "127.0.0.2"
 
@@ -79,3 +81,25 @@ def response(cseq: int, *headers: str, status: str = "200 OK", body: bytes = b""
 def asResponse(event: object) -> Response:
     assert isinstance(event, Response), event
     return event
+
+
+def udpPair(net: Network, host: str = "127.0.0.1", low: int = 41000) -> tuple[UDPPeer, UDPPeer]:
+    """Two UDP sockets on an even port and the next one (an RTP/RTCP pair)."""
+    for base in range(low, low + 2000, 2):
+        rtp, rtcp = UDPPeer(), UDPPeer()
+        try:
+            net.listenUDP(rtp, host, base)
+        except CannotListenError:
+            continue
+        try:
+            net.listenUDP(rtcp, host, base + 1)
+        except CannotListenError:
+            continue
+        return rtp, rtcp
+    raise AssertionError("no free UDP pair")
+
+
+def portOf(peer: UDPPeer) -> int:
+    assert peer.transport is not None
+    port: int = peer.transport.getHost().port  # type: ignore[attr-defined]
+    return port
