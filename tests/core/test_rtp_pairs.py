@@ -378,3 +378,26 @@ async def test_plain_udp_redirect_counts_both_ways_and_replies_from_elsewhere(
     peer.send(b"ping", redirection.internalAddress)
     assert await within(peer.received.get()) == (b"re:ping", redirection.internalAddress)
     assert action.datagramCounts == DatagramCounts(1, 4, 1, 7, 0)
+
+
+@pytest_twisted.ensureDeferred
+async def test_known_peer_without_outbound_ports_takes_only_that_port(net: Network) -> None:
+    session = await rtpSession(net)
+    server = net.udp(reply=lambda datagram: b"re:" + datagram)
+    peer, otherPort = net.udp(), net.udp()
+    redirection = await within(
+        session.redirectConnections(
+            [addressOf(server)], transport=Transport.UDP, peerAddresses=[addressOf(peer)]
+        )
+    )
+    action = redirection.actions[0]
+    assert isinstance(action, UDPRedirectAction)
+    assert action.knownPeer == addressOf(peer)
+    assert action.state is ActionState.USED  # mapped at once
+    otherPort.send(b"not you", redirection.internalAddress)
+    peer.send(b"ping", redirection.internalAddress)
+    assert await within(peer.received.get()) == (b"re:ping", redirection.internalAddress)
+    (datagram, source) = server.received.pending[0]
+    assert datagram == b"ping" and source.host == EXTERNAL
+    assert action.datagramCounts.dropped == 1
+    assert otherPort.count == 0
