@@ -364,7 +364,7 @@ async def test_outbound_ports_and_peers_that_do_not_fit_are_refused(net: Network
 
 
 @pytest_twisted.ensureDeferred
-async def test_plain_udp_redirect_counts_both_ways_and_replies_from_elsewhere(
+async def test_plain_udp_redirect_counts_packets_and_bytes_both_ways(
     net: Network,
 ) -> None:
     session = await rtpSession(net)
