@@ -4,10 +4,13 @@ translation between UDP and interleaved, teardown and timeouts."""
 from __future__ import annotations
 
 import socket
+from collections.abc import Iterator
 
+import pytest
 import pytest_twisted
 from twisted.internet import reactor
 from twisted.internet.task import deferLater
+from twisted.logger import LogEvent, LogLevel, formatEvent, globalLogPublisher
 
 from fwxtwisted.address import Address
 from fwxtwisted.filters.rtsp.message import InterleavedFrame
@@ -219,3 +222,45 @@ async def test_policy_tcp_carries_a_udp_clients_media_interleaved(net: Network) 
     client[1].send(b"receiver-report", Address(LOCAL, towardClient[1]))
     events = await readMessages(s.server, 2, Role.CLIENT)
     assert events[1] == InterleavedFrame(channels[1], b"receiver-report")
+
+
+@pytest.fixture
+def rtspEvents() -> Iterator[list[LogEvent]]:
+    """Every rtsp.session event logged while the test runs."""
+    events: list[LogEvent] = []
+
+    def observe(event: LogEvent) -> None:
+        if event.get("fwx_event") == "rtsp.session":
+            events.append(event)
+
+    globalLogPublisher.addObserver(observe)
+    yield events
+    globalLogPublisher.removeObserver(observe)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_session_ends_with_one_rtsp_event(net: Network, rtspEvents: list[LogEvent]) -> None:
+    s = await scene(net)
+    server = udpPair(net, low=43000)
+    client, towardServer, towardClient = await udpSetup(net, s, server)
+    for number in range(3):
+        server[0].send(b"rtp-%d" % number, Address(EXTERNAL, towardServer[0]))
+        await within(client[0].received.get())
+    client[1].send(b"report", Address(LOCAL, towardClient[1]))
+    await within(server[1].received.get())
+    net.udp().send(b"foreign", Address(LOCAL, towardClient[0]))
+    await deferLater(reactor, 0.1, lambda: None)
+    s.client.transport.loseConnection()  # type: ignore[union-attr]
+    for _ in range(100):
+        if rtspEvents:
+            break
+        await deferLater(reactor, 0.02, lambda: None)
+    (event,) = rtspEvents
+    assert event["log_level"] is LogLevel.info
+    (track,) = event["tracks"]
+    assert track["transport"] == "udp<->udp"
+    assert (track["packets_to_client"], track["packets_to_server"]) == (3, 1)
+    assert track["dropped"] == 1
+    assert event["url"] == f"{s.serverURL}/test/stream=0"
+    assert event["external"] == EXTERNAL
+    assert "1 track(s)" in formatEvent(event)
