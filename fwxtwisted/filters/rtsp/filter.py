@@ -48,18 +48,20 @@ class RTSPCommandOptions(GatewayCommandOptions):
         super().postOptions()
         if not self["upstream"]:
             raise usage.UsageError("--upstream HOST:PORT is required")
+        if self["session-timeout"] is not None:
+            try:
+                self["session-timeout"] = float(self["session-timeout"])
+            except ValueError:
+                raise usage.UsageError(
+                    f"--session-timeout: expected seconds, got {self['session-timeout']!r}"
+                ) from None
 
     def filterOptions(self) -> dict[str, object]:
         options: dict[str, object] = {"transport_policy": self["transport-policy"]}
         if self["rtp-ports"]:
             options["rtp_ports"] = self["rtp-ports"]
         if self["session-timeout"] is not None:
-            try:
-                options["session_timeout"] = float(self["session-timeout"])
-            except ValueError:
-                raise usage.UsageError(
-                    f"--session-timeout: expected seconds, got {self['session-timeout']!r}"
-                ) from None
+            options["session_timeout"] = self["session-timeout"]
         if self["allow-multicast"]:
             options["allow_multicast"] = True
         return options
