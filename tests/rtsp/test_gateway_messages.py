@@ -211,3 +211,23 @@ async def test_a_request_without_cseq_is_answered_400_and_not_forwarded(net: Net
     s.server.send(response(2))
     replies = [asResponse(e) for e in await readMessages(s.client, 2)]
     assert [r.status for r in replies] == [400, 200]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_session_holds_at_most_16_tracks(net: Network) -> None:
+    s = await scene(net)
+    for cseq in range(1, 18):
+        s.client.send(
+            request(
+                "SETUP",
+                f"{s.gatewayURL}/test/stream={cseq}",
+                cseq,
+                f"Transport: RTP/AVP;unicast;client_port={40000 + 2 * cseq}-{40001 + 2 * cseq}",
+            )
+        )
+    forwarded = await readMessages(s.server, 16, Role.CLIENT)
+    assert len(forwarded) == 16
+    for cseq in range(1, 17):
+        s.server.send(response(cseq, status="454 Session Not Found"))
+    replies = [asResponse(e) for e in await readMessages(s.client, 17)]
+    assert [r.status for r in replies] == [454] * 16 + [453]

@@ -30,6 +30,9 @@ from fwxtwisted.interfaces import (
     Transport,
 )
 
+#: Tracks one session may hold: each UDP track holds four ports of the gateway's pool.
+MAX_TRACKS = 16
+
 #: Transport parameters copied when a transport is rebuilt for the other lower transport.
 _KEPT = ("ssrc", "mode")
 
@@ -82,6 +85,11 @@ class Setups:
         checkClientTransport(spec, self.session.clientAddress.host, self.options.allowMulticast)
         if spec.isMulticast:
             return None
+        for old in [track for track in self.tracks if track.url == request.uri]:
+            # A SETUP of a track set up already changes its transport: the old ports go.
+            self.drop(old)
+        if len(self.tracks) >= MAX_TRACKS:
+            raise RTSPProtocolError(453, f"more than {MAX_TRACKS} tracks in one session")
         policy = self.options.transportPolicy
         clientLower = spec.lowerTransport
         if clientLower == UDP:
