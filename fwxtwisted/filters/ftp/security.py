@@ -78,6 +78,7 @@ class FTPSecurity:
                 self._session.startTLS(
                     Side.CLIENT, LegTLS(self._options.serverTLSOptions, asServer=True)
                 )
+                control.discardClear(Side.CLIENT, f"AUTH {argument}")
                 self.clientTLS = True
                 return self.secureUpstreamIfWanted()
         elif verb == "PBSZ":
@@ -130,6 +131,7 @@ class FTPSecurity:
             self._session.startTLS(
                 Side.SERVER, LegTLS(self._creator(), asServer=False, check=handshaken)
             )
+            self._control.discardClear(Side.SERVER, f"its {reply.code}")
 
         self._control.sendToServer(Command("AUTH", "TLS"), None, answered)
         return done
