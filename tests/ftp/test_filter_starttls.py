@@ -180,3 +180,105 @@ def test_noByteBehindThe234ReachesTheClient(tls: TlsFiles, after: bytes) -> None
     session.serverSends(b'257 "/"\r\n')
     assert session.toClient == b'257 "/"\r\n'
     assert not session.closed
+
+
+# -- policy: --client-ca, PROT C, REIN ---------------------------------------------------------
+
+
+def policyOptions(tls: TlsFiles, **extra: object) -> FTPOptions:
+    table: dict[str, object] = {
+        "tls_cert": str(tls.cert),
+        "tls_key": str(tls.key),
+        "upstream_tls": "never",
+    }
+    table.update(extra)
+    return parseFTPOptions(table)
+
+
+def test_clientCAImpliesRequireTLS(tls: TlsFiles, logged: list[LogEvent]) -> None:
+    opts = policyOptions(tls, client_ca=str(tls.caCert))
+    assert opts.requireTLS
+    assert any("client_ca: implies require_tls" in e.get("log_format", "") for e in logged)
+    session = started(opts)
+    session.clientSends(b"USER anonymous\r\nPASS x\r\n")
+    assert session.toServer == b""
+    assert session.toClient.count(b"530 TLS required") == 2
+
+
+def test_protCIsRefusedUnderRequireTLS(tls: TlsFiles) -> None:
+    session = started(policyOptions(tls, require_tls=True))
+    session.clientSends(b"AUTH TLS\r\n")
+    session.clientSends(b"PBSZ 0\r\nPROT C\r\nPROT P\r\n")
+    assert session.toClient.endswith(
+        b"534 PROT C refused: this gateway requires protected data (PROT P)\r\n"
+        b"200 PROT now Private\r\n"
+    )
+
+
+def test_protCIsAcceptedUnderRequireTLSWithAllowClearData(tls: TlsFiles) -> None:
+    session = started(policyOptions(tls, require_tls=True, allow_clear_data=True))
+    session.clientSends(b"AUTH TLS\r\n")
+    session.clientSends(b"PBSZ 0\r\nPROT C\r\n")
+    assert session.toClient.endswith(b"200 PROT now Clear\r\n")
+
+
+def test_protCIsAcceptedWithoutRequireTLS(tls: TlsFiles) -> None:
+    session = started(policyOptions(tls))
+    session.clientSends(b"AUTH TLS\r\n")
+    session.clientSends(b"PBSZ 0\r\nPROT C\r\n")
+    assert session.toClient.endswith(b"200 PROT now Clear\r\n")
+
+
+def test_reinIsRefusedOnceTLSIsOn(tls: TlsFiles) -> None:
+    session = started(policyOptions(tls))
+    session.clientSends(b"AUTH TLS\r\n")
+    session.clientSends(b"REIN\r\n")
+    assert session.toServer == b""
+    assert session.toClient.endswith(
+        b"502 REIN refused: it cannot undo TLS; close and reconnect instead\r\n"
+    )
+
+
+def test_reinIsRefusedWhenOnlyTheServerSideIsTLS(tls: TlsFiles) -> None:
+    session = started(options(tls, "always"))
+    session.serverSends(b"234 go\r\n")
+    serverHandshakeDone(session)
+    session.clientSends(b"REIN\r\n")
+    assert session.toServer == b"AUTH TLS\r\n"
+    assert session.toClient.startswith(b"502 REIN refused")
+
+
+def test_reinIsForwardedWithoutTLS(tls: TlsFiles) -> None:
+    session = started(policyOptions(tls))
+    session.clientSends(b"REIN\r\n")
+    assert session.toServer == b"REIN\r\n"
+
+
+# -- TLS policy options ------------------------------------------------------------------------
+
+
+def test_tlsPolicyDefaultsAndOptions(tls: TlsFiles) -> None:
+    default = policyOptions(tls)
+    assert default.serverTLS is not None
+    assert default.serverTLS.policy.minVersion == "1.2"
+    assert "ECDHE+AESGCM" in default.serverTLS.policy.ciphers
+    assert default.upstreamTLSSettings.policy == default.serverTLS.policy
+    custom = policyOptions(tls, tls_min_version="1.3", tls_ciphers="ECDHE+AESGCM")
+    assert custom.serverTLS is not None
+    assert custom.serverTLS.policy.minVersion == "1.3"
+    assert custom.upstreamTLSSettings.policy.ciphers == "ECDHE+AESGCM"
+
+
+@pytest.mark.parametrize(
+    ("table", "message"),
+    [
+        ({"tls_min_version": "1.1"}, "tls_min_version: must be 1.2 or 1.3"),
+        ({"tls_ciphers": "NO-SUCH-CIPHER"}, "tls_ciphers: 'NO-SUCH-CIPHER' is not usable"),
+        ({"tls_ciphers": 3}, "tls_ciphers: must be an OpenSSL cipher string"),
+    ],
+)
+def test_badTLSPolicyIsAConfigError(tls: TlsFiles, table: dict[str, object], message: str) -> None:
+    from fwxtwisted.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        policyOptions(tls, **table)

@@ -4,20 +4,23 @@ its 234, never crosses the switch to TLS."""
 
 from __future__ import annotations
 
+import re
 import socket
 import ssl
+import subprocess
 from collections.abc import Iterator
 
 import pytest
 
 from tests.interop.support import (
+    CLIENT_TIMEOUT,
     SOCKET_TIMEOUT,
     FakeFTPServer,
     assertCleanLog,
     ftpGateway,
     waitForLog,
 )
-from tests.peers import TlsFiles, makeTlsFiles
+from tests.peers import TlsFiles, makeTlsFiles, requirePeer
 
 pytestmark = pytest.mark.peers
 
@@ -109,3 +112,74 @@ def test_serverRepliesPipelinedBehindIts234AreNotDelivered(tlsFiles: TlsFiles) -
             assert server.commands[0] == ("AUTH", False)
             assert server.commands[1:] == [("USER", True), ("QUIT", True)]
             assertCleanLog(gateway)
+
+
+# -- the default TLS policy (openssl s_client -starttls ftp) ------------------------------------
+
+
+def sClient(gateway: object, *options: str) -> subprocess.CompletedProcess[str]:
+    host, port = gateway.address  # type: ignore[attr-defined]
+    return subprocess.run(
+        [requirePeer("openssl"), "s_client", "-starttls", "ftp", "-connect", f"{host}:{port}"]
+        + list(options),
+        input="",
+        capture_output=True,
+        text=True,
+        timeout=CLIENT_TIMEOUT,
+    )
+
+
+def negotiated(result: subprocess.CompletedProcess[str]) -> str | None:
+    """The cipher s_client negotiated, None when the handshake failed."""
+    match = re.search(r"Cipher is (\S+)", result.stdout)
+    if result.returncode != 0 or match is None or match.group(1) == "(NONE)":
+        return None
+    return match.group(1)
+
+
+@pytest.fixture(scope="module")
+def policyServer() -> Iterator[FakeFTPServer]:
+    with FakeFTPServer(LOGIN) as server:
+        yield server
+
+
+def policyGateway(server: FakeFTPServer, tlsFiles: TlsFiles, *extra: str) -> list[str]:
+    return [
+        "--upstream",
+        f"127.0.0.1:{server.port}",
+        "--upstream-tls",
+        "never",
+        "--tls-cert",
+        str(tlsFiles.cert),
+        "--tls-key",
+        str(tlsFiles.key),
+        *extra,
+    ]
+
+
+def test_defaultPolicyRefusesTLS12WithoutForwardSecrecyAndOldVersions(
+    policyServer: FakeFTPServer, tlsFiles: TlsFiles
+) -> None:
+    with ftpGateway(policyGateway(policyServer, tlsFiles)) as gateway:
+        assert negotiated(sClient(gateway, "-tls1_2", "-cipher", "AES128-SHA")) is None
+        assert negotiated(sClient(gateway, "-tls1_2", "-cipher", "AES256-GCM-SHA384")) is None
+        good = sClient(gateway, "-tls1_2", "-cipher", "ECDHE-RSA-AES128-GCM-SHA256")
+        assert negotiated(good) == "ECDHE-RSA-AES128-GCM-SHA256", good.stdout
+        assert negotiated(sClient(gateway, "-tls1_1", "-cipher", "DEFAULT@SECLEVEL=0")) is None
+        assert negotiated(sClient(gateway, "-tls1_3")) is not None
+        assertCleanLog(gateway)
+
+
+def test_tlsOptionsChangeThePolicy(policyServer: FakeFTPServer, tlsFiles: TlsFiles) -> None:
+    options = policyGateway(
+        policyServer, tlsFiles, "--tls-min-version", "1.3", "--tls-ciphers", "ECDHE+AESGCM"
+    )
+    with ftpGateway(options) as gateway:
+        refused = sClient(gateway, "-tls1_2", "-cipher", "ECDHE-RSA-AES128-GCM-SHA256")
+        assert negotiated(refused) is None
+        assert negotiated(sClient(gateway, "-tls1_3")) is not None
+        assertCleanLog(gateway)
+    options = policyGateway(policyServer, tlsFiles, "--tls-ciphers", "AES128-SHA")
+    with ftpGateway(options) as gateway:
+        # Explicitly asked for: the operator's choice wins.
+        assert negotiated(sClient(gateway, "-tls1_2", "-cipher", "AES128-SHA")) == "AES128-SHA"

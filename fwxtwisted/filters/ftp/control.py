@@ -28,7 +28,12 @@ from fwxtwisted.filters.ftp.lane import Lane
 from fwxtwisted.filters.ftp.options import FTPOptions
 from fwxtwisted.filters.ftp.replies import Reply, formatReply
 from fwxtwisted.filters.ftp.replyqueue import ReplyQueue, ReplySlot
-from fwxtwisted.filters.ftp.security import REUSE_REFUSAL, SECURITY_VERBS, FTPSecurity
+from fwxtwisted.filters.ftp.security import (
+    REFUSED_UNDER_TLS,
+    REUSE_REFUSAL,
+    SECURITY_VERBS,
+    FTPSecurity,
+)
 from fwxtwisted.filters.ftp.transfers import DIRECTIONS, TransferLog
 from fwxtwisted.interfaces import (
     Direction,
@@ -273,7 +278,9 @@ class FTPSessionFilter:
             return None
         command = clientEvent.command
         verb = command.verb
-        if verb in SECURITY_VERBS:
+        if verb in SECURITY_VERBS or (
+            verb in REFUSED_UNDER_TLS and (self.security.clientTLS or self.security.upstreamTLS)
+        ):
             securing = self.security.clientCommand(command)
             if securing is not None:
                 # The server refusing AUTH TLS that policy requires: 421, nothing sent.

@@ -22,6 +22,9 @@ log = Logger()
 #: Verbs this module answers for the client (never forwarded: each side has its own TLS).
 SECURITY_VERBS = frozenset({"AUTH", "PBSZ", "PROT", "CCC", "ADAT", "MIC", "CONF", "ENC"})
 
+#: Verbs refused once either side of the control connection speaks TLS.
+REFUSED_UNDER_TLS = frozenset({"REIN"})
+
 #: The reply vsftpd gives, and clients know, for a data connection that did not resume.
 REUSE_REFUSAL = "SSL connection failed: session reuse required"
 
@@ -92,11 +95,15 @@ class FTPSecurity:
             elif argument == "P":
                 self.clientProtected = True
                 control.reply(200, "PROT now Private")
+            elif argument == "C" and self._options.requireTLS and not self._options.allowClearData:
+                control.reply(534, "PROT C refused: this gateway requires protected data (PROT P)")
             elif argument == "C":
                 self.clientProtected = False
                 control.reply(200, "PROT now Clear")
             else:
                 control.reply(536, f"PROT {argument} not supported; use P or C")
+        elif verb == "REIN":
+            control.reply(502, "REIN refused: it cannot undo TLS; close and reconnect instead")
         else:
             control.reply(502, f"{verb} not implemented")
         return None
