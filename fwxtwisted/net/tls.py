@@ -9,7 +9,12 @@ from typing import Any
 
 from OpenSSL import SSL, crypto
 from twisted.internet import ssl
-from twisted.internet._sslverify import ClientTLSOptions, OpenSSLCertificateOptions
+from twisted.internet._sslverify import (
+    ClientTLSOptions,
+    OpenSSLAcceptableCiphers,
+    OpenSSLCertificateOptions,
+    TLSVersion,
+)
 from twisted.internet.interfaces import IOpenSSLClientConnectionCreator, IOpenSSLContextFactory
 from zope.interface import implementer
 
@@ -38,6 +43,42 @@ def _certificates(path: str, what: str) -> list[crypto.X509]:
         raise ConfigError(f"{what}: {path}: not a valid certificate ({e})") from None
 
 
+#: TLS 1.2 suites by default: forward secret (ECDHE, DHE) and AEAD (AES-GCM,
+#: ChaCha20-Poly1305) only.  TLS 1.3 suites are all of that kind and are not affected.
+DEFAULT_TLS_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20:DHE+AESGCM:DHE+CHACHA20:!aNULL:!eNULL"
+#: The oldest TLS version accepted by default.
+DEFAULT_TLS_MIN_VERSION = "1.2"
+_TLS_VERSIONS = {"1.2": TLSVersion.TLSv1_2, "1.3": TLSVersion.TLSv1_3}
+
+
+@dataclass(frozen=True)
+class TLSPolicy:
+    """Which TLS versions and TLS 1.2 cipher suites the gateway accepts, toward clients
+    and toward servers alike."""
+
+    #: An OpenSSL cipher string for TLS 1.2 (and below, were it allowed).
+    ciphers: str = DEFAULT_TLS_CIPHERS
+    #: "1.2" or "1.3".
+    minVersion: str = DEFAULT_TLS_MIN_VERSION
+
+    def __post_init__(self) -> None:
+        if self.minVersion not in _TLS_VERSIONS:
+            raise ConfigError("tls_min_version: must be 1.2 or 1.3")
+        if not self.ciphers or not isinstance(self.ciphers, str):
+            raise ConfigError("tls_ciphers: must be an OpenSSL cipher string")
+        try:
+            OpenSSLCertificateOptions(**self.options()).getContext()
+        except (SSL.Error, ValueError) as e:
+            raise ConfigError(f"tls_ciphers: {self.ciphers!r} is not usable ({e})") from None
+
+    def options(self) -> dict[str, Any]:
+        """Keyword arguments of Twisted's OpenSSLCertificateOptions."""
+        return {
+            "raiseMinimumTo": _TLS_VERSIONS[self.minVersion],
+            "acceptableCiphers": OpenSSLAcceptableCiphers.fromOpenSSLCipherString(self.ciphers),
+        }
+
+
 @dataclass(frozen=True)
 class ServerTLSSettings:
     """The gateway's certificate toward clients, and whether it asks for theirs."""
@@ -46,6 +87,7 @@ class ServerTLSSettings:
     keyFile: str
     chainFile: str | None = None
     clientCAFile: str | None = None
+    policy: TLSPolicy = TLSPolicy()
 
     def makeOptions(self) -> OpenSSLCertificateOptions:
         """One options object per listener: its single context keeps the session cache
@@ -73,6 +115,7 @@ class ServerTLSSettings:
                 extraCertChain=chain,
                 enableSessions=True,
                 enableSessionTickets=True,
+                **self.policy.options(),
                 **extra,
             )
             options.getContext()
@@ -89,12 +132,13 @@ class UpstreamTLSSettings:
     caFile: str | None = None
     #: Skip every check (logged as a warning at start and per session).
     insecure: bool = False
+    policy: TLSPolicy = TLSPolicy()
 
     def clientOptions(self, hostname: str) -> IOpenSSLClientConnectionCreator:
         """A creator for one session: control and data connections share its context,
         which resumption requires."""
         if self.insecure:
-            options = OpenSSLCertificateOptions(verify=False)
+            options = OpenSSLCertificateOptions(verify=False, **self.policy.options())
             return _UncheckedClient(options)
         if self.caFile:
             trust: Any = ssl.trustRootFromCertificates(
@@ -102,7 +146,9 @@ class UpstreamTLSSettings:
             )
         else:
             trust = ssl.platformTrust()
-        created = ssl.optionsForClientTLS(hostname, trustRoot=trust)
+        created = ssl.optionsForClientTLS(
+            hostname, trustRoot=trust, extraCertificateOptions=self.policy.options()
+        )
         assert isinstance(created, ClientTLSOptions)
         return created
 

@@ -7,7 +7,12 @@ from collections.abc import Callable
 from typing import Any
 from typing import Protocol as TypingProtocol
 
-from twisted.internet.interfaces import IHalfCloseableProtocol, IHandshakeListener, IPushProducer
+from twisted.internet.interfaces import (
+    IHalfCloseableProtocol,
+    IHandshakeListener,
+    IPushProducer,
+    ISSLTransport,
+)
 from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -101,16 +106,30 @@ class LegProducer:
         pass
 
 
+def isTLSTransport(transport: Any) -> bool:
+    """True for a transport that speaks TLS: started on a TCP connection (Twisted sets
+    its C{TLS} flag and gives it L{ISSLTransport}) or accepted on a TLS listener."""
+    return bool(getattr(transport, "TLS", False)) or ISSLTransport.providedBy(transport)
+
+
 def endWriting(transport: Any, whole: bool, readEnded: bool = False) -> None:
     """Close C{transport} (C{whole}) or its writing half, after what is written to it.
 
     The other leg stops being its producer first: a TLS transport defers its close
     while a producer is registered, and would keep the last bytes and the close.  A
-    TLS transport has no half-close, so it closes whole.  A plain TCP transport with
-    nothing queued sends its FIN at once, and closes at once when its FIN is out
-    and C{readEnded} says the peer's EOF has been read (see sendnow.py).
+    TLS transport has no half-close, so it closes whole, through the TLS layer (a
+    close_notify first).  A plain TCP transport with nothing queued sends its FIN at
+    once, and closes at once when its FIN is out and C{readEnded} says the peer's EOF
+    has been read (see sendnow.py).
     """
     transport.unregisterProducer()
+    if isTLSTransport(transport):
+        # Never the TCP connection's own loseWriteConnection (a TLS transport has one,
+        # from the socket under it, and a TLS listener's passes it through): a FIN
+        # under the TLS layer, without close_notify, that the TLS layer does not know
+        # of; its close then finds the connection gone and fails inside Twisted.
+        transport.loseConnection()
+        return
     if whole:
         if readEnded and closeNow(transport):
             return

@@ -26,6 +26,7 @@ from fwxtwisted.relay.legs import (
     LegProducer,
     describe,
     endWriting,
+    isTLSTransport,
     opposite,
 )
 from fwxtwisted.relay.legs import RelayLeg as RelayLeg  # re-exported
@@ -47,6 +48,11 @@ TLS_CLOSE_WAIT = 10.0
 
 #: Iterating the enum costs a generator each time; this is on every leg's close.
 _SIDES = (Side.CLIENT, Side.SERVER)
+
+
+def _handshaking(leg: RelayLeg) -> bool:
+    """True when C{leg} speaks TLS and its handshake has not ended."""
+    return not leg.handshaken and isTLSTransport(leg.transport)
 
 
 class Relay:
@@ -154,14 +160,21 @@ class Relay:
         self._maybeFinish()
 
     def close(self, reason: str | None = None) -> None:
-        """Close both legs after flushing what is already written to them."""
+        """Close both legs after flushing what is already written to them; a leg whose
+        TLS handshake has not ended is aborted (its close would wait for the handshake,
+        which a stalled peer never ends, and what is written to it is not readable
+        before)."""
         self._closing = True
         self._stopFastPath()
         if self._closeReason is None:
             self._closeReason = reason
         self._cancelConnecting()
         for side, leg in list(self._legs.items()):
-            if side not in self._lost and leg.transport is not None:
+            if side in self._lost or leg.transport is None:
+                continue
+            if _handshaking(leg):
+                leg.transport.abortConnection()  # type: ignore[attr-defined]
+            else:
                 endWriting(leg.transport, whole=True, readEnded=side in self._readEnded)
         self._maybeFinish()
 
@@ -253,7 +266,11 @@ class Relay:
             return
         if leg.closeTimer is not None and leg.closeTimer.active():
             leg.closeTimer.cancel()
+        leg.closeTimer = None
         endWriting(transport, whole=True, readEnded=leg.side in self._readEnded)
+        if _handshaking(leg) and self._reactor is not None and leg.side not in self._lost:
+            # Its TLS close waits for the handshake: bounded, as for a refused leg.
+            leg.closeTimer = self._reactor.callLater(TLS_CLOSE_WAIT, transport.abortConnection)
 
     # The fast path.
 

@@ -425,3 +425,101 @@ def freeLowPort(host: str = "127.0.0.1") -> int:
                 continue
             return port
     raise RuntimeError(f"no free port below 1024 on {host}")
+
+
+# -- gateway log hygiene ---------------------------------------------------------------------
+
+#: What a gateway log never shows when the gateway handled everything it met.
+LOG_FAILURE_MARKERS = ("Unhandled Error", "Traceback")
+
+
+def assertCleanLog(gateway: Gateway, since: int = 0) -> None:
+    """The gateway logged no unhandled error and no traceback (past offset `since`).
+    Call it once the sessions under test have ended: a close path's traceback comes last."""
+    text = gatewayLog(gateway)[since:]
+    for marker in LOG_FAILURE_MARKERS:
+        assert marker not in text, f"{marker!r} in the gateway log:\n{text}"
+
+
+class FakeFTPServer:
+    """A scripted FTP server on loopback, one thread per session: it greets, records
+    every command (with whether it came under TLS), answers from `replies` (verb ->
+    raw bytes, sent in one write: a hostile server may pipeline forged replies), and
+    after answering AUTH with a 234 it takes the TLS handshake (`tls`: a server
+    certificate and key)."""
+
+    def __init__(
+        self,
+        replies: dict[str, bytes],
+        tls: tuple[Path, Path] | None = None,
+        greeting: bytes = b"220 fake ready\r\n",
+    ) -> None:
+        self.replies = replies
+        self.greeting = greeting
+        self.commands: list[tuple[str, bool]] = []
+        self._context = None
+        if tls is not None:
+            import ssl
+
+            self._context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            self._context.load_cert_chain(str(tls[0]), str(tls[1]))
+        self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._socket.bind(("127.0.0.1", 0))
+        self._socket.listen(8)
+        self._socket.settimeout(0.1)
+        self.port: int = self._socket.getsockname()[1]
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                connection, _ = self._socket.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(connection,), daemon=True).start()
+
+    def _serve(self, connection: socket.socket) -> None:
+        connection.settimeout(SOCKET_TIMEOUT)
+        stream = connection
+        secured = False
+        buffer = b""
+        with contextlib.suppress(OSError):
+            stream.sendall(self.greeting)
+            while not self._stop.is_set():
+                while b"\n" not in buffer:
+                    chunk = stream.recv(4096)
+                    if not chunk:
+                        return
+                    buffer += chunk
+                line, _, buffer = buffer.partition(b"\n")
+                verb = line.strip().split(b" ", 1)[0].decode("latin-1").upper()
+                self.commands.append((verb, secured))
+                answer = self.replies.get(verb, b"502 not here\r\n")
+                stream.sendall(answer)
+                if verb == "QUIT":
+                    return
+                if verb == "AUTH" and answer.startswith(b"234") and self._context is not None:
+                    buffer = b""
+                    stream = self._context.wrap_socket(connection, server_side=True)
+                    secured = True
+        with contextlib.suppress(OSError):
+            stream.close()
+
+    def verbs(self) -> list[str]:
+        return [verb for verb, _ in self.commands]
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self._socket.close()
+
+    def __enter__(self) -> FakeFTPServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

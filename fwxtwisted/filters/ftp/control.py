@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -27,7 +28,12 @@ from fwxtwisted.filters.ftp.lane import Lane
 from fwxtwisted.filters.ftp.options import FTPOptions
 from fwxtwisted.filters.ftp.replies import Reply, formatReply
 from fwxtwisted.filters.ftp.replyqueue import ReplyQueue, ReplySlot
-from fwxtwisted.filters.ftp.security import REUSE_REFUSAL, SECURITY_VERBS, FTPSecurity
+from fwxtwisted.filters.ftp.security import (
+    REFUSED_UNDER_TLS,
+    REUSE_REFUSAL,
+    SECURITY_VERBS,
+    FTPSecurity,
+)
 from fwxtwisted.filters.ftp.transfers import DIRECTIONS, TransferLog
 from fwxtwisted.interfaces import (
     Direction,
@@ -80,6 +86,12 @@ class FTPSessionFilter:
         self._channel: IDataChannel | None = None
         #: Client commands, one at a time.
         self._lane = Lane(self._commandFailed)
+        #: The part of the current read of each side not fed to the conversation yet.
+        self._unread: dict[Side, bytes] = {Side.CLIENT: b"", Side.SERVER: b""}
+        #: Client commands read but not handled yet, with their size in bytes.
+        self._backlog: deque[tuple[ClientEvent, int]] = deque()
+        #: Counts the client's switches to TLS: a command read before one is dropped.
+        self._clientEpoch = 0
         self._awaiting: dict[int, _Awaiting] = {}
         self._greetingDone = False
         self.greetingWaiter: Deferred[Reply] | None = None
@@ -167,12 +179,43 @@ class FTPSessionFilter:
 
     def dataReceived(self, direction: Direction, data: bytes) -> None:
         self._touch()
-        if direction is Direction.CLIENT_TO_SERVER:
-            for clientEvent in self.conversation.receiveClientData(data):
-                self._queue(clientEvent)
+        # A line at a time: a line can switch its side to TLS (AUTH TLS, a 234), and
+        # what follows it in this read came in clear: discardClear drops it.
+        side = Side.CLIENT if direction is Direction.CLIENT_TO_SERVER else Side.SERVER
+        self._unread[side] = data
+        conversation = self.conversation
+        while unread := self._unread[side]:
+            end = unread.find(b"\n") + 1 or len(unread)
+            line, self._unread[side] = unread[:end], unread[end:]
+            if side is Side.CLIENT:
+                size = len(line) + len(conversation.clientPending)
+                for clientEvent in conversation.receiveClientData(line):
+                    self._queue(clientEvent, size)
+            else:
+                for serverEvent in conversation.receiveServerData(line):
+                    self._serverEvent(serverEvent)
+
+    def discardClear(self, side: Side, switch: str) -> None:
+        """C{side} switches to TLS now: drop every byte it sent in clear that was not
+        handled yet (the rest of the read, an unfinished line, commands waiting), so
+        that none is taken as sent under TLS (STARTTLS injection, CVE-2011-0411)."""
+        dropped = len(self._unread[side])
+        self._unread[side] = b""
+        if side is Side.CLIENT:
+            dropped += self.conversation.discardClientData()
+            dropped += sum(size for _, size in self._backlog)
+            self._backlog.clear()
+            self._clientEpoch += 1
         else:
-            for serverEvent in self.conversation.receiveServerData(data):
-                self._serverEvent(serverEvent)
+            dropped += self.conversation.discardServerData()
+        if dropped:
+            log.warn(
+                "{session}: discarded {count} bytes the {side} sent in clear after {switch}",
+                session=self.session.sessionId,
+                count=dropped,
+                side=side.value,
+                switch=switch,
+            )
 
     def eofReceived(self, direction: Direction) -> None:
         if direction is Direction.CLIENT_TO_SERVER:
@@ -201,12 +244,17 @@ class FTPSessionFilter:
 
     # Client commands, one at a time.
 
-    def _queue(self, clientEvent: ClientEvent) -> None:
+    def _queue(self, clientEvent: ClientEvent, size: int = 0) -> None:
         if self._lane.queued >= MAX_QUEUED_COMMANDS:
             self.closeAfterReplies("client sent too many commands without waiting")
             return
+        epoch = self._clientEpoch
+        self._backlog.append((clientEvent, size))
 
         def handle() -> Deferred[Any] | None:
+            if epoch != self._clientEpoch:
+                return None  # read in clear before a switch to TLS: dropped
+            self._backlog.popleft()
             if self.session.closed or self._closing:
                 return None
             return self._clientEvent(clientEvent)
@@ -230,7 +278,9 @@ class FTPSessionFilter:
             return None
         command = clientEvent.command
         verb = command.verb
-        if verb in SECURITY_VERBS:
+        if verb in SECURITY_VERBS or (
+            verb in REFUSED_UNDER_TLS and (self.security.clientTLS or self.security.upstreamTLS)
+        ):
             securing = self.security.clientCommand(command)
             if securing is not None:
                 # The server refusing AUTH TLS that policy requires: 421, nothing sent.

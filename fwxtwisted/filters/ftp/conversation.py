@@ -140,6 +140,21 @@ class Conversation:
                 events.append(ServerReply(reply, self._answer(reply)))
         return events
 
+    @property
+    def clientPending(self) -> bytes:
+        """The start of the client's unfinished line."""
+        return self._clientLines.pending
+
+    def discardClientData(self) -> int:
+        """Forget the client's unfinished line (its bytes came in clear before a switch
+        to TLS); return how many bytes were dropped."""
+        return self._clientLines.discard()
+
+    def discardServerData(self) -> int:
+        """Forget the server's unfinished line and reply (bytes read in clear before a
+        switch to TLS); return how many bytes were dropped."""
+        return self._serverLines.discard() + self._replies.discard()
+
     def _answer(self, reply: Reply) -> Command | None:
         """The command C{reply} answers (None for the greeting), dequeued if final."""
         if self._awaitingGreeting:

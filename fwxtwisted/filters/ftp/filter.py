@@ -49,6 +49,14 @@ class FTPCommandOptions(GatewayCommandOptions):
         ],
         ["upstream-ca", None, None, "PEM CAs to check the server's certificate (default: system)."],
         [
+            "tls-ciphers",
+            None,
+            None,
+            "OpenSSL cipher string for TLS 1.2, both sides (default: ECDHE/DHE with AES-GCM "
+            "or ChaCha20 only).",
+        ],
+        ["tls-min-version", None, None, "Oldest TLS version accepted, both sides: 1.2 or 1.3."],
+        [
             "data-connect-timeout",
             None,
             None,
@@ -62,6 +70,7 @@ class FTPCommandOptions(GatewayCommandOptions):
         ["allow-fxp", None, "Let PORT/EPRT name other hosts and ports below 1024."],
         ["require-tls", None, "Refuse logins before AUTH TLS."],
         ["require-tls-reuse", None, "Protected data connections must resume the TLS session."],
+        ["allow-clear-data", None, "With --require-tls, let clients choose PROT C (clear data)."],
         ["upstream-insecure", None, "Do not check the server's certificate (logged as a warning)."],
     ]
 
@@ -98,10 +107,18 @@ class FTPCommandOptions(GatewayCommandOptions):
             options["passive_ports"] = self["passive-ports"]
         if self["advertise-address"]:
             options["advertise_address"] = self["advertise-address"]
-        for flag in ("require-tls", "require-tls-reuse", "upstream-insecure"):
+        for flag in ("require-tls", "require-tls-reuse", "upstream-insecure", "allow-clear-data"):
             if self[flag]:
                 options[flag.replace("-", "_")] = True
-        for name in ("tls-cert", "tls-key", "tls-chain", "client-ca", "upstream-ca"):
+        for name in (
+            "tls-cert",
+            "tls-key",
+            "tls-chain",
+            "client-ca",
+            "upstream-ca",
+            "tls-ciphers",
+            "tls-min-version",
+        ):
             if self[name]:
                 options[name.replace("-", "_")] = self[name]
         options["upstream_tls"] = self["upstream-tls"]

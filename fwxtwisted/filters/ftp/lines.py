@@ -58,6 +58,11 @@ class LineReader:
         """The start of an unfinished line (what would be lost if the stream ended now)."""
         return self._buffer
 
+    def discard(self) -> int:
+        """Drop the unfinished line; return its length in bytes."""
+        dropped, self._buffer = len(self._buffer), b""
+        return dropped
+
     def feed(self, data: bytes) -> list[LineEvent]:
         """Consume C{data}; return the lines it completes, then at most one L{LineError}."""
         if self._failed:

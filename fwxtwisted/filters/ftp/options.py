@@ -12,7 +12,13 @@ from fwxtwisted.address import Address, parsePort
 from fwxtwisted.app.config import parsePortRange
 from fwxtwisted.errors import ConfigError
 from fwxtwisted.logs import Logger
-from fwxtwisted.net.tls import ServerTLSSettings, UpstreamTLSSettings
+from fwxtwisted.net.tls import (
+    DEFAULT_TLS_CIPHERS,
+    DEFAULT_TLS_MIN_VERSION,
+    ServerTLSSettings,
+    TLSPolicy,
+    UpstreamTLSSettings,
+)
 
 log = Logger()
 
@@ -130,6 +136,8 @@ class FTPOptions:
     requireTLS: bool = False
     #: Protected data connections must resume the control connection's TLS session.
     requireTLSReuse: bool = False
+    #: Under requireTLS, let clients choose clear data connections (PROT C).
+    allowClearData: bool = False
     upstreamTLS: UpstreamTLS = UpstreamTLS.AUTO
     upstreamTLSSettings: UpstreamTLSSettings = field(default_factory=UpstreamTLSSettings)
     #: Built once per listener from serverTLS: its one context keeps the session cache.
@@ -159,6 +167,9 @@ _KEYS = {
     "upstream_tls",
     "upstream_ca",
     "upstream_insecure",
+    "allow_clear_data",
+    "tls_ciphers",
+    "tls_min_version",
 }
 
 
@@ -261,7 +272,19 @@ def _parseTLS(raw: Mapping[str, object]) -> dict[str, Any]:
     if cert is None and (requireTLS or requireReuse):
         key_ = "require_tls" if requireTLS else "require_tls_reuse"
         raise ConfigError(f"{key_}: needs tls_cert and tls_key (the gateway's certificate)")
-    serverTLS = ServerTLSSettings(cert, key, chain, clientCA) if cert and key else None
+    if clientCA and not requireTLS:
+        # A client certificate asked for on AUTH TLS means nothing if a client may log
+        # in without AUTH TLS.
+        requireTLS = True
+        log.info("client_ca: implies require_tls (logins only after AUTH TLS)")
+    minVersion = raw.get("tls_min_version", DEFAULT_TLS_MIN_VERSION)
+    if isinstance(minVersion, int | float) and not isinstance(minVersion, bool):
+        minVersion = f"{minVersion:.1f}"
+    ciphers = raw.get("tls_ciphers", DEFAULT_TLS_CIPHERS)
+    if not isinstance(ciphers, str):
+        raise ConfigError("tls_ciphers: must be an OpenSSL cipher string")
+    policy = TLSPolicy(ciphers, str(minVersion))
+    serverTLS = ServerTLSSettings(cert, key, chain, clientCA, policy) if cert and key else None
     try:
         upstream = UpstreamTLS(raw.get("upstream_tls", "auto"))
     except ValueError:
@@ -285,6 +308,7 @@ def _parseTLS(raw: Mapping[str, object]) -> dict[str, Any]:
         "serverTLSOptions": serverTLS.makeOptions() if serverTLS else None,
         "requireTLS": requireTLS,
         "requireTLSReuse": requireReuse,
+        "allowClearData": _flag(raw, "allow_clear_data"),
         "upstreamTLS": upstream,
-        "upstreamTLSSettings": UpstreamTLSSettings(upstreamCA, insecure),
+        "upstreamTLSSettings": UpstreamTLSSettings(upstreamCA, insecure, policy),
     }

@@ -117,6 +117,13 @@ class ReplyReader:
         """True between the first and last lines of a multi-line reply."""
         return self._code is not None
 
+    def discard(self) -> int:
+        """Drop the lines of an unfinished multi-line reply; return their bytes (with
+        their terminators, as read)."""
+        dropped = sum(len(line) + 2 for line in self._lines)
+        self._code, self._lines, self._size = None, [], 0
+        return dropped
+
     def lineReceived(self, line: bytes) -> Reply | None:
         """Consume one line; return the reply it completes, if any.
 

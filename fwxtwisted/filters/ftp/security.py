@@ -22,6 +22,9 @@ log = Logger()
 #: Verbs this module answers for the client (never forwarded: each side has its own TLS).
 SECURITY_VERBS = frozenset({"AUTH", "PBSZ", "PROT", "CCC", "ADAT", "MIC", "CONF", "ENC"})
 
+#: Verbs refused once either side of the control connection speaks TLS.
+REFUSED_UNDER_TLS = frozenset({"REIN"})
+
 #: The reply vsftpd gives, and clients know, for a data connection that did not resume.
 REUSE_REFUSAL = "SSL connection failed: session reuse required"
 
@@ -78,6 +81,7 @@ class FTPSecurity:
                 self._session.startTLS(
                     Side.CLIENT, LegTLS(self._options.serverTLSOptions, asServer=True)
                 )
+                control.discardClear(Side.CLIENT, f"AUTH {argument}")
                 self.clientTLS = True
                 return self.secureUpstreamIfWanted()
         elif verb == "PBSZ":
@@ -91,11 +95,15 @@ class FTPSecurity:
             elif argument == "P":
                 self.clientProtected = True
                 control.reply(200, "PROT now Private")
+            elif argument == "C" and self._options.requireTLS and not self._options.allowClearData:
+                control.reply(534, "PROT C refused: this gateway requires protected data (PROT P)")
             elif argument == "C":
                 self.clientProtected = False
                 control.reply(200, "PROT now Clear")
             else:
                 control.reply(536, f"PROT {argument} not supported; use P or C")
+        elif verb == "REIN":
+            control.reply(502, "REIN refused: it cannot undo TLS; close and reconnect instead")
         else:
             control.reply(502, f"{verb} not implemented")
         return None
@@ -130,6 +138,7 @@ class FTPSecurity:
             self._session.startTLS(
                 Side.SERVER, LegTLS(self._creator(), asServer=False, check=handshaken)
             )
+            self._control.discardClear(Side.SERVER, f"its {reply.code}")
 
         self._control.sendToServer(Command("AUTH", "TLS"), None, answered)
         return done
