@@ -11,6 +11,7 @@ import functools
 import json
 import os
 import re
+import socket
 import subprocess
 import threading
 import time
@@ -237,7 +238,7 @@ class FfmpegResult:
 
 def ffmpegPlay(
     url: str,
-    transport: str = "udp",
+    transport: str | None = "udp",
     seconds: float = 4.0,
     stream: str = "v",
     *,
@@ -246,6 +247,7 @@ def ffmpegPlay(
 ) -> FfmpegResult:
     """Read `seconds` of one stream ('v' or 'a') of `url` with ffmpeg over `transport`.
 
+    `transport` None leaves ffmpeg's default: UDP first, TCP if no UDP arrives.
     The decoded frames go to ``-f framecrc -``: one stdout line per frame, so audio
     frames count as precisely as video ones (the ``frame=`` progress line is video only).
     """
@@ -254,8 +256,7 @@ def ffmpegPlay(
         "-nostdin",
         "-hide_banner",
         *extra,
-        "-rtsp_transport",
-        transport,
+        *(["-rtsp_transport", transport] if transport else []),
         "-i",
         url,
         "-t",
@@ -446,3 +447,277 @@ def gstPlay(
     }
     eos = "Got EOS from element" in text
     return GstResult(client, eos, seen, buffers)
+
+
+# -- a logging relay ------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class RelayedMessage:
+    """One RTSP message through the relay, as its sender wrote it (before any rewrite)."""
+
+    t: float
+    connection: int
+    direction: str
+    """'C->S' (player to server) or 'S->C'."""
+    data: bytes
+
+    @property
+    def firstLine(self) -> str:
+        return self.data.split(b"\r\n", 1)[0].decode(errors="replace")
+
+
+@dataclasses.dataclass(frozen=True)
+class Datagram:
+    """One UDP datagram a peer sent to one of the relay's own UDP ports."""
+
+    t: float
+    toward: str
+    """'server' (the player sent it to the server_port we put in SETUP replies) or 'client'."""
+    role: str
+    """'rtp' or 'rtcp': which port of the pair it reached."""
+    source: tuple[str, int]
+    data: bytes
+
+    @property
+    def kind(self) -> str:
+        """'rtcp-PT...' for RTCP (by packet types), 'rtp' or 'rtp-empty' (a punch packet)."""
+        if len(self.data) >= 2 and 200 <= self.data[1] <= 206:
+            types: list[str] = []
+            offset = 0
+            while offset + 4 <= len(self.data):
+                types.append(
+                    {200: "SR", 201: "RR", 202: "SDES", 203: "BYE"}.get(
+                        self.data[offset + 1], str(self.data[offset + 1])
+                    )
+                )
+                offset += 4 * (int.from_bytes(self.data[offset + 2 : offset + 4], "big") + 1)
+            return "rtcp-" + "+".join(types)
+        return "rtp-empty" if len(self.data) <= 12 else "rtp"
+
+
+def _bindUdpPair(host: str = "127.0.0.1") -> tuple[socket.socket, socket.socket]:
+    """Two UDP sockets bound to an even port and the odd one after it."""
+    for _ in range(100):
+        rtp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        rtp.bind((host, 0))
+        port = rtp.getsockname()[1]
+        if port % 2:
+            rtp.close()
+            continue
+        rtcp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            rtcp.bind((host, port + 1))
+        except OSError:
+            rtp.close()
+            rtcp.close()
+            continue
+        return rtp, rtcp
+    raise RuntimeError("no free even/odd UDP port pair")
+
+
+_TRANSPORT = re.compile(rb"^(Transport:[^\r\n]*)", re.IGNORECASE | re.MULTILINE)
+
+
+class RTSPRelay:
+    """A TCP relay in front of an RTSP server that records every message both ways.
+
+    `udp` says what it does with the UDP ports negotiated in SETUP:
+
+    - ``direct``: nothing, RTP and RTCP go straight between player and server;
+    - ``observe``: SETUP replies name the relay's own server_port pair instead, so every
+      datagram the player sends toward the server is recorded, then forwarded to it;
+    - ``blackhole``: as observe without forwarding, and SETUP requests name the relay's own
+      client_port pair too (replies get the player's back): no RTP reaches the player.
+
+    Interleaved (``$``) frames are passed through and counted, not recorded.
+    """
+
+    def __init__(self, upstream: tuple[str, int], udp: str = "direct") -> None:
+        assert udp in ("direct", "observe", "blackhole")
+        self.upstream = upstream
+        self.udp = udp
+        self.began = time.monotonic()
+        self.messages: list[RelayedMessage] = []
+        self.datagrams: list[Datagram] = []
+        self.interleaved: dict[str, int] = {"C->S": 0, "S->C": 0}
+        self.connections: list[float] = []
+        self._lock = threading.Lock()
+        self._closed = threading.Event()
+        self._sockets: list[socket.socket] = []
+        self._threads: list[threading.Thread] = []
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.listener.settimeout(0.2)
+        self.port: int = self.listener.getsockname()[1]
+        self._start(self._accept)
+
+    def _start(self, target: Callable[..., None], *args: Any) -> None:
+        thread = threading.Thread(target=target, args=args, daemon=True)
+        self._threads.append(thread)
+        thread.start()
+
+    def now(self) -> float:
+        return time.monotonic() - self.began
+
+    def url(self, mount: str = "/test") -> str:
+        return f"rtsp://127.0.0.1:{self.port}{mount}"
+
+    def _accept(self) -> None:
+        while not self._closed.is_set():
+            try:
+                downstream, _ = self.listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            upstream = socket.create_connection(self.upstream, timeout=5)
+            for sock in (downstream, upstream):
+                sock.settimeout(0.2)
+                self._sockets.append(sock)
+            with self._lock:
+                number = len(self.connections)
+                self.connections.append(self.now())
+            state: dict[str, Any] = {"clientPorts": []}
+            self._start(self._pump, number, "C->S", downstream, upstream, state)
+            self._start(self._pump, number, "S->C", upstream, downstream, state)
+
+    def _pump(
+        self,
+        number: int,
+        direction: str,
+        source: socket.socket,
+        sink: socket.socket,
+        state: dict[str, Any],
+    ) -> None:
+        buffer = b""
+        while not self._closed.is_set():
+            try:
+                chunk = source.recv(65536)
+            except TimeoutError:
+                continue
+            except OSError:
+                break
+            if not chunk:
+                break
+            buffer += chunk
+            out, buffer = self._messages(number, direction, buffer, state)
+            try:
+                sink.sendall(out)
+            except OSError:
+                break
+        # Pass the half-close on: a player's EOF must reach the server, and back.
+        with contextlib.suppress(OSError):
+            sink.sendall(buffer)
+            sink.shutdown(socket.SHUT_WR)
+
+    def _messages(
+        self, number: int, direction: str, buffer: bytes, state: dict[str, Any]
+    ) -> tuple[bytes, bytes]:
+        """Split complete messages and frames off `buffer`: (bytes to send, rest)."""
+        out = b""
+        while buffer:
+            if buffer[:1] == b"$":
+                if len(buffer) < 4:
+                    break
+                end = 4 + int.from_bytes(buffer[2:4], "big")
+                if len(buffer) < end:
+                    break
+                out += buffer[:end]
+                buffer = buffer[end:]
+                with self._lock:
+                    self.interleaved[direction] += 1
+                continue
+            head = buffer.find(b"\r\n\r\n")
+            if head < 0:
+                break
+            length = re.search(rb"^Content-Length:\s*(\d+)", buffer[:head], re.I | re.M)
+            end = head + 4 + (int(length.group(1)) if length else 0)
+            if len(buffer) < end:
+                break
+            message = buffer[:end]
+            buffer = buffer[end:]
+            with self._lock:
+                self.messages.append(RelayedMessage(self.now(), number, direction, message))
+            out += self._rewrite(direction, message, state)
+        return out, buffer
+
+    def _rewrite(self, direction: str, message: bytes, state: dict[str, Any]) -> bytes:
+        match = _TRANSPORT.search(message)
+        if self.udp == "direct" or match is None:
+            return message
+        header = match.group(1)
+        ports = re.search(rb"client_port=(\d+)-(\d+)", header)
+        if direction == "C->S":
+            if self.udp == "blackhole" and ports:
+                mine = self._udpPair("client", None)
+                state["clientPorts"].append((ports.group(0), b"client_port=%d-%d" % mine))
+                header = header.replace(ports.group(0), b"client_port=%d-%d" % mine)
+        else:
+            server = re.search(rb"server_port=(\d+)-(\d+)", header)
+            if server:
+                target = (int(server.group(1)), int(server.group(2)))
+                mine = self._udpPair("server", target)
+                header = header.replace(server.group(0), b"server_port=%d-%d" % mine)
+            if ports and state["clientPorts"]:
+                original, replaced = state["clientPorts"].pop(0)
+                header = header.replace(replaced, original)
+        return message.replace(match.group(1), header, 1)
+
+    def _udpPair(self, toward: str, target: tuple[int, int] | None) -> tuple[int, int]:
+        # An even RTP port and the next one for RTCP, as RFC 3550 pairs them: ffmpeg sends
+        # RTCP to server_port's first value + 1, whatever the second value says.
+        pair = _bindUdpPair()
+        for index, (role, sock) in enumerate(zip(("rtp", "rtcp"), pair, strict=True)):
+            sock.settimeout(0.2)
+            self._sockets.append(sock)
+            forward = None
+            if target is not None and self.udp == "observe":
+                forward = (self.upstream[0], target[index])
+            self._start(self._receive, sock, toward, role, forward)
+        return pair[0].getsockname()[1], pair[1].getsockname()[1]
+
+    def _receive(
+        self, sock: socket.socket, toward: str, role: str, forward: tuple[str, int] | None
+    ) -> None:
+        while not self._closed.is_set():
+            try:
+                data, source = sock.recvfrom(65536)
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            with self._lock:
+                self.datagrams.append(Datagram(self.now(), toward, role, source, data))
+            if forward is not None:
+                with contextlib.suppress(OSError):
+                    sock.sendto(data, forward)
+
+    def transcript(self, title: str) -> str:
+        """Every message, in order, each under a '### N C->S +t s' line, CRLFs kept."""
+        with self._lock:
+            messages = list(self.messages)
+            interleaved = dict(self.interleaved)
+        parts = [
+            f"# {title}\r\n# {len(messages)} messages; interleaved frames passed through "
+            f"(not shown): {interleaved}\r\n"
+        ]
+        for message in messages:
+            parts.append(
+                f"\r\n### connection {message.connection} {message.direction} +{message.t:.3f}s\r\n"
+            )
+            parts.append(message.data.decode("utf-8", errors="replace"))
+        return "".join(parts)
+
+    def close(self) -> None:
+        self._closed.set()
+        for sock in [self.listener, *self._sockets]:
+            with contextlib.suppress(OSError):
+                sock.close()
+        for thread in self._threads:
+            thread.join(2)
+
+    def __enter__(self) -> RTSPRelay:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
