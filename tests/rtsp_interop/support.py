@@ -1,6 +1,60 @@
 """Real RTSP peers for the interop tests: gst-rtsp-server, ffmpeg/ffprobe and gst-launch.
 
-PLAYER_NOTES (filled in below from measurements) says how each player behaves on the wire.
+- startRTSPServer(): gst_server.py under Debian's /usr/bin/python3, its JSON events;
+- ffmpegPlay()/ffmpegFrames(), ffprobeStreams(), gstPlay(), ffmpegPublish(): players with
+  hard timeouts;
+- RTSPRelay: a logging relay that records every RTSP message and can observe or swallow the
+  UDP ports negotiated in SETUP (make_transcripts.py uses it for transcripts/*.txt).
+
+How the players behave on the wire, measured here (ffmpeg 5.1, GStreamer 1.22, loopback,
+against gst_server.py; times from the PLAY request; test_player_behaviour.py keeps them):
+
+ffmpeg / ffprobe (Lavf59.27.100)
+  - SETUP: ``Transport: RTP/AVP/UDP;unicast;client_port=N-N+1`` (N even, random in its
+    default 5000-65000 range) or ``RTP/AVP/TCP;unicast;interleaved=0-1`` / ``2-3``;
+    ANNOUNCE/RECORD adds ``;mode=record``. One connection for the whole session.
+  - UDP hole punching: right after sending PLAY (before its reply), per stream, one
+    12-byte empty RTP packet (``80 00 0000 00000000 00000000``: pt 0, seq 0, ssrc 0) from
+    its RTP port to server_port and one 8-byte empty RTCP RR (``80 c9 0001 00000000``,
+    ssrc 0) from its RTCP port. The RTCP goes to *the first server_port + 1*: ffmpeg
+    ignores the second value of ``server_port=``, so a gateway must hand out even/odd pairs.
+  - RTCP: RR+SDES (48 bytes) about every 2 s from client_port+1, starting ~2.2 s after
+    PLAY, only for the streams it reads (with ``-map 0:v`` none for the audio stream).
+  - No UDP arriving: with no ``-timeout`` option it waits forever (still running after
+    60 s). With ``-timeout 3000000`` (µs) and its default transports it logs
+    ``[rtsp @ ...] UDP timeout, retrying with TCP`` after 3.0 s and, on the same
+    connection and session, sends PAUSE, then SETUP ``RTP/AVP/TCP;unicast;interleaved=0-1``
+    (and ``2-3``), then PLAY. With ``-rtsp_transport udp -timeout 3000000`` it gives up
+    (``Could not find codec parameters for stream 0 ...: unspecified size``, then
+    ``rtsp://...: Connection timed out``), sends TEARDOWN and exits 1 after ~6 s.
+  - 401: ``method DESCRIBE failed: 401 Unauthorized`` and ``Server returned 401
+    Unauthorized (authorization failed)``, exit 1. With user:password in the URL it
+    first sends DESCRIBE without credentials, gets 401, then repeats it authorized.
+  - Publishing (``-f rtsp``): OPTIONS, ANNOUNCE (SDP), SETUP x2, RECORD, TEARDOWN; over
+    UDP RTP from client_port, RTCP SR from client_port+1.
+
+gst-launch-1.0 rtspsrc (GStreamer/1.22.0)
+  - SETUP: ``Transport: RTP/AVP;unicast;client_port=N-N+1`` (no ``/UDP``; N even, OS-picked),
+    or ``RTP/AVP/TCP;unicast;interleaved=0-1``. Requests carry a ``Date`` header.
+  - UDP hole punching: right after PLAY, per stream, 5 datagrams of 200 bytes of random
+    filler (so only now and then looking like RTP version 2) from its RTP port to
+    server_port; nothing to the RTCP port until its first RR+SDES (84 bytes) ~1.5-2.5 s
+    after PLAY, then every ~5-6 s.
+    It sends no RR while it receives nothing.
+  - No UDP arriving: ``udp-timeout`` (default 5 s). With ``protocols=udp+tcp`` (the default
+    includes tcp) it sends TEARDOWN 5.0 s after PLAY, opens a *new* connection and redoes
+    OPTIONS, DESCRIBE, SETUP interleaved, PLAY. With ``protocols=udp`` only:
+    ``Could not receive any UDP packets for 5.0000 seconds, maybe your firewall is
+    blocking it. No other protocols to try.``, TEARDOWN, exit 1.
+  - At the end (num-buffers reached) it sends PAUSE then TEARDOWN.
+  - 401: ``Unauthorized (401)`` error, ``pipeline doesn't want to preroll``, exit 1.
+
+gst-rtsp-server (gst_server.py)
+  - SETUP replies name ``server_port=S-S+1`` (S even) and ``ssrc=``; RTP leaves from S,
+    RTCP SR from S+1 ~2 s after PLAY. The reply echoes ``client_port`` and sends there,
+    to the control connection's address (``destination=`` in a request is ignored).
+  - Over UDP it sees the player's RTCP (and ffmpeg's RTCP punch) as ``rtcp-from`` client
+    address:client_port+1; over TCP, RTP/RTCP arrive interleaved on the RTSP connection.
 """
 
 from __future__ import annotations
@@ -367,7 +421,9 @@ class GstResult:
     seen: dict[str, int]
     """Buffers per sink ('v', 'a') counted from -v's last-message notifications.
 
-    A lower bound: gst-launch drops the notifications still queued when EOS arrives.
+    Approximate: gst-launch drops the notifications still queued when EOS arrives (11 of
+    20 seen over TCP), and now and then one more than num-buffers shows (21 of 20 seen
+    once over UDP). `eos` with num-buffers is the exact count.
     """
     numBuffers: int
 
@@ -481,7 +537,10 @@ class Datagram:
 
     @property
     def kind(self) -> str:
-        """'rtcp-PT...' for RTCP (by packet types), 'rtp' or 'rtp-empty' (a punch packet)."""
+        """'rtcp-RR+SDES'... for RTCP (its packet types), 'rtp', 'rtp-empty' (header only),
+        or 'not-rtp' (not RTP version 2, like most of gst rtspsrc's random punch filler)."""
+        if not self.data or self.data[0] >> 6 != 2:
+            return "not-rtp"
         if len(self.data) >= 2 and 200 <= self.data[1] <= 206:
             types: list[str] = []
             offset = 0
