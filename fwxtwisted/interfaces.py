@@ -288,6 +288,37 @@ class ISessionFilter(Interface):
         """The session is over; every permission has been cancelled."""
 
 
+class IPrimaryEventsOptional(ISessionFilter):
+    """Optional for a session filter: it may decline the primary connection's events.
+
+    A separate interface rather than an attribute of L{ISessionFilter}, so a session
+    filter that does not care (most) need not define it: the session reads the
+    attribute with C{getattr(sessionFilter, "wantsFirewallEvents", True)} once, when
+    the filter is attached, and a filter without it gets every event.
+    """
+
+    wantsFirewallEvents = Attribute(
+        "bool, read once when the session filter is attached. False: the session builds "
+        "no notification with action None (CONNECT_TCP, LEG_CLOSED, "
+        "CONNECTION_TERMINATING) for this filter; a plain forward saves their cost. "
+        "CONNECT_FAILED and GATEWAY_SHUTDOWN, and every event of a permission, are still "
+        "delivered."
+    )
+
+
+class IConnectionRefuser(Interface):
+    """Optional for a filter plugin (next to L{IFilter}): what to tell a client refused
+    before its session starts (C{max_sessions} or C{max_sessions_per_ip} reached).
+
+    The service adapts the plugin with C{IConnectionRefuser(plugin, None)}; a filter
+    declaring it with C{@implementer(IFilter, IConnectionRefuser)} is asked for the
+    words, any other one's refused clients are closed without a byte.
+    """
+
+    def refusalMessage(reason: str) -> bytes:
+        """Bytes to send before closing (e.g. an FTP 421 reply), or b"" for none."""
+
+
 class ISession(Interface):
     """One primary connection through the gateway (IFWXSession)."""
 
