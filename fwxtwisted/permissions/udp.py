@@ -18,6 +18,7 @@ from fwxtwisted.interfaces import (
     Transport,
 )
 from fwxtwisted.logs import Logger
+from fwxtwisted.net.quietport import listenUDPQuietly
 from fwxtwisted.permissions.permission import ListeningPermission
 
 log = Logger()
@@ -63,6 +64,9 @@ class UDPRedirectAction(ListeningPermission):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._mappings: dict[Address, _Mapping] = {}
+        #: Datagrams dropped on a mapping for coming from elsewhere than the connect
+        #: address (replies must come from the target's address and port).
+        self.wrongSourceCount = 0
 
     def cancel(self) -> None:
         if self.state in (ActionState.LISTENING, ActionState.USED):
@@ -73,10 +77,7 @@ class UDPRedirectAction(ListeningPermission):
         self._checkDone()
 
     def _listen(self, host: str, port: int) -> IListeningPort:
-        listening: IListeningPort = self._gateway.reactor.listenUDP(
-            port, _Inbound(self), interface=host
-        )
-        return listening
+        return listenUDPQuietly(self._gateway.reactor, port, _Inbound(self), host)
 
     def _live(self) -> bool:
         return bool(self._mappings)
@@ -95,7 +96,18 @@ class UDPRedirectAction(ListeningPermission):
             mapping.port.write(datagram, (self.connectAddress.host, self.connectAddress.port))  # type: ignore[attr-defined]
 
     def _fromServer(self, mapping: _Mapping, datagram: bytes, source: Address) -> None:
-        if source != self.connectAddress or self._port is None:
+        if source != self.connectAddress:
+            self.wrongSourceCount += 1
+            log.debug(
+                "{label}: dropped a datagram from {source} to {peer}'s mapping: only "
+                "{target} may answer",
+                label=self._label,
+                source=str(source),
+                peer=str(mapping.peer),
+                target=str(self.connectAddress),
+            )
+            return
+        if self._port is None:
             return
         mapping.fromServer += len(datagram)
         self._touch(mapping)
@@ -115,7 +127,7 @@ class UDPRedirectAction(ListeningPermission):
         bindHost = self.externalAddress
         if bindHost is None or (":" in bindHost) != self.connectAddress.isIPv6:
             bindHost = "::" if self.connectAddress.isIPv6 else "0.0.0.0"
-        mapping.port = self._gateway.reactor.listenUDP(0, mapping, interface=bindHost)
+        mapping.port = listenUDPQuietly(self._gateway.reactor, 0, mapping, bindHost)
         self._mappings[peer] = mapping
         self.connectionCount += 1
         self._emit(FirewallEvent.UDP_DESTINATION, peer)
