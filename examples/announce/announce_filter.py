@@ -14,6 +14,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from fwxtwisted.address import Address
+from fwxtwisted.app.cli import GatewayCommandOptions
 from fwxtwisted.errors import ConfigError, SessionClosed
 from fwxtwisted.interfaces import (
     Direction,
@@ -168,6 +169,17 @@ class AnnounceSessionFilter:
         """Nothing to release: the session cancelled every permission."""
 
 
+class AnnounceCommandOptions(GatewayCommandOptions):
+    """twistd fwx announce --listen ENDPOINT --upstream HOST:PORT [gateway options]"""
+
+    filterName = "announce"
+
+    def postOptions(self) -> None:
+        super().postOptions()
+        if not self["upstream"]:
+            raise usage.UsageError("--upstream HOST:PORT is required")
+
+
 @implementer(IPlugin, IFilter)
 class AnnounceFilter:
     """The announce filter; provides IPlugin too, so twisted.plugin can find it."""
@@ -177,17 +189,20 @@ class AnnounceFilter:
     protocols = (ANNOUNCE,)
 
     def parseOptions(self, options: Mapping[str, object], upstream: Address | None) -> object:
-        """Accept any table of options; the filter uses none."""
-        if not isinstance(options, Mapping):
-            raise ConfigError(f"announce: options must be a table, not {type(options).__name__}")
+        """The filter has no options of its own, and needs an upstream.
+
+        @raise ConfigError: its message starts with the key at fault, as the gateway's
+            own (the configuration loader prefixes the listener).
+        """
         for key in options:
-            if not isinstance(key, str):
-                raise ConfigError(f"announce: option name {key!r} is not a string")
-        return options
+            raise ConfigError(f"{key}: not an option of the announce filter")
+        if upstream is None:
+            raise ConfigError("upstream: the announce filter needs one (the server)")
+        return None
 
     def commandLineOptions(self) -> usage.Options | None:
-        """No C{twistd fwx announce} shortcut."""
-        return None
+        """C{twistd fwx announce --listen ENDPOINT --upstream HOST:PORT}."""
+        return AnnounceCommandOptions()
 
     def attachToSession(self, session: ISession) -> ISessionFilter:
         """A fresh session filter for each primary connection."""
