@@ -352,8 +352,9 @@ class ISession(Interface):
         @param address: where to connect; the listener's default upstream when None.
         @return: a Deferred firing with the upstream address once connected.
         @raise ValueError: (synchronously) no address and no default upstream.
-        The Deferred fails with C{ConnectError} subclasses or C{UpstreamTimeout};
-        cancelling it stops the connect (it then fails with C{SessionClosed}).
+        The Deferred fails with C{FWXError} (its message says why: refused, no
+        route, ...) or C{UpstreamTimeout}; cancelling it stops the connect (it then
+        fails with C{SessionClosed}).
         """
 
     def attachDataFilter(dataFilter: IDataFilter, priority: int = 0) -> None:
