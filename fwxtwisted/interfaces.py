@@ -390,6 +390,37 @@ class ISessionFilter(Interface):
         """The session is over; every permission has been cancelled."""
 
 
+class IPrimaryEventsOptional(ISessionFilter):
+    """Optional for a session filter: it may decline the primary connection's events.
+
+    A separate interface rather than an attribute of L{ISessionFilter}, so a session
+    filter that does not care (most) need not define it: the session reads the
+    attribute with C{getattr(sessionFilter, "wantsFirewallEvents", True)} once, when
+    the filter is attached, and a filter without it gets every event.
+    """
+
+    wantsFirewallEvents = Attribute(
+        "bool, read once when the session filter is attached. False: the session builds "
+        "no notification with action None (CONNECT_TCP, LEG_CLOSED, "
+        "CONNECTION_TERMINATING) for this filter; a plain forward saves their cost. "
+        "CONNECT_FAILED and GATEWAY_SHUTDOWN, and every event of a permission, are still "
+        "delivered."
+    )
+
+
+class IConnectionRefuser(Interface):
+    """Optional for a filter plugin (next to L{IFilter}): what to tell a client refused
+    before its session starts (C{max_sessions} or C{max_sessions_per_ip} reached).
+
+    The service adapts the plugin with C{IConnectionRefuser(plugin, None)}; a filter
+    declaring it with C{@implementer(IFilter, IConnectionRefuser)} is asked for the
+    words, any other one's refused clients are closed without a byte.
+    """
+
+    def refusalMessage(reason: str) -> bytes:
+        """Bytes to send before closing (e.g. an FTP 421 reply), or b"" for none."""
+
+
 class ISession(Interface):
     """One primary connection through the gateway (IFWXSession)."""
 
@@ -423,8 +454,9 @@ class ISession(Interface):
         @param address: where to connect; the listener's default upstream when None.
         @return: a Deferred firing with the upstream address once connected.
         @raise ValueError: (synchronously) no address and no default upstream.
-        The Deferred fails with C{ConnectError} subclasses or C{UpstreamTimeout};
-        cancelling it stops the connect (it then fails with C{SessionClosed}).
+        The Deferred fails with C{FWXError} (its message says why: refused, no
+        route, ...) or C{UpstreamTimeout}; cancelling it stops the connect (it then
+        fails with C{SessionClosed}).
         """
 
     def attachDataFilter(dataFilter: IDataFilter, priority: int = 0) -> None:

@@ -14,7 +14,7 @@ from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from fwxtwisted.address import Address
-from fwxtwisted.errors import PortRangeExhausted, SessionClosed
+from fwxtwisted.errors import FWXError, PortRangeExhausted, SessionClosed
 from fwxtwisted.interfaces import (
     ActionState,
     Connect,
@@ -313,8 +313,10 @@ def test_redirectFail() -> None:
 
 
 def test_redirectNeedsAddress() -> None:
-    with pytest.raises(ValueError):
-        FakeSession().redirectConnections([])
+    """As with the real session: a failed Deferred, not a synchronous raise."""
+    session = FakeSession()
+    assert failureOf(session.redirectConnections([])).check(ValueError)
+    assert session.redirectCalls == []
 
 
 def test_upstream() -> None:
@@ -333,8 +335,17 @@ def test_upstreamFails() -> None:
     session = FakeSession()
     deferred = session.connectUpstream(Address("192.0.2.99", 21))
     session.failUpstream()
-    assert failureOf(deferred).check(ConnectionRefusedError)
+    failure = failureOf(deferred)
+    assert failure.check(FWXError)
+    assert failure.getErrorMessage() == "connection to 192.0.2.99:21 refused"
     assert session.serverAddress is None
+
+
+def test_upstreamFailsWithTheGivenReason() -> None:
+    session = FakeSession()
+    deferred = session.connectUpstream(Address("192.0.2.99", 21))
+    session.failUpstream(ConnectionRefusedError(string="192.0.2.99:21"))
+    assert failureOf(deferred).check(ConnectionRefusedError)
 
 
 def test_upstreamNeedsAddress() -> None:

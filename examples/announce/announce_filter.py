@@ -14,6 +14,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from fwxtwisted.address import Address
+from fwxtwisted.app.cli import GatewayCommandOptions
 from fwxtwisted.errors import ConfigError, SessionClosed
 from fwxtwisted.interfaces import (
     Direction,
@@ -27,7 +28,7 @@ from fwxtwisted.interfaces import (
     Redirection,
     Transport,
 )
-from fwxtwisted.relay.datafilter import PassThroughDataFilter
+from fwxtwisted.relay.linefilter import LineDataFilter
 
 ANNOUNCE = ProtocolDefinition(
     protocolId=uuid.UUID("71ad2253-b0a1-4828-abdd-70ca3834152a"),
@@ -67,93 +68,34 @@ def parseAnnouncement(body: bytes) -> Address | None:
     return Address(host, int(portText))
 
 
-class AnnounceDataFilter(PassThroughDataFilter):
+class AnnounceDataFilter(LineDataFilter):
     """Rewrites the server's DATA lines on the primary connection.
 
-    Client bytes pass unchanged.  Server bytes are cut into lines; a DATA line is
-    replaced once its redirect is granted, and everything after it waits until then so
-    the client sees the server's bytes in order.
+    Client bytes pass unchanged.  L{LineDataFilter} cuts the server's bytes into
+    lines, holds everything after a DATA line until its redirect is answered (so the
+    client sees the server's bytes in order) and bounds both; this class only says
+    what each line becomes.
     """
 
+    directions = (_S2C,)
+    maxLineLength = MAX_LINE_LENGTH
+    maxHeldBytes = MAX_HELD_BYTES
+    logPrefix = "announce"
+
     def __init__(self, session: ISession, sessionFilter: ISessionFilter) -> None:
+        super().__init__()
         self.session = session
         self.sessionFilter = sessionFilter
-        self._buffer = b""
-        self._waiting: Deferred[Redirection] | None = None
-        self._serverEOF = False
-        self._pumping = False
-        # No more server bytes to handle: detached, dropped, or the server EOF passed on.
-        self._done = False
 
-    def dataReceived(self, direction: Direction, data: bytes) -> None:
-        """Pass client bytes on; parse server bytes."""
-        if direction is not _S2C:
-            self.write(direction, data)
-            return
-        if self._done:
-            return
-        self._buffer += data
-        if self._waiting is not None and len(self._buffer) > MAX_HELD_BYTES:
-            self._drop(f"announce: more than {MAX_HELD_BYTES} server bytes behind a redirect")
-            return
-        self._pump()
-
-    def eofReceived(self, direction: Direction) -> None:
-        """Pass a client half-close on; a server one once every held line is out."""
-        if direction is not _S2C:
-            self.writeEOF(direction)
-            return
-        self._serverEOF = True
-        self._pump()
-
-    def detached(self) -> None:
-        """Stop, and withdraw a redirect still being set up."""
-        self._done = True
-        self._buffer = b""
-        waiting, self._waiting = self._waiting, None
-        if waiting is not None:
-            waiting.cancel()
-        super().detached()
-
-    def _pump(self) -> None:
-        # A redirect may be granted synchronously, from inside _handleLine: the loop
-        # below then carries on, rather than recursing one level per DATA line.
-        if self._pumping:
-            return
-        self._pumping = True
-        try:
-            while self._waiting is None and not self._done:
-                end = self._buffer.find(b"\n")
-                if end < 0:
-                    # Even its terminator would not fit: no need to wait for the rest.
-                    if len(self._buffer) >= MAX_LINE_LENGTH:
-                        self._dropLongLine()
-                        break
-                    # At EOF an unterminated last line is still a line.
-                    if not (self._serverEOF and self._buffer):
-                        break
-                cut = end + 1 if end >= 0 else len(self._buffer)
-                line, self._buffer = self._buffer[:cut], self._buffer[cut:]
-                if len(line) > MAX_LINE_LENGTH:
-                    self._dropLongLine()
-                    break
-                self._handleLine(line)
-            if self._serverEOF and self._waiting is None and not self._done:
-                self._done = True
-                self.writeEOF(_S2C)
-        finally:
-            self._pumping = False
-
-    def _handleLine(self, line: bytes) -> None:
+    def lineReceived(self, direction: Direction, line: bytes) -> bytes | Deferred[bytes | None]:
+        """A DATA line becomes the gateway's listener once granted; others pass."""
         body = line.removesuffix(b"\n").removesuffix(b"\r")
         if body.split(b" ", 1)[0] != b"DATA":
-            self.write(_S2C, line)
-            return
+            return line
         announced = parseAnnouncement(body)
         if announced is None:
             log.warn("announce: malformed DATA line {line!r}", line=line)
-            self.write(_S2C, MALFORMED)
-            return
+            return MALFORMED
         server = self.session.serverAddress
         if server is None or announced.host != server.host:
             # Relaying to another host would make the gateway a bounce vector.
@@ -162,9 +104,8 @@ class AnnounceDataFilter(PassThroughDataFilter):
                 announced=announced,
                 server=server,
             )
-            self.write(_S2C, REFUSED)
-            return
-        waiting = self.session.redirectConnections(
+            return REFUSED
+        granted = self.session.redirectConnections(
             [announced],
             transport=Transport.TCP,
             flags=RedirectFlags.TIMEOUT,
@@ -172,32 +113,19 @@ class AnnounceDataFilter(PassThroughDataFilter):
             sessionFilter=self.sessionFilter,
             context=announced,
         )
-        self._waiting = waiting
-        waiting.addCallbacks(self._granted, self._notGranted)
+        return granted.addCallback(self._rewritten)
 
-    def _granted(self, redirection: Redirection) -> None:
-        self._waiting = None
-        if self._done:
-            return
-        internal = redirection.internalAddress
-        self.write(_S2C, f"DATA {internal.host} {internal.port}\r\n".encode("ascii"))
-        self._pump()
-
-    def _notGranted(self, failure: Failure) -> None:
-        self._waiting = None
-        if self._done or isinstance(failure.value, SessionClosed | CancelledError):
-            return
+    def lineFailed(self, direction: Direction, failure: Failure) -> bytes | None:
+        """A refused redirect (no free port, ...) becomes an error line."""
+        if failure.check(SessionClosed, CancelledError):
+            return None
         log.warn("announce: redirect refused: {reason}", reason=failure.getErrorMessage())
-        self.write(_S2C, UNAVAILABLE)
-        self._pump()
+        return UNAVAILABLE
 
-    def _dropLongLine(self) -> None:
-        self._drop(f"announce: server line longer than {MAX_LINE_LENGTH} bytes")
-
-    def _drop(self, reason: str) -> None:
-        self._done = True
-        self._buffer = b""
-        self.session.close(reason)
+    @staticmethod
+    def _rewritten(redirection: Redirection) -> bytes:
+        internal = redirection.internalAddress
+        return f"DATA {internal.host} {internal.port}\r\n".encode("ascii")
 
 
 @implementer(ISessionFilter)
@@ -241,6 +169,17 @@ class AnnounceSessionFilter:
         """Nothing to release: the session cancelled every permission."""
 
 
+class AnnounceCommandOptions(GatewayCommandOptions):
+    """twistd fwx announce --listen ENDPOINT --upstream HOST:PORT [gateway options]"""
+
+    filterName = "announce"
+
+    def postOptions(self) -> None:
+        super().postOptions()
+        if not self["upstream"]:
+            raise usage.UsageError("--upstream HOST:PORT is required")
+
+
 @implementer(IPlugin, IFilter)
 class AnnounceFilter:
     """The announce filter; provides IPlugin too, so twisted.plugin can find it."""
@@ -250,17 +189,20 @@ class AnnounceFilter:
     protocols = (ANNOUNCE,)
 
     def parseOptions(self, options: Mapping[str, object], upstream: Address | None) -> object:
-        """Accept any table of options; the filter uses none."""
-        if not isinstance(options, Mapping):
-            raise ConfigError(f"announce: options must be a table, not {type(options).__name__}")
+        """The filter has no options of its own, and needs an upstream.
+
+        @raise ConfigError: its message starts with the key at fault, as the gateway's
+            own (the configuration loader prefixes the listener).
+        """
         for key in options:
-            if not isinstance(key, str):
-                raise ConfigError(f"announce: option name {key!r} is not a string")
-        return options
+            raise ConfigError(f"{key}: not an option of the announce filter")
+        if upstream is None:
+            raise ConfigError("upstream: the announce filter needs one (the server)")
+        return None
 
     def commandLineOptions(self) -> usage.Options | None:
-        """No C{twistd fwx announce} shortcut."""
-        return None
+        """C{twistd fwx announce --listen ENDPOINT --upstream HOST:PORT}."""
+        return AnnounceCommandOptions()
 
     def attachToSession(self, session: ISession) -> ISessionFilter:
         """A fresh session filter for each primary connection."""

@@ -17,6 +17,7 @@ from announce_filter import (
 )
 from twisted.internet.defer import Deferred
 from twisted.plugin import IPlugin
+from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
@@ -266,15 +267,24 @@ class FilterTests(SynchronousTestCase):
         self.assertTrue(IPlugin.providedBy(announce))
         self.assertEqual(announce.name, "announce")
         self.assertEqual(list(announce.protocols), [ANNOUNCE])
-        self.assertIsNone(announce.commandLineOptions())
+        options = announce.commandLineOptions()
+        assert options is not None
+        options.parseOptions(["--listen", "tcp:7070", "--upstream", "192.0.2.1:7070"])
+        self.assertEqual(
+            options.listenerConfig(),
+            {"filter": "announce", "listen": "tcp:7070", "upstream": "192.0.2.1:7070"},
+        )
+        self.assertRaises(usage.UsageError, announce.commandLineOptions().parseOptions, [])
         self.assertTrue(verifyObject(ISessionFilter, announce.attachToSession(FakeSession())))
 
     def test_parseOptions(self) -> None:
-        options = {"anything": 1}
+        """No options of its own; an upstream is needed; errors start with the key."""
         upstream = Address("192.0.2.1", 7000)
-        self.assertIs(AnnounceFilter().parseOptions(options, upstream), options)
-        self.assertRaises(ConfigError, AnnounceFilter().parseOptions, {1: "x"}, upstream)
-        self.assertRaises(ConfigError, AnnounceFilter().parseOptions, ["x"], upstream)
+        self.assertIsNone(AnnounceFilter().parseOptions({}, upstream))
+        error = self.assertRaises(ConfigError, AnnounceFilter().parseOptions, {"x": 1}, upstream)
+        self.assertTrue(str(error).startswith("x: "), str(error))
+        error = self.assertRaises(ConfigError, AnnounceFilter().parseOptions, {}, None)
+        self.assertTrue(str(error).startswith("upstream: "), str(error))
 
     def test_plugin(self) -> None:
         """The plugin module exposes a filter under twisted.plugins."""

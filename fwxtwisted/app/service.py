@@ -12,12 +12,11 @@ from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IListeningPort, IReactorTime
 from twisted.internet.protocol import Protocol, ServerFactory
 from twisted.python.failure import Failure
-from zope.interface import Interface
 
 from fwxtwisted.address import Address
 from fwxtwisted.app.config import ListenerConfig
 from fwxtwisted.errors import FWXError
-from fwxtwisted.interfaces import IFilter
+from fwxtwisted.interfaces import IConnectionRefuser, IFilter
 from fwxtwisted.logs import Logger, summaries
 from fwxtwisted.net.connect import tuneListener
 from fwxtwisted.permissions.gateway import Gateway
@@ -42,13 +41,6 @@ def withBacklog(description: str) -> str:
 
 #: Opens one primary listener: (index in the configuration, the listener, its factory).
 ListenFunction = Callable[[int, "BoundListener", ServerFactory], "Deferred[IListeningPort]"]
-
-
-class IConnectionRefuser(Interface):
-    """Optional for a filter: what to tell a client refused before its session starts."""
-
-    def refusalMessage(reason: str) -> bytes:
-        """Bytes to send before closing (e.g. an FTP 421 reply), or b"" for none."""
 
 
 class ListenError(FWXError):

@@ -6,10 +6,15 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from fwxtwisted.errors import SessionClosed
-from fwxtwisted.interfaces import FirewallNotification, ISession, ISessionFilter
+from fwxtwisted.interfaces import (
+    FirewallNotification,
+    IPrimaryEventsOptional,
+    ISession,
+    ISessionFilter,
+)
 
 
-@implementer(ISessionFilter)
+@implementer(ISessionFilter, IPrimaryEventsOptional)
 class ForwardingSessionFilter:
     """A session filter that only forwards: the base for filters that add to it."""
 

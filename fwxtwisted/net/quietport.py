@@ -1,10 +1,14 @@
-"""listenQuietly: a TCP listener that logs nothing when it starts or stops.
+"""listenQuietly, listenUDPQuietly: TCP and UDP listeners that log nothing when they
+start or stop.
 
 A permission's listener usually lives for one data connection.  Twisted's Port logs
 a line when it starts ("... starting on 21417") and another when it closes ("(TCP
 Port 21417 Closed)"): for FTP two lines per transfer that say less than the
 permission's own events, and half of what a session spent on logging.  Everything
 else (accepting, the factory's doStart/doStop, closing) is Twisted's Port unchanged.
+A UDP permission has two sockets per channel (its listener and a mapping's): with a
+noisy protocol Twisted logs four lines for each, all of them here said by the
+permission's events instead.
 """
 
 from __future__ import annotations
@@ -12,9 +16,9 @@ from __future__ import annotations
 import socket
 from typing import Any
 
-from twisted.internet import tcp
+from twisted.internet import base, tcp, udp
 from twisted.internet.error import CannotListenError
-from twisted.internet.protocol import ServerFactory
+from twisted.internet.protocol import DatagramProtocol, ServerFactory
 
 
 class QuietPort(tcp.Port):
@@ -62,5 +66,52 @@ def listenQuietly(
     @raise CannotListenError: the address is taken or cannot be bound.
     """
     listening = QuietPort(port, factory, backlog, interface, reactor)
+    listening.startListening()
+    return listening
+
+
+class QuietUDPPort(udp.Port):
+    """Twisted's UDP port, without its "starting on" and "(UDP Port N Closed)" lines.
+
+    Its protocol should be quiet too (C{noisy = False}: no "Starting protocol" and
+    "Stopping protocol" lines); L{listenUDPQuietly} sees to it.
+    """
+
+    def _bindSocket(self) -> None:
+        """Bind as Twisted's Port does, without the log line."""
+        try:
+            skt = self.createInternetSocket()
+            skt.bind(_bindAddress(self.addressFamily, self.interface, self.port))
+        except OSError as e:
+            raise CannotListenError(self.interface, self.port, e) from e
+        self._realPortNumber = skt.getsockname()[1]
+        self.connected = 1
+        self.socket = skt
+        self.fileno = skt.fileno  # type: ignore[method-assign]
+
+    def connectionLost(self, reason: Any = None) -> None:
+        """Close as Twisted's Port does, without the log line."""
+        self._realPortNumber = None
+        self.maxThroughput = -1
+        base.BasePort.connectionLost(self, reason)
+        self.protocol.doStop()
+        self.socket.close()
+        del self.socket
+        del self.fileno
+        if hasattr(self, "d"):
+            self.d.callback(None)
+            del self.d
+
+
+def listenUDPQuietly(
+    reactor: Any, port: int, protocol: DatagramProtocol, interface: str
+) -> QuietUDPPort:
+    """Listen like C{reactor.listenUDP}, without a log line at start or close; the
+    protocol is made quiet (C{noisy = False}) as well.
+
+    @raise CannotListenError: the address is taken or cannot be bound.
+    """
+    protocol.noisy = False
+    listening = QuietUDPPort(port, protocol, interface, reactor=reactor)
     listening.startListening()
     return listening

@@ -20,6 +20,7 @@ from fwxtwisted.interfaces import (
     Transport,
 )
 from fwxtwisted.logs import Logger
+from fwxtwisted.net.quietport import listenUDPQuietly
 from fwxtwisted.permissions.datagrams import DatagramPorts
 from fwxtwisted.permissions.permission import ListeningPermission
 
@@ -79,6 +80,9 @@ class UDPRedirectAction(ListeningPermission):
         self._packetsFromPeer = self._bytesFromPeer = 0
         self._packetsFromTarget = self._bytesFromTarget = 0
         self._dropped = 0
+        #: Datagrams dropped on a mapping for coming from elsewhere than the connect
+        #: address (replies must come from the target's address and port).
+        self.wrongSourceCount = 0
 
     # Set-up, by the session (before start).
 
@@ -124,10 +128,7 @@ class UDPRedirectAction(ListeningPermission):
         self._checkDone()
 
     def _listen(self, host: str, port: int) -> IListeningPort:
-        listening: IListeningPort = self._gateway.reactor.listenUDP(
-            port, _Inbound(self), interface=host
-        )
-        return listening
+        return listenUDPQuietly(self._gateway.reactor, port, _Inbound(self), host)
 
     def _live(self) -> bool:
         return bool(self._mappings) or self._outboundClosing
@@ -171,7 +172,19 @@ class UDPRedirectAction(ListeningPermission):
         self._dropped += 1  # the connect address sent before any peer was mapped
 
     def _fromServer(self, mapping: _Mapping, datagram: bytes, source: Address) -> None:
-        if source != self.connectAddress or self._port is None:
+        if source != self.connectAddress:
+            self._dropped += 1
+            self.wrongSourceCount += 1
+            log.debug(
+                "{label}: dropped a datagram from {source} to {peer}'s mapping: only "
+                "{target} may answer",
+                label=self._label,
+                source=str(source),
+                peer=str(mapping.peer),
+                target=str(self.connectAddress),
+            )
+            return
+        if self._port is None:
             self._dropped += 1
             return
         mapping.fromServer += len(datagram)
@@ -210,7 +223,7 @@ class UDPRedirectAction(ListeningPermission):
             bindHost = self.externalAddress
             if bindHost is None or (":" in bindHost) != self.connectAddress.isIPv6:
                 bindHost = "::" if self.connectAddress.isIPv6 else "0.0.0.0"
-            mapping.port = self._gateway.reactor.listenUDP(0, mapping, interface=bindHost)
+            mapping.port = listenUDPQuietly(self._gateway.reactor, 0, mapping, bindHost)
         self._mappings[peer] = mapping
         self.connectionCount += 1
         self._emit(FirewallEvent.UDP_DESTINATION, peer)

@@ -11,7 +11,8 @@ from fwxtwisted.testing._actions import (
     FakeJoin,
 )
 from fwxtwisted.testing._calls import JoinCall, RedirectCall, UpstreamConnect
-from fwxtwisted.testing._session import AttachedDataFilter, FakeSession
+from fwxtwisted.testing._chain import AttachedDataFilter
+from fwxtwisted.testing._session import FakeSession
 
 __all__ = [
     "DEFAULT_CLIENT",

@@ -5,7 +5,6 @@ from __future__ import annotations
 import itertools
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.error import ConnectionRefusedError, DNSLookupError
@@ -14,11 +13,13 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from fwxtwisted.address import Address, isIPLiteral, normalizeHost
-from fwxtwisted.errors import SessionClosed
+from fwxtwisted.errors import FWXError, SessionClosed, TooManyPendingRedirects
 from fwxtwisted.interfaces import (
+    ActionState,
+    ByteCounts,
     Direction,
+    FirewallEvent,
     FirewallNotification,
-    IDataChannel,
     IDataFilter,
     IFilter,
     IFirewallAction,
@@ -27,11 +28,15 @@ from fwxtwisted.interfaces import (
     ISessionFilter,
     LegSpec,
     LegTLS,
+    Listen,
     RedirectFlags,
     Redirection,
     Side,
     Transport,
 )
+from fwxtwisted.net.connect import describeConnectFailure
+from fwxtwisted.relay.filterchain import ChainLink
+from fwxtwisted.settings import GatewaySettings
 from fwxtwisted.testing._actions import (
     DEFAULT_CLIENT,
     DEFAULT_EXTERNAL_IP,
@@ -39,49 +44,26 @@ from fwxtwisted.testing._actions import (
     DEFAULT_UPSTREAM,
 )
 from fwxtwisted.testing._calls import JoinCall, RedirectCall, UpstreamConnect
+from fwxtwisted.testing._chain import AttachedDataFilter, CheckedChain
+from fwxtwisted.testing._events import PlaysPermissions
 
 _SESSION_NUMBERS = itertools.count(1)
 
 
-# Identity, not field equality: the same filter object may be attached twice.
-@dataclass(eq=False)
-class AttachedDataFilter:
-    """A data filter in the fake primary connection's chain."""
+_DEFAULTS = GatewaySettings()
 
-    dataFilter: IDataFilter
-    priority: int
-    #: The channel the filter was given in C{attached}.
-    channel: IDataChannel = field(repr=False)
-    _eofSent: set[Direction] = field(default_factory=set, init=False, repr=False)
-
-
-@implementer(IDataChannel)
-class _StageChannel:
-    """What one data filter of the fake chain writes to."""
-
-    def __init__(self, session: FakeSession) -> None:
-        self._session = session
-        self.stage: AttachedDataFilter | None = None
-
-    def write(self, direction: Direction, data: bytes) -> None:
-        assert self.stage is not None
-        self._session._forward(self.stage, direction, data)
-
-    def writeEOF(self, direction: Direction) -> None:
-        assert self.stage is not None
-        self._session._forwardEOF(self.stage, direction)
-
-    def close(self, reason: str) -> None:
-        self._session.close(reason)
+#: What a lost leg is called when its peer closed cleanly (Twisted's ConnectionDone).
+CLEAN_CLOSE = "Connection was closed cleanly."
 
 
 @implementer(ISession)
-class FakeSession:
+class FakeSession(PlaysPermissions):
     """An L{ISession} that records what the filter asks for and plays its primary
     connection.
 
-    A test attaches the filter under test with L{attachFilter}, then plays both the
-    peers and the gateway::
+    A test attaches the filter under test with L{attachFilter} (or builds the session
+    with L{forFilter}, which parses the options first), then plays both the peers and
+    the gateway::
 
         session = FakeSession(defaultUpstream=Address("203.0.113.50", 21))
         session.attachFilter(MyFilter())
@@ -90,17 +72,40 @@ class FakeSession:
         session.redirectCalls[0].grant(40000)
         assert session.toClient == b"227 Entering Passive Mode (198,51,100,1,156,64)\\r\\n"
 
-    Nothing fires by itself: every Deferred the filter gets waits for the test, so the
-    fake works the same under trial's C{SynchronousTestCase} and under plain pytest.
+    By default nothing fires by itself: every Deferred the filter gets waits for the
+    test, so the fake works the same under trial's C{SynchronousTestCase} and under
+    plain pytest.  With C{autoGrant=True} redirects and joins are granted at once, as
+    the real session does (its Deferred has fired when C{redirectConnections} returns),
+    on ports counted up from C{firstPort}.
+
+    It fails where L{Session} fails, in the same shape: a redirect with no connect
+    address, or UDP with TLS or a data filter, is a failed Deferred (C{ValueError});
+    more unused permissions than C{maxPendingRedirects} fail with
+    C{TooManyPendingRedirects}; after close with C{SessionClosed};
+    C{connectUpstream} with no address raises C{ValueError} at once.
+
+    The primary connection's events (action None) come as the real session sends
+    them: CONNECT_TCP from L{succeedUpstream}, CONNECT_FAILED from L{failUpstream},
+    LEG_CLOSED from L{clientDisconnects} and L{serverDisconnects}, GATEWAY_SHUTDOWN
+    from L{shutdown}, CONNECTION_TERMINATING from L{close} (before C{detach()}).  A
+    session filter whose C{wantsFirewallEvents} is False gets no CONNECT_TCP,
+    LEG_CLOSED or CONNECTION_TERMINATING, as with the real session.  Events of a
+    permission are played with L{actionEvent}, L{connectThrough}, L{endConnection}
+    and L{mapUDPPeer}.
 
     Bytes the test pushes in with L{clientSends} and L{serverSends} go through the
-    attached data filters in priority order (lower priorities see client bytes first
-    and server bytes last); what leaves the chain accumulates in L{toServer} and
-    L{toClient}.  Writes after the session closed are dropped, as a closed connection
-    would; writing after a half-close, or pushing bytes the test already half-closed,
-    raises C{RuntimeError} since a real peer never does it.
+    attached data filters in priority order, on the relay's own
+    L{fwxtwisted.relay.filterchain.FilterChain}; what leaves the chain accumulates in
+    L{toServer} and L{toClient}.  Writes after the session closed are dropped, as a
+    closed connection would; writing after a half-close, or pushing bytes the test
+    already half-closed, raises C{RuntimeError} since a real peer never does it.
 
-    @ivar redirectCalls: every L{RedirectCall}, oldest first.
+    Unlike the real session, L{close} ends the fake at once: the real one is
+    C{closed}, and sends CONNECTION_TERMINATING, once its legs are closed (a reactor
+    turn or more later).
+
+    @ivar redirectCalls: every L{RedirectCall}, oldest first (one refused for its
+        arguments or the pending limit is not recorded).
     @ivar joinCalls: every L{JoinCall}, oldest first.
     @ivar upstreamConnects: every L{UpstreamConnect}, oldest first.
     @ivar actions: every action of a succeeded redirect or join; L{close} cancels them.
@@ -122,6 +127,11 @@ class FakeSession:
         serverAddress: Address | None = None,
         sessionId: str | None = None,
         clock: Clock | None = None,
+        *,
+        autoGrant: bool = False,
+        firstPort: int = 40000,
+        maxPendingRedirects: int = _DEFAULTS.maxPendingRedirects,
+        connectTimeout: float = _DEFAULTS.connectTimeout,
     ) -> None:
         self.sessionId = sessionId or f"fake-{next(_SESSION_NUMBERS)}"
         #: The session's clock: a C{task.Clock} the test advances.
@@ -140,6 +150,14 @@ class FakeSession:
         self.serverAddress = serverAddress
         self.defaultUpstream = defaultUpstream
         self.options = options
+        #: Grant every redirect and join at once, as the real session does.
+        self.autoGrant = autoGrant
+        #: The next port L{autoGrant} hands out.
+        self.nextPort = firstPort
+        #: The gateway's max_pending_redirects: unused permissions a session may hold.
+        self.maxPendingRedirects = maxPendingRedirects
+        #: The gateway's connect_timeout, named in a timed-out connect's reason.
+        self.connectTimeout = connectTimeout
         self.closed = False
         self.closeReason: str | None = None
         self.sessionFilter: ISessionFilter | None = None
@@ -151,12 +169,35 @@ class FakeSession:
         self.toClient = b""
         self.toServerEOF = False
         self.toClientEOF = False
-        self._chain: list[AttachedDataFilter] = []
+        #: Bytes each peer sent (the counts of CONNECTION_TERMINATING).
+        self.counts = ByteCounts()
+        self._chain = CheckedChain(self._deliver, self._deliverEOF, self.close, self._isClosed)
+        self._stages: list[AttachedDataFilter] = []
         self._peerEOF: set[Direction] = set()
+        self._lost: set[Side] = set()
         self._closeWaiters: list[Deferred[None]] = []
 
     def __repr__(self) -> str:
         return f"<FakeSession {self.sessionId} {self.clientAddress}>"
+
+    @classmethod
+    def forFilter(
+        cls,
+        filterPlugin: IFilter,
+        options: Mapping[str, object] | None = None,
+        upstream: Address | None = DEFAULT_UPSTREAM,
+        **kwargs: object,
+    ) -> FakeSession:
+        """A session as the gateway makes one for a listener of C{filterPlugin}: its
+        C{parseOptions(options, upstream)} runs first (a C{ConfigError} propagates), the
+        result becomes L{options}, and the filter is attached (L{attachFilter}).
+
+        @param kwargs: the other arguments of L{FakeSession}.
+        """
+        parsed = filterPlugin.parseOptions(dict(options or {}), upstream)
+        session = cls(defaultUpstream=upstream, options=parsed, **kwargs)  # type: ignore[arg-type]
+        session.attachFilter(filterPlugin)
+        return session
 
     # The test's side: attaching, and playing the gateway and the peers.
 
@@ -171,10 +212,11 @@ class FakeSession:
     @property
     def dataFilters(self) -> list[AttachedDataFilter]:
         """The attached data filters in chain order (priority, then attach order)."""
-        return list(self._chain)
+        return list(self._stages)
 
     def succeedUpstream(self, address: Address | None = None) -> Address:
-        """Fire the oldest pending L{connectUpstream} and set L{serverAddress}.
+        """Fire the oldest pending L{connectUpstream} and set L{serverAddress}; the
+        session filter gets CONNECT_TCP first, as from the real session.
 
         @param address: the upstream reached; by default the one asked for.
         @raise RuntimeError: no connect is pending.
@@ -182,18 +224,32 @@ class FakeSession:
         connect = self._pendingUpstream()
         reached = address or connect.address
         self.serverAddress = reached
+        self._primaryEvent(FirewallEvent.CONNECT_TCP, optional=True)
         connect.deferred.callback(reached)
         return reached
 
     def failUpstream(self, reason: BaseException | Failure | None = None) -> None:
-        """Fail the oldest pending L{connectUpstream} (by default: connection refused).
+        """Fail the oldest pending L{connectUpstream}; the session filter gets
+        CONNECT_FAILED first, its reason in words, as from the real session.
 
+        @param reason: what the filter's Deferred fails with.  By default what the real
+            session fails with when the connection is refused: an C{FWXError} saying so.
         @raise RuntimeError: no connect is pending.
         """
         connect = self._pendingUpstream()
         if reason is None:
-            # Twisted's error classes carry no annotations.
-            reason = ConnectionRefusedError(string=str(connect.address))  # type: ignore[no-untyped-call]
+            refused = ConnectionRefusedError(string=str(connect.address))  # type: ignore[no-untyped-call]
+            words = describeConnectFailure(Failure(refused), connect.address, self.connectTimeout)
+            reason = FWXError(words)
+        else:
+            failure = reason if isinstance(reason, Failure) else Failure(reason)
+            if failure.check(FWXError):
+                words = failure.getErrorMessage()
+            else:
+                words = describeConnectFailure(failure, connect.address, self.connectTimeout)
+        self._primaryEvent(
+            FirewallEvent.CONNECT_FAILED, serverAddress=connect.address, reason=words
+        )
         connect.deferred.errback(reason)
 
     def clientSends(self, data: bytes) -> None:
@@ -211,6 +267,31 @@ class FakeSession:
     def serverEOF(self) -> None:
         """The server half-closes: the EOF goes through the chain toward the client."""
         self._peerEOFs(Direction.SERVER_TO_CLIENT)
+
+    def clientDisconnects(self, reason: str | None = None) -> None:
+        """The client's connection is lost: see L{serverDisconnects}."""
+        self._legLost(Side.CLIENT, reason)
+
+    def serverDisconnects(self, reason: str | None = None) -> None:
+        """The server's connection is lost (C{reason}: why; None for a clean close).
+
+        As with the real session: while the other leg is up the session filter gets
+        LEG_CLOSED (C{side}, C{reason}) and may still write to the other leg; then the
+        session closes, its CONNECTION_TERMINATING reason None for a clean close, else
+        C{"server connection lost: REASON"}.
+        """
+        self._legLost(Side.SERVER, reason)
+
+    def shutdown(self, final: bool = False) -> None:
+        """The gateway is stopping: GATEWAY_SHUTDOWN ("draining", or "grace period
+        over" when C{final}); when C{final}, the session is closed, as the real one."""
+        if self.closed:
+            return
+        self._primaryEvent(
+            FirewallEvent.GATEWAY_SHUTDOWN, reason="grace period over" if final else "draining"
+        )
+        if final:
+            self.close("gateway shutting down")
 
     def fireEvent(self, notification: FirewallNotification) -> None:
         """Deliver C{notification} to the session filter that should get it.
@@ -248,14 +329,10 @@ class FakeSession:
         Among equal priorities the earlier attached sees client bytes first.  A filter
         attached after close is attached and detached at once.
         """
-        channel = _StageChannel(self)
-        stage = AttachedDataFilter(dataFilter, priority, channel)
-        channel.stage = stage
-        index = len(self._chain)
-        while index > 0 and self._chain[index - 1].priority > priority:
-            index -= 1
-        self._chain.insert(index, stage)
-        dataFilter.attached(channel)
+        stage = AttachedDataFilter(dataFilter, priority, ChainLink(self._chain, dataFilter))
+        index = sum(1 for other in self._stages if other.priority <= priority)
+        self._stages.insert(index, stage)
+        self._chain.attach(dataFilter, priority)
         if self.closed:
             dataFilter.detached()
 
@@ -274,34 +351,41 @@ class FakeSession:
         tls: Mapping[Side, LegTLS] | None = None,
         dataFilterFactory: Callable[[], Sequence[IDataFilter]] | None = None,
     ) -> Deferred[Redirection]:
-        """Record a L{RedirectCall}; the test answers it.  After close the call is still
-        recorded but its Deferred has already failed with C{SessionClosed}.
+        """Record a L{RedirectCall}; the test answers it (at once with L{autoGrant}).
 
-        @raise ValueError: no connect address.
+        After close the call is still recorded but its Deferred has already failed
+        with C{SessionClosed}.  Refused as the real session refuses, with a failed
+        Deferred and no call recorded: no connect address or UDP with TLS or a data
+        filter (C{ValueError}), more unused permissions than L{maxPendingRedirects}
+        (C{TooManyPendingRedirects}).
         """
-        if not connectAddresses:
-            raise ValueError("redirectConnections needs at least one connect address")
         deferred: Deferred[Redirection] = Deferred()
-        self.redirectCalls.append(
-            RedirectCall(
-                connectAddresses=tuple(connectAddresses),
-                internalAddress=internalAddress,
-                proxyExternalAddress=proxyExternalAddress,
-                transport=transport,
-                flags=flags,
-                protocolId=protocolId,
-                sessionFilter=sessionFilter,
-                context=context,
-                expectedPeer=expectedPeer,
-                portRange=portRange,
-                tls=tls,
-                dataFilterFactory=dataFilterFactory,
-                deferred=deferred,
-                session=self,
-            )
+        if not self.closed:
+            refused = self._refusal(connectAddresses, transport, tls, dataFilterFactory)
+            if refused is not None:
+                return fail(refused)
+        call = RedirectCall(
+            connectAddresses=tuple(connectAddresses),
+            internalAddress=internalAddress,
+            proxyExternalAddress=proxyExternalAddress,
+            transport=transport,
+            flags=flags,
+            protocolId=protocolId,
+            sessionFilter=sessionFilter,
+            context=context,
+            expectedPeer=expectedPeer,
+            portRange=portRange,
+            tls=tls,
+            dataFilterFactory=dataFilterFactory,
+            deferred=deferred,
+            session=self,
         )
+        self.redirectCalls.append(call)
         if self.closed:
             deferred.errback(SessionClosed(f"session {self.sessionId} is closed"))
+        elif self.autoGrant:
+            asked = internalAddress.port if internalAddress is not None else 0
+            call.grant(asked or self._takePorts(len(connectAddresses)))
         return deferred
 
     def startTLS(self, side: Side, tls: LegTLS) -> None:
@@ -334,20 +418,50 @@ class FakeSession:
         context: object = None,
         tls: Mapping[Side, LegTLS] | None = None,
     ) -> Deferred[IJoin]:
-        """Record a L{JoinCall}; the test answers it.  After close the call is still
-        recorded but its Deferred has already failed with C{SessionClosed}."""
+        """Record a L{JoinCall}; the test answers it (at once with L{autoGrant}).  After
+        close the call is still recorded but its Deferred has already failed with
+        C{SessionClosed}; beyond L{maxPendingRedirects} it fails with
+        C{TooManyPendingRedirects} and is not recorded."""
+        if not self.closed:
+            crowded = self._tooManyPending(1)
+            if crowded is not None:
+                return fail(crowded)
         deferred: Deferred[IJoin] = Deferred()
-        self.joinCalls.append(
-            JoinCall(client, server, flags, sessionFilter, context, deferred, self, dict(tls or {}))
+        call = JoinCall(
+            client, server, flags, sessionFilter, context, deferred, self, dict(tls or {})
         )
+        self.joinCalls.append(call)
         if self.closed:
             deferred.errback(SessionClosed(f"session {self.sessionId} is closed"))
+        elif self.autoGrant:
+            ports = [
+                (spec.port or self._takePorts(1)) if isinstance(spec, Listen) else None
+                for spec in (client, server)
+            ]
+            call.grant(ports[0], ports[1])
         return deferred
 
     def close(self, reason: str | None = None) -> None:
         """End the session as the gateway would, once: fail pending redirects and
         connects with C{SessionClosed}, cancel every action, detach the data filters,
-        then call the session filter's C{detach()}."""
+        send CONNECTION_TERMINATING (its reason C{reason}, or "closed by the gateway")
+        and call the session filter's C{detach()}."""
+        self._end(reason, reason or "closed by the gateway")
+
+    def whenClosed(self) -> Deferred[None]:
+        """A Deferred firing once L{close} ran."""
+        if self.closed:
+            return succeed(None)
+        waiter: Deferred[None] = Deferred()
+        self._closeWaiters.append(waiter)
+        return waiter
+
+    # Internals.
+
+    def _isClosed(self) -> bool:
+        return self.closed
+
+    def _end(self, reason: str | None, terminating: str | None) -> None:
         if self.closed:
             return
         self.closed = True
@@ -364,23 +478,79 @@ class FakeSession:
                 connect.deferred.errback(closedError)
         for action in self.actions:
             action.cancel()
-        for stage in list(self._chain):
-            stage.dataFilter.detached()
+        self._chain.detachAll()
+        self._primaryEvent(
+            FirewallEvent.CONNECTION_TERMINATING,
+            optional=True,
+            counts=self.counts,
+            reason=terminating,
+        )
         if self.sessionFilter is not None:
             self.sessionFilter.detach()
         waiters, self._closeWaiters = self._closeWaiters, []
         for waiter in waiters:
             waiter.callback(None)
 
-    def whenClosed(self) -> Deferred[None]:
-        """A Deferred firing once L{close} ran."""
-        if self.closed:
-            return succeed(None)
-        waiter: Deferred[None] = Deferred()
-        self._closeWaiters.append(waiter)
-        return waiter
+    def _primaryEvent(
+        self,
+        event: FirewallEvent,
+        optional: bool = False,
+        serverAddress: Address | None = None,
+        **fields: object,
+    ) -> None:
+        target = self.sessionFilter
+        if target is None:
+            return
+        if optional and not getattr(target, "wantsFirewallEvents", True):
+            return
+        notification = FirewallNotification(
+            event,
+            None,
+            clientAddress=self.clientAddress,
+            serverAddress=serverAddress or self.serverAddress,
+            **fields,  # type: ignore[arg-type]
+        )
+        target.firewallEvent(notification)
 
-    # The chain.
+    def _legLost(self, side: Side, reason: str | None) -> None:
+        if self.closed or side in self._lost:
+            return
+        self._lost.add(side)
+        otherUp = side is Side.SERVER or self.serverAddress is not None
+        if otherUp:
+            self._primaryEvent(
+                FirewallEvent.LEG_CLOSED, optional=True, reason=reason or CLEAN_CLOSE, side=side
+            )
+        why = None if reason is None else f"{side.value} connection lost: {reason}"
+        self._end(why or "closed by the peer", why)
+
+    def _refusal(
+        self,
+        connectAddresses: Sequence[Address],
+        transport: Transport,
+        tls: Mapping[Side, LegTLS] | None,
+        dataFilterFactory: object,
+    ) -> Exception | None:
+        if not connectAddresses:
+            return ValueError("redirectConnections needs at least one connect address")
+        if transport is Transport.UDP and (tls or dataFilterFactory):
+            return ValueError("TLS and data filters apply to TCP redirections only")
+        return self._tooManyPending(len(connectAddresses))
+
+    def _tooManyPending(self, more: int) -> TooManyPendingRedirects | None:
+        pending = sum(1 for a in self.actions if a.state is ActionState.LISTENING)
+        pending += sum(len(c.connectAddresses) for c in self.redirectCalls if c.pending)
+        pending += sum(1 for j in self.joinCalls if j.pending)
+        if pending + more <= self.maxPendingRedirects:
+            return None
+        return TooManyPendingRedirects(
+            f"{pending} unused permissions already (at most {self.maxPendingRedirects} per session)"
+        )
+
+    def _takePorts(self, count: int) -> int:
+        first = self.nextPort
+        self.nextPort += count
+        return first
 
     def _grantingFilter(self, action: IFirewallAction | None) -> ISessionFilter | None:
         if action is None:
@@ -408,11 +578,14 @@ class FakeSession:
         # A real transport never delivers empty chunks, nor anything after close.
         if self.closed or not data:
             return
-        first = self._entry(direction)
-        if first is None:
-            self._deliver(direction, data)
+        if direction is Direction.CLIENT_TO_SERVER:
+            self.counts = ByteCounts(self.counts.fromClient + len(data), self.counts.fromServer)
         else:
-            first.dataFilter.dataReceived(direction, data)
+            self.counts = ByteCounts(self.counts.fromClient, self.counts.fromServer + len(data))
+        if self._chain:
+            self._chain.received(direction, data)
+        else:
+            self._deliver(direction, data)
 
     def _peerEOFs(self, direction: Direction) -> None:
         if direction in self._peerEOF:
@@ -420,53 +593,16 @@ class FakeSession:
         self._peerEOF.add(direction)
         if self.closed:
             return
-        first = self._entry(direction)
-        if first is None:
+        if self._chain:
+            self._chain.eofReceived(direction)
+        else:
             self._deliverEOF(direction)
-        else:
-            first.dataFilter.eofReceived(direction)
-
-    def _entry(self, direction: Direction) -> AttachedDataFilter | None:
-        if not self._chain:
-            return None
-        return self._chain[0] if direction is Direction.CLIENT_TO_SERVER else self._chain[-1]
-
-    def _after(self, stage: AttachedDataFilter, direction: Direction) -> AttachedDataFilter | None:
-        index = self._chain.index(stage)
-        index += 1 if direction is Direction.CLIENT_TO_SERVER else -1
-        if 0 <= index < len(self._chain):
-            return self._chain[index]
-        return None
-
-    def _forward(self, stage: AttachedDataFilter, direction: Direction, data: bytes) -> None:
-        if not isinstance(data, bytes):
-            raise TypeError(f"{stage.dataFilter!r} wrote {type(data).__name__}, not bytes")
-        if direction in stage._eofSent:
-            raise RuntimeError(f"{stage.dataFilter!r} wrote {direction.value} after its EOF")
-        if self.closed:
-            return
-        following = self._after(stage, direction)
-        if following is None:
-            self._deliver(direction, data)
-        else:
-            following.dataFilter.dataReceived(direction, data)
-
-    def _forwardEOF(self, stage: AttachedDataFilter, direction: Direction) -> None:
-        if direction in stage._eofSent:
-            raise RuntimeError(f"{stage.dataFilter!r} wrote a second {direction.value} EOF")
-        stage._eofSent.add(direction)
-        if self.closed:
-            return
-        following = self._after(stage, direction)
-        if following is None:
-            self._deliverEOF(direction)
-        else:
-            following.dataFilter.eofReceived(direction)
 
     def _deliver(self, direction: Direction, data: bytes) -> None:
         if direction is Direction.CLIENT_TO_SERVER:
-            self.toServer += data
-        else:
+            if Side.SERVER not in self._lost:
+                self.toServer += data
+        elif Side.CLIENT not in self._lost:
             self.toClient += data
 
     def _deliverEOF(self, direction: Direction) -> None:

@@ -44,6 +44,7 @@ from fwxtwisted.interfaces import (
     FirewallEvent,
     FirewallNotification,
     IFirewallAction,
+    IJoin,
     Listen,
     RedirectFlags,
     Redirection,
@@ -248,9 +249,9 @@ class DataChannels:
             tls=self._control.security.dataTLS(),
         )
 
-        def ready(join: IFirewallAction) -> None:
+        def ready(join: IJoin) -> None:
             self._use(join, slot)
-            addresses = join.listeningAddresses  # type: ignore[attr-defined]
+            addresses = join.listeningAddresses
             forClient: Address = addresses[Side.CLIENT]
 
             def accepted(reply: Reply) -> None:
@@ -281,7 +282,7 @@ class DataChannels:
             tls=self._control.security.dataTLS(),
         )
 
-        def ready(join: IFirewallAction) -> None:
+        def ready(join: IJoin) -> None:
             self._use(join, slot)
             self._control.replies.complete(
                 slot, formatReply(200, f"{command.verb} command successful")

@@ -10,13 +10,12 @@ from zope.interface import implementer
 
 from fwxtwisted.address import Address
 from fwxtwisted.app.cli import GatewayCommandOptions
-from fwxtwisted.app.service import IConnectionRefuser
 from fwxtwisted.errors import ConfigError
 from fwxtwisted.filters.ftp.control import FTPSessionFilter
 from fwxtwisted.filters.ftp.options import FTPOptions, parseFTPOptions
 from fwxtwisted.filters.ftp.protocols import FTP_CONTROL, FTP_DATA
 from fwxtwisted.filters.ftp.replies import formatReply
-from fwxtwisted.interfaces import IFilter, ISession, ISessionFilter
+from fwxtwisted.interfaces import IConnectionRefuser, IFilter, ISession, ISessionFilter
 
 
 class FTPCommandOptions(GatewayCommandOptions):
