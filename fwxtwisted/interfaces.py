@@ -279,7 +279,7 @@ class IUDPRedirect(IFirewallAction):
 
 class IDatagramPorts(Interface):
     """C{count} UDP sockets on consecutive ports of one IP, made by
-    L{IDatagramSession.openDatagramPorts}: for a filter that sends and receives
+    L{ISession.openDatagramPorts}: for a filter that sends and receives
     datagrams itself (RTP carried inside RTSP's interleaved frames), or the outbound
     sockets a UDP redirect sends from (C{redirectConnections(outboundPorts=...)}),
     bound before the far side's address is known.
@@ -476,6 +476,9 @@ class ISession(Interface):
         portRange: tuple[int, int] | None = None,
         tls: Mapping[Side, LegTLS] | None = None,
         dataFilterFactory: Callable[[], Sequence[IDataFilter]] | None = None,
+        *,
+        outboundPorts: IDatagramPorts | None = None,
+        peerAddresses: Sequence[Address] | None = None,
     ) -> Deferred[Redirection]:
         """Grant N permissions: listen on N consecutive ports, relay each to its connect
         address (IFWXSession::RedirectConnections).
@@ -493,11 +496,58 @@ class ISession(Interface):
         @param dataFilterFactory: called for each TCP connection; the data filters it
             returns are attached in order (priorities 0, 1, ...), forcing user mode.
         @param sessionFilter: receives L{FirewallNotification}s with C{context}.
+        @param outboundPorts: UDP only: N sockets (from
+            L{ISession.openDatagramPorts}, of C{len(connectAddresses)} ports)
+            the i-th permission sends to its connect address from, instead of an
+            ephemeral socket per peer, so the far side sees a port it was told before
+            (RTSP's C{client_port}).  Each permission adopts its socket: it accepts
+            there only datagrams from its connect address (IP and port), and
+            C{onDatagram} no longer sees that socket.  The socket is closed when the
+            permission ends (cancel, idle timeout, unused expiry); cancelling the
+            ports cancels the permissions.  Not with ALLOW_MULTIPLE.
+        @param peerAddresses: UDP only: the exact peer (IP and port) of each internal
+            port, known in advance (RTSP's C{client_port}).  The mapping is made at
+            once (UDP_DESTINATION is notified before the Deferred fires), so the
+            connect address may send first; datagrams from anyone else on that port
+            are dropped and counted (the first one is logged and notified as
+            REFUSED_CONNECTION, the rest only counted).  Such a mapping lives until
+            the permission is cancelled or nothing passed either way for
+            C{udp_idle_timeout}; then the permission ends (its ports are freed).
+            It never expires unused (it is used at once).  Not with ALLOW_MULTIPLE.
         @return: a Deferred firing with a L{Redirection} once every listener is bound.
             It fails with C{PortRangeExhausted}, C{PortUnavailable} (an explicit port is
-            taken, or odd with EVEN_PORTS) or C{SessionClosed}.  UDP permissions
-            provide L{IUDPRedirect}; the gateway's session also takes the arguments of
-            L{IDatagramSession.redirectConnections}.
+            taken, or odd with EVEN_PORTS) or C{SessionClosed}, and with C{ValueError}
+            for C{outboundPorts}/C{peerAddresses} that do not fit (TCP, wrong count,
+            ALLOW_MULTIPLE, ports closed or adopted already).  UDP permissions provide
+            L{IUDPRedirect}.
+        """
+
+    def openDatagramPorts(
+        count: int,
+        host: str | None = None,
+        *,
+        evenBase: bool = False,
+        expectedPeer: str | None = None,
+        portRange: tuple[int, int] | None = None,
+    ) -> IDatagramPorts:
+        """Bind C{count} UDP sockets on consecutive ports, synchronously.
+
+        @param host: the IP to bind; None: the session's B{external} address (the
+            server-facing side: RTSP's C{client_port} toward the server).  Pass
+            C{session.internalAddress.host} for the client-facing side.
+        @param evenBase: the first port is even (RTP even, RTCP odd).
+        @param expectedPeer: the IP accepted until L{IDatagramPorts.expect} names the
+            exact peer of a socket; None: the server's IP when C{host} is the external
+            address, else the client's IP.
+        @param portRange: allocate from this inclusive range instead of the one
+            configured for C{host}.
+        @return: the open L{IDatagramPorts}; it is closed (and its ports freed) by its
+            C{cancel()}, by the session's close, or when the redirects that adopted
+            every socket end.
+        @raise PortRangeExhausted: no free run (with an even base, if asked).
+        @raise SessionClosed: the session is over.
+        @raise ValueError: host None with no external address known yet, or the
+            server's IP needed as the default peer before the upstream is connected.
         """
 
     def joinConnections(
@@ -534,87 +584,6 @@ class ISession(Interface):
 
     def whenClosed() -> Deferred[None]:
         """A Deferred firing once the session is fully over."""
-
-
-class IDatagramSession(Interface):
-    """What a session offers filters that handle datagrams themselves (RTSP): its own
-    UDP sockets, and UDP redirections that send from them to a peer known in advance.
-
-    Provided by the gateway's session next to L{ISession}; kept apart so that test
-    fakes providing L{ISession} (fwxtwisted.testing) stay complete without it.
-    """
-
-    def redirectConnections(
-        connectAddresses: Sequence[Address],
-        internalAddress: Address | None = None,
-        proxyExternalAddress: str | None = None,
-        transport: Transport = Transport.TCP,
-        flags: RedirectFlags = RedirectFlags.TIMEOUT,
-        protocolId: uuid.UUID | None = None,
-        sessionFilter: ISessionFilter | None = None,
-        context: object = None,
-        expectedPeer: str | None = None,
-        portRange: tuple[int, int] | None = None,
-        tls: Mapping[Side, LegTLS] | None = None,
-        dataFilterFactory: Callable[[], Sequence[IDataFilter]] | None = None,
-        *,
-        outboundPorts: IDatagramPorts | None = None,
-        peerAddresses: Sequence[Address] | None = None,
-    ) -> Deferred[Redirection]:
-        """L{ISession.redirectConnections}, with two more keyword arguments for UDP.
-
-        Without them it is exactly L{ISession.redirectConnections}.
-
-        @param outboundPorts: UDP only: N sockets (from
-            L{IDatagramSession.openDatagramPorts}, of C{len(connectAddresses)} ports)
-            the i-th permission sends to its connect address from, instead of an
-            ephemeral socket per peer, so the far side sees a port it was told before
-            (RTSP's C{client_port}).  Each permission adopts its socket: it accepts
-            there only datagrams from its connect address (IP and port), and
-            C{onDatagram} no longer sees that socket.  The socket is closed when the
-            permission ends (cancel, idle timeout, unused expiry); cancelling the
-            ports cancels the permissions.  Not with ALLOW_MULTIPLE.
-        @param peerAddresses: UDP only: the exact peer (IP and port) of each internal
-            port, known in advance (RTSP's C{client_port}).  The mapping is made at
-            once (UDP_DESTINATION is notified before the Deferred fires), so the
-            connect address may send first; datagrams from anyone else on that port
-            are dropped and counted (the first one is logged and notified as
-            REFUSED_CONNECTION, the rest only counted).  Such a mapping lives until
-            the permission is cancelled or nothing passed either way for
-            C{udp_idle_timeout}; then the permission ends (its ports are freed).
-            It never expires unused (it is used at once).  Not with ALLOW_MULTIPLE.
-        @return: as L{ISession.redirectConnections}; it also fails with C{ValueError}
-            for C{outboundPorts}/C{peerAddresses} that do not fit (TCP, wrong count,
-            ALLOW_MULTIPLE, ports closed or adopted already).
-        """
-
-    def openDatagramPorts(
-        count: int,
-        host: str | None = None,
-        *,
-        evenBase: bool = False,
-        expectedPeer: str | None = None,
-        portRange: tuple[int, int] | None = None,
-    ) -> IDatagramPorts:
-        """Bind C{count} UDP sockets on consecutive ports, synchronously.
-
-        @param host: the IP to bind; None: the session's B{external} address (the
-            server-facing side: RTSP's C{client_port} toward the server).  Pass
-            C{session.internalAddress.host} for the client-facing side.
-        @param evenBase: the first port is even (RTP even, RTCP odd).
-        @param expectedPeer: the IP accepted until L{IDatagramPorts.expect} names the
-            exact peer of a socket; None: the server's IP when C{host} is the external
-            address, else the client's IP.
-        @param portRange: allocate from this inclusive range instead of the one
-            configured for C{host}.
-        @return: the open L{IDatagramPorts}; it is closed (and its ports freed) by its
-            C{cancel()}, by the session's close, or when the redirects that adopted
-            every socket end.
-        @raise PortRangeExhausted: no free run (with an even base, if asked).
-        @raise SessionClosed: the session is over.
-        @raise ValueError: host None with no external address known yet, or the
-            server's IP needed as the default peer before the upstream is connected.
-        """
 
 
 class IFilter(IPlugin):

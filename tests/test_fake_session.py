@@ -67,11 +67,11 @@ def events(sessionFilter: RecordingSessionFilter) -> list[FirewallEvent]:
 
 def test_publicNamesAreTheRealObjects() -> None:
     """Every name in __all__ is there, and is the object of its private module."""
-    from fwxtwisted.testing import _actions, _calls, _chain, _session
+    from fwxtwisted.testing import _actions, _calls, _chain, _datagrams, _session
 
     assert sorted(fwxtwisted.testing.__all__) == sorted(set(fwxtwisted.testing.__all__))
     origins = {}
-    for module in (_actions, _calls, _chain, _session):
+    for module in (_actions, _calls, _chain, _datagrams, _session):
         for name in dir(module):
             origins.setdefault(name, getattr(module, name))
     for name in fwxtwisted.testing.__all__:

@@ -26,7 +26,6 @@ from fwxtwisted.interfaces import (
     FirewallNotification,
     IDataFilter,
     IDatagramPorts,
-    IDatagramSession,
     IJoin,
     ISession,
     ISessionFilter,
@@ -61,7 +60,7 @@ _Redirect = TCPRedirectAction | UDPRedirectAction
 _Action = _Redirect | JoinAction | DatagramPorts
 
 
-@implementer(ISession, IDatagramSession)
+@implementer(ISession)
 class Session:
     """The gateway's side of one primary connection.
 
@@ -337,7 +336,7 @@ class Session:
         expectedPeer: str | None = None,
         portRange: tuple[int, int] | None = None,
     ) -> DatagramPorts:
-        """Bind C{count} UDP sockets on consecutive ports (see L{IDatagramSession})."""
+        """Bind C{count} UDP sockets on consecutive ports (see L{ISession.openDatagramPorts})."""
         if self.closed:
             raise SessionClosed(f"session {self.sessionId} is closed")
         bindHost = host if host is not None else self.externalAddress

@@ -1,4 +1,5 @@
-"""Fakes for filter authors: FakeSession and FakeFirewallAction, for tests with no network."""
+"""Fakes for filter authors: FakeSession, its actions and datagram ports, for tests with no
+network."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from fwxtwisted.testing._actions import (
 )
 from fwxtwisted.testing._calls import JoinCall, RedirectCall, UpstreamConnect
 from fwxtwisted.testing._chain import AttachedDataFilter
+from fwxtwisted.testing._datagrams import FakeDatagramPorts, SentDatagram
 from fwxtwisted.testing._session import FakeSession
 
 __all__ = [
@@ -20,10 +22,12 @@ __all__ = [
     "DEFAULT_INTERNAL",
     "DEFAULT_UPSTREAM",
     "AttachedDataFilter",
+    "FakeDatagramPorts",
     "FakeFirewallAction",
     "FakeJoin",
     "FakeSession",
     "JoinCall",
     "RedirectCall",
+    "SentDatagram",
     "UpstreamConnect",
 ]

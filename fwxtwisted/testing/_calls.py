@@ -13,6 +13,7 @@ from twisted.python.failure import Failure
 from fwxtwisted.address import Address
 from fwxtwisted.interfaces import (
     IDataFilter,
+    IDatagramPorts,
     IFirewallAction,
     IJoin,
     ISessionFilter,
@@ -55,6 +56,9 @@ class RedirectCall:
     portRange: tuple[int, int] | None
     tls: Mapping[Side, LegTLS] | None
     dataFilterFactory: Callable[[], Sequence[IDataFilter]] | None
+    #: UDP: the sockets the permissions send from, and the peers known in advance.
+    outboundPorts: IDatagramPorts | None
+    peerAddresses: tuple[Address, ...] | None
     #: What redirectConnections returned to the filter.
     deferred: Deferred[Redirection] = field(repr=False)
     session: RecordingSession = field(repr=False, compare=False)

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import itertools
-import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping
 
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.error import ConnectionRefusedError, DNSLookupError
@@ -13,9 +12,8 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from fwxtwisted.address import Address, isIPLiteral, normalizeHost
-from fwxtwisted.errors import FWXError, SessionClosed, TooManyPendingRedirects
+from fwxtwisted.errors import FWXError, SessionClosed
 from fwxtwisted.interfaces import (
-    ActionState,
     ByteCounts,
     Direction,
     FirewallEvent,
@@ -23,16 +21,10 @@ from fwxtwisted.interfaces import (
     IDataFilter,
     IFilter,
     IFirewallAction,
-    IJoin,
     ISession,
     ISessionFilter,
-    LegSpec,
     LegTLS,
-    Listen,
-    RedirectFlags,
-    Redirection,
     Side,
-    Transport,
 )
 from fwxtwisted.net.connect import describeConnectFailure
 from fwxtwisted.relay.filterchain import ChainLink
@@ -45,7 +37,10 @@ from fwxtwisted.testing._actions import (
 )
 from fwxtwisted.testing._calls import JoinCall, RedirectCall, UpstreamConnect
 from fwxtwisted.testing._chain import AttachedDataFilter, CheckedChain
+from fwxtwisted.testing._datagrams import FakeDatagramPorts, OpensDatagramPorts
 from fwxtwisted.testing._events import PlaysPermissions
+from fwxtwisted.testing._grants import GrantsPermissions
+from fwxtwisted.testing._peers import PlaysPeers
 
 _SESSION_NUMBERS = itertools.count(1)
 
@@ -57,7 +52,7 @@ CLEAN_CLOSE = "Connection was closed cleanly."
 
 
 @implementer(ISession)
-class FakeSession(PlaysPermissions):
+class FakeSession(PlaysPeers, GrantsPermissions, OpensDatagramPorts, PlaysPermissions):
     """An L{ISession} that records what the filter asks for and plays its primary
     connection.
 
@@ -165,6 +160,7 @@ class FakeSession(PlaysPermissions):
         self.joinCalls: list[JoinCall] = []
         self.upstreamConnects: list[UpstreamConnect] = []
         self.actions: list[IFirewallAction] = []
+        self.datagramPorts: list[FakeDatagramPorts] = []
         self.toServer = b""
         self.toClient = b""
         self.toServerEOF = False
@@ -252,22 +248,6 @@ class FakeSession(PlaysPermissions):
         )
         connect.deferred.errback(reason)
 
-    def clientSends(self, data: bytes) -> None:
-        """Bytes from the client: into the chain toward the server."""
-        self._peerSends(Direction.CLIENT_TO_SERVER, data)
-
-    def serverSends(self, data: bytes) -> None:
-        """Bytes from the server: into the chain toward the client."""
-        self._peerSends(Direction.SERVER_TO_CLIENT, data)
-
-    def clientEOF(self) -> None:
-        """The client half-closes: the EOF goes through the chain toward the server."""
-        self._peerEOFs(Direction.CLIENT_TO_SERVER)
-
-    def serverEOF(self) -> None:
-        """The server half-closes: the EOF goes through the chain toward the client."""
-        self._peerEOFs(Direction.SERVER_TO_CLIENT)
-
     def clientDisconnects(self, reason: str | None = None) -> None:
         """The client's connection is lost: see L{serverDisconnects}."""
         self._legLost(Side.CLIENT, reason)
@@ -336,58 +316,6 @@ class FakeSession(PlaysPermissions):
         if self.closed:
             dataFilter.detached()
 
-    def redirectConnections(
-        self,
-        connectAddresses: Sequence[Address],
-        internalAddress: Address | None = None,
-        proxyExternalAddress: str | None = None,
-        transport: Transport = Transport.TCP,
-        flags: RedirectFlags = RedirectFlags.TIMEOUT,
-        protocolId: uuid.UUID | None = None,
-        sessionFilter: ISessionFilter | None = None,
-        context: object = None,
-        expectedPeer: str | None = None,
-        portRange: tuple[int, int] | None = None,
-        tls: Mapping[Side, LegTLS] | None = None,
-        dataFilterFactory: Callable[[], Sequence[IDataFilter]] | None = None,
-    ) -> Deferred[Redirection]:
-        """Record a L{RedirectCall}; the test answers it (at once with L{autoGrant}).
-
-        After close the call is still recorded but its Deferred has already failed
-        with C{SessionClosed}.  Refused as the real session refuses, with a failed
-        Deferred and no call recorded: no connect address or UDP with TLS or a data
-        filter (C{ValueError}), more unused permissions than L{maxPendingRedirects}
-        (C{TooManyPendingRedirects}).
-        """
-        deferred: Deferred[Redirection] = Deferred()
-        if not self.closed:
-            refused = self._refusal(connectAddresses, transport, tls, dataFilterFactory)
-            if refused is not None:
-                return fail(refused)
-        call = RedirectCall(
-            connectAddresses=tuple(connectAddresses),
-            internalAddress=internalAddress,
-            proxyExternalAddress=proxyExternalAddress,
-            transport=transport,
-            flags=flags,
-            protocolId=protocolId,
-            sessionFilter=sessionFilter,
-            context=context,
-            expectedPeer=expectedPeer,
-            portRange=portRange,
-            tls=tls,
-            dataFilterFactory=dataFilterFactory,
-            deferred=deferred,
-            session=self,
-        )
-        self.redirectCalls.append(call)
-        if self.closed:
-            deferred.errback(SessionClosed(f"session {self.sessionId} is closed"))
-        elif self.autoGrant:
-            asked = internalAddress.port if internalAddress is not None else 0
-            call.grant(asked or self._takePorts(len(connectAddresses)))
-        return deferred
-
     def startTLS(self, side: Side, tls: LegTLS) -> None:
         """Record the TLS start (see L{tlsStarted}); nothing is encrypted here."""
         self.tlsStarted.append((side, tls))
@@ -408,38 +336,6 @@ class FakeSession(PlaysPermissions):
         if host in self.hostnames:
             return succeed(self.hostnames[host])
         return fail(DNSLookupError(host))
-
-    def joinConnections(
-        self,
-        client: LegSpec,
-        server: LegSpec,
-        flags: RedirectFlags = RedirectFlags.TIMEOUT,
-        sessionFilter: ISessionFilter | None = None,
-        context: object = None,
-        tls: Mapping[Side, LegTLS] | None = None,
-    ) -> Deferred[IJoin]:
-        """Record a L{JoinCall}; the test answers it (at once with L{autoGrant}).  After
-        close the call is still recorded but its Deferred has already failed with
-        C{SessionClosed}; beyond L{maxPendingRedirects} it fails with
-        C{TooManyPendingRedirects} and is not recorded."""
-        if not self.closed:
-            crowded = self._tooManyPending(1)
-            if crowded is not None:
-                return fail(crowded)
-        deferred: Deferred[IJoin] = Deferred()
-        call = JoinCall(
-            client, server, flags, sessionFilter, context, deferred, self, dict(tls or {})
-        )
-        self.joinCalls.append(call)
-        if self.closed:
-            deferred.errback(SessionClosed(f"session {self.sessionId} is closed"))
-        elif self.autoGrant:
-            ports = [
-                (spec.port or self._takePorts(1)) if isinstance(spec, Listen) else None
-                for spec in (client, server)
-            ]
-            call.grant(ports[0], ports[1])
-        return deferred
 
     def close(self, reason: str | None = None) -> None:
         """End the session as the gateway would, once: fail pending redirects and
@@ -524,89 +420,8 @@ class FakeSession(PlaysPermissions):
         why = None if reason is None else f"{side.value} connection lost: {reason}"
         self._end(why or "closed by the peer", why)
 
-    def _refusal(
-        self,
-        connectAddresses: Sequence[Address],
-        transport: Transport,
-        tls: Mapping[Side, LegTLS] | None,
-        dataFilterFactory: object,
-    ) -> Exception | None:
-        if not connectAddresses:
-            return ValueError("redirectConnections needs at least one connect address")
-        if transport is Transport.UDP and (tls or dataFilterFactory):
-            return ValueError("TLS and data filters apply to TCP redirections only")
-        return self._tooManyPending(len(connectAddresses))
-
-    def _tooManyPending(self, more: int) -> TooManyPendingRedirects | None:
-        pending = sum(1 for a in self.actions if a.state is ActionState.LISTENING)
-        pending += sum(len(c.connectAddresses) for c in self.redirectCalls if c.pending)
-        pending += sum(1 for j in self.joinCalls if j.pending)
-        if pending + more <= self.maxPendingRedirects:
-            return None
-        return TooManyPendingRedirects(
-            f"{pending} unused permissions already (at most {self.maxPendingRedirects} per session)"
-        )
-
-    def _takePorts(self, count: int) -> int:
-        first = self.nextPort
-        self.nextPort += count
-        return first
-
-    def _grantingFilter(self, action: IFirewallAction | None) -> ISessionFilter | None:
-        if action is None:
-            return None
-        for call in self.redirectCalls:
-            granted = call.redirection.actions if call.redirection is not None else ()
-            if any(candidate is action for candidate in granted):
-                return call.sessionFilter
-        for join in self.joinCalls:
-            if join.join is action:
-                return join.sessionFilter
-        return None
-
     def _pendingUpstream(self) -> UpstreamConnect:
         for connect in self.upstreamConnects:
             if not connect.deferred.called:
                 return connect
         raise RuntimeError("no connectUpstream is pending")
-
-    def _peerSends(self, direction: Direction, data: bytes) -> None:
-        if not isinstance(data, bytes):
-            raise TypeError(f"data must be bytes, not {type(data).__name__}")
-        if direction in self._peerEOF:
-            raise RuntimeError(f"the test sent {direction.value} bytes after its EOF")
-        # A real transport never delivers empty chunks, nor anything after close.
-        if self.closed or not data:
-            return
-        if direction is Direction.CLIENT_TO_SERVER:
-            self.counts = ByteCounts(self.counts.fromClient + len(data), self.counts.fromServer)
-        else:
-            self.counts = ByteCounts(self.counts.fromClient, self.counts.fromServer + len(data))
-        if self._chain:
-            self._chain.received(direction, data)
-        else:
-            self._deliver(direction, data)
-
-    def _peerEOFs(self, direction: Direction) -> None:
-        if direction in self._peerEOF:
-            raise RuntimeError(f"the test sent a second {direction.value} EOF")
-        self._peerEOF.add(direction)
-        if self.closed:
-            return
-        if self._chain:
-            self._chain.eofReceived(direction)
-        else:
-            self._deliverEOF(direction)
-
-    def _deliver(self, direction: Direction, data: bytes) -> None:
-        if direction is Direction.CLIENT_TO_SERVER:
-            if Side.SERVER not in self._lost:
-                self.toServer += data
-        elif Side.CLIENT not in self._lost:
-            self.toClient += data
-
-    def _deliverEOF(self, direction: Direction) -> None:
-        if direction is Direction.CLIENT_TO_SERVER:
-            self.toServerEOF = True
-        else:
-            self.toClientEOF = True

@@ -22,7 +22,7 @@ from fwxtwisted.interfaces import (
     DatagramCounts,
     FirewallEvent,
     IDatagramPorts,
-    IDatagramSession,
+    ISession,
     IUDPRedirect,
     RedirectFlags,
     Redirection,
@@ -122,7 +122,7 @@ async def test_both_pairs_start_on_an_even_port_on_their_own_side(net: Network) 
     assert rtp.redirection.internalAddress.port % 2 == 0
     assert rtp.clientFacing(1).port == rtp.redirection.internalAddress.port + 1
     assert rtp.serverFacing.addressOf(1).port == rtp.serverFacing.address.port + 1
-    assert IDatagramSession.providedBy(rtp.session)
+    assert ISession.providedBy(rtp.session)
     assert IDatagramPorts.providedBy(rtp.serverFacing)
     assert IUDPRedirect.providedBy(rtp.action(0))
 

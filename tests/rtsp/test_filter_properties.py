@@ -14,7 +14,7 @@ from zope.interface import implementer
 from fwxtwisted.address import Address
 from fwxtwisted.filters.rtsp.control import RTSPSessionFilter
 from fwxtwisted.filters.rtsp.options import RTSPOptions
-from fwxtwisted.interfaces import Direction, IDatagramSession, ISession
+from fwxtwisted.interfaces import Direction, ISession
 from tests.rtsp.gateway import request, response
 
 GATEWAY = "rtsp://192.0.2.1:554"
@@ -39,7 +39,7 @@ class _Ports:
         pass
 
 
-@implementer(ISession, IDatagramSession)
+@implementer(ISession)
 class _StubSession:
     """Just enough of a session for the filter to run without sockets."""
 

@@ -22,7 +22,6 @@ from fwxtwisted.filters.rtsp.tracks import TCP, UDP, Track
 from fwxtwisted.filters.rtsp.transport import TransportSpec, formatTransport, parseTransport
 from fwxtwisted.interfaces import (
     IDatagramPorts,
-    IDatagramSession,
     ISession,
     ISessionFilter,
     RedirectFlags,
@@ -171,7 +170,7 @@ class Setups:
     def _relayUDP(self, track: Track, spec: TransportSpec, response: Response) -> Deferred[None]:
         assert track.serverPorts is not None and track.clientPorts is not None
         server, client = self._serverIP(), self.session.clientAddress.host
-        redirecting: Deferred[Redirection] = IDatagramSession(self.session).redirectConnections(
+        redirecting: Deferred[Redirection] = self.session.redirectConnections(
             [Address(server, port) for port in track.serverPorts],
             internalAddress=None,
             transport=Transport.UDP,
@@ -319,7 +318,7 @@ class Setups:
                     table[channel] = (track, index)
 
     def _openPorts(self, host: str | None, peer: str) -> IDatagramPorts:
-        return IDatagramSession(self.session).openDatagramPorts(
+        return self.session.openDatagramPorts(
             2, host, evenBase=True, expectedPeer=peer, portRange=self.options.rtpPorts
         )
 
