@@ -299,3 +299,39 @@ def test_commandsUpToTheLimitWaitForTheLogin() -> None:
     session.succeedUpstream()
     session.serverSends(b"220 ready\r\n")
     assert session.toServer == b"USER anonymous\r\n" + b"NOOP\r\n" * MAX_QUEUED_COMMANDS
+
+
+# A client leaving before an upstream exists.
+
+
+def test_clientEOFBeforeLoginEndsTheSessionAtOnce() -> None:
+    session = explicit()
+    session.clientEOF()
+    assert session.closed
+    assert session.closeReason == "client closed the connection"
+    assert session.clock.getDelayedCalls() == []
+
+
+def test_clientEOFAfterARefusedLoginEndsTheSessionAtOnce() -> None:
+    session = explicit()
+    session.clientSends(b"USER nobody\r\n")
+    session.clientEOF()
+    assert session.toClient.startswith(b"501 ")
+    assert session.closed
+    assert session.closeReason == "client closed the connection"
+
+
+def test_clientEOFWhileTheUpstreamConnectsCancelsIt() -> None:
+    session = explicit()
+    session.clientSends(LOGIN)
+    session.clientEOF()
+    assert session.closed
+    assert session.upstreamConnects[0].deferred.called
+    assert session.toServer == b""
+
+
+def test_clientEOFAfterLoginGoesToTheServer() -> None:
+    session = loggedIn()
+    session.clientEOF()
+    assert session.toServerEOF
+    assert not session.closed

@@ -84,6 +84,9 @@ class FTPSessionFilter:
         self._greetingDone = False
         self.greetingWaiter: Deferred[Reply] | None = None
         self.upstreamReady = not options.explicit
+        #: The server's leg is connected and greeted (and secured by policy): a
+        #: client's EOF has somewhere to go.
+        self._upstreamUp = False
         self.transfers = TransferLog(session, self.data.state)
         self._idle: IDelayedCall | None = None
         self._closing = False
@@ -131,7 +134,12 @@ class FTPSessionFilter:
         connecting: Deferred[Any] = self.session.connectUpstream()
         connecting.addCallback(connected)
         connecting.addCallback(greeted)
-        connecting.addCallbacks(lambda _: ready.callback(None), self.upstreamUnreachable)
+
+        def up(_: object) -> None:
+            self.upstreamUp()
+            ready.callback(None)
+
+        connecting.addCallbacks(up, self.upstreamUnreachable)
         self._lane.waitFor(ready)
 
     def firewallEvent(self, notification: FirewallNotification) -> None:
@@ -176,6 +184,13 @@ class FTPSessionFilter:
 
     def eofReceived(self, direction: Direction) -> None:
         if direction is Direction.CLIENT_TO_SERVER:
+            if not self._upstreamUp:
+                # No server to pass the EOF to (explicit mode before a login, reverse
+                # mode before the server greeted): a client that leaves (a port scan,
+                # a health check) ends its session now, not at the login timeout.
+                if not self._closing:
+                    self.closeAfterReplies("client closed the connection")
+                return
             self._lane.run(lambda: self._writeEOF(Direction.CLIENT_TO_SERVER))
         else:
             self._writeEOF(Direction.SERVER_TO_CLIENT)
@@ -256,6 +271,11 @@ class FTPSessionFilter:
             slot = self.replies.reserve()
             self.sendToServer(command, slot, self._featHandler(slot) if verb == "FEAT" else None)
         return None
+
+    def upstreamUp(self) -> None:
+        """The server is connected, greeted and secured by policy: the client's EOF
+        goes to it from now on."""
+        self._upstreamUp = True
 
     def upstreamUnreachable(self, failure: Failure, slot: ReplySlot | None = None) -> None:
         """The server cannot be reached (or secured): 421 with the reason, and close."""
