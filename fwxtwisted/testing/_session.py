@@ -74,6 +74,12 @@ class _StageChannel:
     def close(self, reason: str) -> None:
         self._session.close(reason)
 
+    def pauseReading(self, direction: Direction) -> None:
+        self._session.readingPaused.add(direction)
+
+    def resumeReading(self, direction: Direction) -> None:
+        self._session.readingPaused.discard(direction)
+
 
 @implementer(ISession)
 class FakeSession:
@@ -109,6 +115,7 @@ class FakeSession:
     @ivar toClient: bytes that left the chain toward the client.
     @ivar toServerEOF: True once a half-close left the chain toward the server.
     @ivar toClientEOF: True once a half-close left the chain toward the client.
+    @ivar readingPaused: directions a data filter paused reading (flow control).
     @ivar closeReason: the reason given to the first L{close}.
     """
 
@@ -151,6 +158,8 @@ class FakeSession:
         self.toClient = b""
         self.toServerEOF = False
         self.toClientEOF = False
+        #: Directions whose sending peer a data filter asked not to read (pauseReading).
+        self.readingPaused: set[Direction] = set()
         self._chain: list[AttachedDataFilter] = []
         self._peerEOF: set[Direction] = set()
         self._closeWaiters: list[Deferred[None]] = []

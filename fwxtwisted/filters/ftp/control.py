@@ -43,7 +43,9 @@ from fwxtwisted.logs import Logger
 
 log = Logger()
 
-#: Commands a client may have waiting behind a slow step (an explicit login's connect).
+#: Commands a client may have unanswered (waiting behind a slow step, or for their
+#: reply): past it the gateway stops reading from the client until replies go out, and
+#: what it read already waits unparsed (at most one read, 64 KiB).
 MAX_QUEUED_COMMANDS = 64
 
 #: The server's FEAT lines about TLS, replaced by what the gateway itself offers.
@@ -98,6 +100,13 @@ class FTPSessionFilter:
         self._greeted: Deferred[Reply] = Deferred()
         self.security = FTPSecurity(self)
         self.explicitLogin = ExplicitLogin(self)
+        #: Client bytes read but not parsed yet (commands past the limit in flight),
+        #: from offset L{_backlogAt}.
+        self._backlog = b""
+        self._backlogAt = 0
+        self._pumping = False
+        self._pump: IDelayedCall | None = None
+        self._readingPaused = False
 
     # ISessionFilter
 
@@ -162,10 +171,11 @@ class FTPSessionFilter:
         self._maybeFinishDraining()
 
     def detach(self) -> None:
-        for timer in (self._idle, self._loginTimer):
+        for timer in (self._idle, self._loginTimer, self._pump):
             if timer is not None and timer.active():
                 timer.cancel()
-        self._idle = self._loginTimer = None
+        self._idle = self._loginTimer = self._pump = None
+        self._backlog = b""
         self.transfers.sessionEnded()
 
     # IDataFilter
@@ -176,8 +186,12 @@ class FTPSessionFilter:
     def dataReceived(self, direction: Direction, data: bytes) -> None:
         self._touch()
         if direction is Direction.CLIENT_TO_SERVER:
-            for clientEvent in self.conversation.receiveClientData(data):
-                self._queue(clientEvent)
+            if self._backlogAt < len(self._backlog):
+                self._backlog = self._backlog[self._backlogAt :] + data
+            else:
+                self._backlog = data
+            self._backlogAt = 0
+            self._pumpCommands()
         else:
             for serverEvent in self.conversation.receiveServerData(data):
                 self._serverEvent(serverEvent)
@@ -216,11 +230,62 @@ class FTPSessionFilter:
 
     # Client commands, one at a time.
 
-    def _queue(self, clientEvent: ClientEvent) -> None:
-        if self._lane.queued >= MAX_QUEUED_COMMANDS:
-            self.closeAfterReplies("client sent too many commands without waiting")
-            return
+    @property
+    def commandsInFlight(self) -> int:
+        """Client commands not answered yet: waiting to be handled, or for a reply."""
+        return self._lane.queued + self.replies.pending
 
+    def _pumpCommands(self) -> None:
+        """Parse and handle the client's backlog, line by line, while fewer than
+        L{MAX_QUEUED_COMMANDS} commands are unanswered; the client is not read while
+        the limit is reached (a client pipelining without reading its replies holds
+        64 commands and one read of bytes, nothing more)."""
+        if self._pumping:
+            return
+        self._pumping = True
+        try:
+            backlog = self._backlog
+            while (
+                self._backlogAt < len(backlog)
+                and self.commandsInFlight < MAX_QUEUED_COMMANDS
+                and not self._closing
+                and not self.session.closed
+            ):
+                end = backlog.find(b"\n", self._backlogAt)
+                end = len(backlog) if end < 0 else end + 1
+                piece = backlog[self._backlogAt : end]
+                self._backlogAt = end
+                for clientEvent in self.conversation.receiveClientData(piece):
+                    self._queue(clientEvent)
+            if self._backlogAt >= len(backlog):
+                self._backlog, self._backlogAt = b"", 0
+        finally:
+            self._pumping = False
+        self._flowControl()
+
+    def _flowControl(self) -> None:
+        """Pause reading from the client at the limit, resume below it."""
+        full = self._backlogAt < len(self._backlog) or (
+            self.commandsInFlight >= MAX_QUEUED_COMMANDS
+        )
+        if full == self._readingPaused or self._channel is None:
+            return
+        self._readingPaused = full
+        if full:
+            self._channel.pauseReading(Direction.CLIENT_TO_SERVER)
+        else:
+            self._channel.resumeReading(Direction.CLIENT_TO_SERVER)
+
+    def _answered(self) -> None:
+        """A reply went to the client: commands held back may go on (on the next
+        turn: this runs inside the reply queue's flush)."""
+        if self._backlogAt < len(self._backlog):
+            if (self._pump is None or not self._pump.active()) and not self._closing:
+                self._pump = self.session.clock.callLater(0, self._pumpCommands)
+        elif self._readingPaused and not self._pumping:
+            self._flowControl()
+
+    def _queue(self, clientEvent: ClientEvent) -> None:
         def handle() -> Deferred[Any] | None:
             if self.session.closed or self._closing:
                 return None
@@ -422,6 +487,8 @@ class FTPSessionFilter:
     def _toClient(self, data: bytes) -> None:
         if self._channel is not None:
             self._channel.write(Direction.SERVER_TO_CLIENT, data)
+        if self._readingPaused:
+            self._answered()
 
     def _writeEOF(self, direction: Direction) -> None:
         if self._channel is not None:
