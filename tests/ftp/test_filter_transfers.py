@@ -12,6 +12,7 @@ from fwxtwisted.filters.ftp.control import MAX_QUEUED_COMMANDS
 from fwxtwisted.filters.ftp.filter import ftpFilter
 from fwxtwisted.filters.ftp.options import parseFTPOptions
 from fwxtwisted.interfaces import (
+    ActionState,
     ByteCounts,
     FirewallEvent,
     FirewallNotification,
@@ -284,6 +285,34 @@ def test_noIdleTimeoutWhileDataConnectionEstablished() -> None:
     terminated(session, action, fromServer=10)
     session.clock.advance(31)
     assert session.closed
+
+
+def test_dataConnectionIdleForAnIdleTimeoutIsClosed() -> None:
+    """A data connection that moves no byte either way is closed within two idle
+    timeouts (the control connection stays); one that moves bytes is left alone."""
+    session = started(idle_timeout=30)
+    action = passive(session)
+    session.clientSends(b"RETR big.iso\r\n")
+    established(session, action)
+    session.serverSends(b"150 Opening\r\n")
+    moved = 0
+    for _ in range(10):
+        moved += 1000
+        action.bytesMoved = moved  # type: ignore[attr-defined]
+        session.clock.advance(30)
+    assert action.state is not ActionState.CANCELLED
+    # A whole idle timeout without a byte: closed; the control connection stays.
+    session.clock.advance(30)
+    assert action.state is ActionState.CANCELLED
+    assert not session.closed
+
+
+def test_dataConnectionWithoutByteCountsIsLeftToRun() -> None:
+    session = started(idle_timeout=30)
+    action = passive(session)
+    established(session, action)
+    session.clock.advance(300)
+    assert action.state is not ActionState.CANCELLED
 
 
 def test_idleSilenceIsCountedFromTheEndOfATransfer() -> None:

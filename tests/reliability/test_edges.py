@@ -18,10 +18,10 @@ from urllib.parse import quote
 
 import pytest
 
-from tests.interop.support import curlDownload, ftpGateway, gatewayLog, gatewayUrl
+from tests.interop.support import curlDownload, ftpGateway, gatewayLog, gatewayUrl, waitForLog
 from tests.peers import Gateway, sha256File
 from tests.reliability.conftest import Files, Upstream
-from tests.reliability.support import SOCKET_TIMEOUT, assertCleanLog, gatewayPid
+from tests.reliability.support import SOCKET_TIMEOUT, RawFtp, assertCleanLog, gatewayPid
 
 pytestmark = pytest.mark.peers
 
@@ -210,4 +210,57 @@ def test_aClientFloodingWithoutReadingHoldsBoundedMemory(
         while gatewayLog(gateway).count(") closed (") < 3:
             assert time.monotonic() < deadline, gatewayLog(gateway)
             time.sleep(0.05)
+        assertCleanLog(gateway)
+
+
+# -- data connections and their session -------------------------------------------------------
+
+
+def closedWithin(sock: socket.socket, seconds: float) -> float:
+    """Seconds until the gateway closes `sock` (EOF or reset), failing past `seconds`."""
+    started = time.monotonic()
+    sock.settimeout(seconds)
+    try:
+        while sock.recv(65536):
+            pass
+    except ConnectionResetError:
+        pass
+    except TimeoutError:
+        raise AssertionError(f"data connection still open after {seconds} s") from None
+    return time.monotonic() - started
+
+
+@pytest.mark.parametrize("ending", ["reset", "quit"])
+def test_dataConnectionsEndWithTheirSession(ending: str, upstream: Upstream) -> None:
+    """A data connection whose control session ends is closed at once with it."""
+    with ftpGateway(["--upstream", upstream.address, *GRACE]) as gateway:
+        control = RawFtp(gateway.address)
+        control.login()
+        data = control.dataConnection(control.pasv())
+        try:
+            if ending == "reset":
+                control.reset()
+            else:
+                control.quit()
+            assert closedWithin(data, 3.0) < 3.0
+        finally:
+            data.close()
+        waitForLog(gateway, r"closed \(.*\) after")
+        assertCleanLog(gateway)
+
+
+def test_anIdleDataConnectionIsClosedAfterTheIdleTimeout(upstream: Upstream) -> None:
+    """--idle-timeout 2: a data connection that moves no byte is closed within two idle
+    timeouts, and the control connection goes on."""
+    with ftpGateway(["--upstream", upstream.address, "--idle-timeout", "2", *GRACE]) as gateway:
+        with RawFtp(gateway.address) as control:
+            control.login()
+            data = control.dataConnection(control.pasv())
+            try:
+                assert closedWithin(data, 6.0) < 6.0
+            finally:
+                data.close()
+            waitForLog(gateway, r"data connection idle for 2 s; closing it")
+            assert control.command("NOOP")[0] == 200
+            control.quit()
         assertCleanLog(gateway)

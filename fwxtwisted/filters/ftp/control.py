@@ -107,6 +107,8 @@ class FTPSessionFilter:
         self._pumping = False
         self._pump: IDelayedCall | None = None
         self._readingPaused = False
+        #: Bytes the data connections had moved at the last idle expiry.
+        self._dataMoved: int | None = None
 
     # ISessionFilter
 
@@ -158,6 +160,8 @@ class FTPSessionFilter:
         if notification.event is FirewallEvent.GATEWAY_SHUTDOWN:
             self._shutdown(final=notification.reason != "draining")
             return
+        if notification.event is FirewallEvent.ESTABLISHED_CONNECTION:
+            self._dataMoved = None  # a new connection: its idle time starts now
         self.data.event(notification)
         self.transfers.dataChanged(notification.action)
         if (
@@ -503,6 +507,31 @@ class FTPSessionFilter:
         self.replies.abandon()
         self.session.close(reason)
 
+    def _closeIdleDataConnections(self) -> None:
+        """A data connection that moved no byte either way for a whole idle timeout is
+        closed (a peer that never sends its FIN must not hold it, and with it this
+        session, for ever); the control connection stays."""
+        established = [
+            action
+            for action in getattr(self.session, "actions", ())
+            if self.data.state(action).established and not self.data.state(action).closed
+        ]
+        moved = [getattr(action, "bytesMoved", None) for action in established]
+        if None in moved:
+            return  # actions that cannot tell: the transfer is left to run
+        total = sum(m for m in moved if m is not None)
+        if total != self._dataMoved:
+            self._dataMoved = total
+            return
+        self._dataMoved = None
+        for action in established:
+            log.warn(
+                "{session}: data connection idle for {idle:g} s; closing it",
+                session=self.session.sessionId,
+                idle=self.options.idleTimeout,
+            )
+            action.cancel()
+
     def _touch(self) -> None:
         if self._idle is not None and self._idle.active():
             self._idle.reset(self.options.idleTimeout)
@@ -513,6 +542,7 @@ class FTPSessionFilter:
         self._idle = None
         if self.data.transferring:
             self._touch()
+            self._closeIdleDataConnections()
             return
         self.reply(421, f"idle for {self.options.idleTimeout:g} s; closing control connection")
         self.closeAfterReplies("idle timeout")
