@@ -352,6 +352,14 @@ class IDataChannel(Interface):
     def close(reason: str) -> None:
         """Abort the whole connection (both legs), logging C{reason}."""
 
+    def pauseReading(direction: Direction) -> None:
+        """Stop reading from the peer that sends C{direction} (flow control: the
+        filter holds enough of its bytes); idempotent."""
+
+    def resumeReading(direction: Direction) -> None:
+        """Withdraw this filter's L{pauseReading}; the peer is read again once nothing
+        else holds it (a backed-up write buffer, another filter)."""
+
 
 class IDataFilter(Interface):
     """Sees, and may rewrite, the bytes of one connection each way (IFWXDataFilter).

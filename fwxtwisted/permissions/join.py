@@ -100,6 +100,12 @@ class JoinAction:
         )
         self._started = False
 
+    @property
+    def bytesMoved(self) -> int:
+        """Bytes its connection has relayed so far, both ways (an idle check)."""
+        counts = self._relay.counts
+        return counts.fromClient + counts.fromServer
+
     # IFirewallAction attributes, in the terms of a redirect.
 
     @property

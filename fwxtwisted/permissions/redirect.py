@@ -74,6 +74,11 @@ class TCPRedirectAction(ListeningPermission):
             relay.abort("permission cancelled")
         self._checkDone()
 
+    @property
+    def bytesMoved(self) -> int:
+        """Bytes its open connections have relayed so far, both ways (an idle check)."""
+        return sum(r.counts.fromClient + r.counts.fromServer for r in self._relays)
+
     # Internals.
 
     def _listen(self, host: str, port: int) -> IListeningPort:

@@ -3,7 +3,7 @@ writes to (the stage after it in each direction, or the relay's delivery)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 
 from zope.interface import implementer
 
@@ -21,10 +21,12 @@ class FilterChain:
         deliver: Callable[[Direction, bytes], None],
         deliverEOF: Callable[[Direction], None],
         abort: Callable[[str], None],
+        hold: Callable[[Direction, Hashable, bool], None] | None = None,
     ) -> None:
         self._deliver = deliver
         self._deliverEOF = deliverEOF
         self._abort = abort
+        self._hold = hold
         self._filters: list[IDataFilter] = []
         self._priorities: list[int] = []
 
@@ -66,6 +68,12 @@ class FilterChain:
     def abort(self, reason: str) -> None:
         self._abort(reason)
 
+    def holdReading(self, current: IDataFilter, direction: Direction, paused: bool) -> None:
+        """C{current} pauses (or resumes) reading the peer sending C{direction}; each
+        filter's pause is its own, the peer is read when none holds it."""
+        if self._hold is not None:
+            self._hold(direction, ("data filter", id(current)), paused)
+
     def _entry(self, direction: Direction) -> IDataFilter:
         return self._filters[0 if direction is Direction.CLIENT_TO_SERVER else -1]
 
@@ -93,3 +101,9 @@ class ChainLink:
 
     def close(self, reason: str) -> None:
         self._chain.abort(reason)
+
+    def pauseReading(self, direction: Direction) -> None:
+        self._chain.holdReading(self._filter, direction, True)
+
+    def resumeReading(self, direction: Direction) -> None:
+        self._chain.holdReading(self._filter, direction, False)

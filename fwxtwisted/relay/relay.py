@@ -7,23 +7,25 @@ reported at close.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from typing import Any
 
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone
+from twisted.internet.interfaces import IPushProducer
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from fwxtwisted.interfaces import ByteCounts, Direction, IDataFilter, LegTLS, Side
 from fwxtwisted.logs import Logger
 from fwxtwisted.net.sendnow import writeNow
+from fwxtwisted.net.tls import tlsConnectionOf
 from fwxtwisted.relay import splice
 from fwxtwisted.relay.filterchain import FilterChain
 from fwxtwisted.relay.heldbytes import HeldBytes
 from fwxtwisted.relay.legs import (
     FROM,
     TARGET,
-    LegProducer,
     describe,
     endWriting,
     isTLSTransport,
@@ -48,6 +50,39 @@ TLS_CLOSE_WAIT = 10.0
 
 #: Iterating the enum costs a generator each time; this is on every leg's close.
 _SIDES = (Side.CLIENT, Side.SERVER)
+
+#: Why a leg is not read (see L{Relay.pauseReading}): the other leg's peer does not
+#: take what is written to it; bytes are held for a leg not connected yet; the leg's
+#: own peer does not take what is written to it (only with data filters, which may
+#: answer a peer themselves).
+_PEER_BACKED = "peer backed up"
+_HELD = "held for a leg not connected"
+_OWN_BACKED = "own writes backed up"
+
+
+@implementer(IPushProducer)
+class _WriteWatch:
+    """The producer registered on one leg's transport: told when what is written to
+    that leg backs up, and when it drains.  Stop does nothing: a transport stops its
+    producer as soon as its own connection is lost, before the relay hears of it; the
+    relay closes the other leg itself, after what the owner writes to it then (a
+    stopped TLS transport would drop that: the 421 that tells an FTP client why its
+    server went away)."""
+
+    __slots__ = ("_relay", "_side")
+
+    def __init__(self, relay: Relay, side: Side) -> None:
+        self._relay = relay
+        self._side = side
+
+    def pauseProducing(self) -> None:
+        self._relay.writesBacked(self._side, True)
+
+    def resumeProducing(self) -> None:
+        self._relay.writesBacked(self._side, False)
+
+    def stopProducing(self) -> None:
+        pass
 
 
 def _handshaking(leg: RelayLeg) -> bool:
@@ -102,6 +137,8 @@ class Relay:
         #: close() was called: both legs are closing, neither is news to the owner.
         self._closing = False
         self.established = False
+        #: Why each leg is not read now; it is read again once none is left.
+        self._holds: dict[Side, set[Hashable]] = {}
 
     @property
     def counts(self) -> ByteCounts:
@@ -133,7 +170,7 @@ class Relay:
         if self._fast is not None:
             raise RuntimeError("a data filter cannot join a relay on the fast path")
         if self._chain is None:
-            self._chain = FilterChain(self._deliver, self._deliverEOF, self.abort)
+            self._chain = FilterChain(self._deliver, self._deliverEOF, self.abort, self._filterHold)
         self._chain.attach(dataFilter, priority)
 
     @property
@@ -182,6 +219,70 @@ class Relay:
         """The outbound leg will never come: close the other side."""
         self._lost.add(Side.SERVER)
         self.close(reason)
+
+    # Flow control.
+
+    def pauseReading(self, side: Side, reason: Hashable) -> None:
+        """Stop reading from the leg of C{side} (now, or when it connects) until every
+        reason given is withdrawn with L{resumeReading}.  Idempotent per reason."""
+        holds = self._holds.setdefault(side, set())
+        if reason in holds:
+            return
+        holds.add(reason)
+        if len(holds) == 1:
+            self._setReading(side, False)
+
+    def resumeReading(self, side: Side, reason: Hashable) -> None:
+        """Withdraw C{reason}; the leg is read again when no reason is left."""
+        holds = self._holds.get(side)
+        if not holds or reason not in holds:
+            return
+        holds.discard(reason)
+        if not holds:
+            self._setReading(side, True)
+
+    def writesBacked(self, side: Side, backed: bool) -> None:
+        """What is written to the leg of C{side} backs up (C{backed}) or has drained:
+        the other leg is not read meanwhile, nor, when data filters are attached, this
+        leg itself (a filter may answer a peer by itself, as an FTP gateway does: a
+        peer that does not read those answers must not be read either, or they pile
+        up in its write buffer)."""
+        hold = self.pauseReading if backed else self.resumeReading
+        hold(opposite(side), _PEER_BACKED)
+        if not backed:
+            self.resumeReading(side, _OWN_BACKED)
+            return
+        leg = self._legs.get(side)
+        if self._chain is None or leg is None:
+            return
+        if not leg.handshaken and (
+            getattr(leg.transport, "TLS", False) or tlsConnectionOf(leg.transport) is not None
+        ):
+            # A TLS transport also pauses its producer while its handshake holds the
+            # bytes written: that handshake needs the leg read.
+            return
+        self.pauseReading(side, _OWN_BACKED)
+
+    def _filterHold(self, direction: Direction, reason: Hashable, paused: bool) -> None:
+        """A data filter pauses or resumes reading the peer that sends C{direction}."""
+        source = opposite(TARGET[direction])
+        if paused:
+            self.pauseReading(source, reason)
+        else:
+            self.resumeReading(source, reason)
+
+    def _setReading(self, side: Side, reading: bool) -> None:
+        if self._fast is not None or self._refused or side in self._lost:
+            return
+        leg = self._legs.get(side)
+        transport: Any = leg.transport if leg is not None else None
+        if transport is None:
+            return  # applied when the leg connects
+        if not reading:
+            transport.pauseProducing()
+        elif side not in self._readEnded:
+            # A transport whose peer's EOF was read is not watched again.
+            transport.resumeProducing()
 
     # TLS.
 
@@ -240,6 +341,7 @@ class Relay:
         if self._closeReason is None:
             self._closeReason = reason
         self._cancelConnecting()
+        self._holds.clear()
         for leg in self._legs.values():
             transport: Any = leg.transport
             if transport is not None and leg.side not in self._lost:
@@ -358,19 +460,23 @@ class Relay:
         held = self._held.pop(leg.side, None)
         if held is not None:
             self._sendHeld(leg, held)
+        transport: Any = leg.transport
+        if self._holds.get(leg.side):
+            transport.pauseProducing()
+        if not self._closing and self._closeReason is None:
+            # Each leg's transport says when what is written to it backs up (see
+            # writesBacked), from its connect on: a filter may write to a peer before
+            # the other leg exists.  A closing leg has had its producer unregistered
+            # for good (endWriting): a TLS transport would hold back its close for a
+            # producer registered again.
+            transport.registerProducer(_WriteWatch(self, leg.side), True)
         if self._onLegConnected is not None:
             self._onLegConnected(leg)
         other = self._legs.get(opposite(leg.side))
         if other is None or leg.side not in self._legs:
             return
-        assert leg.transport is not None and other.transport is not None
-        if not self._closing and self._closeReason is None:
-            # A closing leg has had its producer unregistered for good (endWriting): a
-            # TLS transport would hold back its close for a producer registered again.
-            leg.transport.registerProducer(LegProducer(other), True)  # type: ignore[attr-defined]
-            other.transport.registerProducer(LegProducer(leg), True)  # type: ignore[attr-defined]
         if held is not None and held.senderPaused:
-            other.transport.resumeProducing()  # type: ignore[attr-defined]
+            self.resumeReading(other.side, _HELD)
         self.established = True
         if FAST_PATH_AFTER <= 0:
             self._tryFastPath()
@@ -444,10 +550,8 @@ class Relay:
             return
         held = self._heldFor(target)
         if held.add(data) > PENDING_LIMIT and not held.senderPaused:
-            source = self._legs.get(opposite(target))
-            if source is not None and source.transport is not None:
-                held.senderPaused = True
-                source.transport.pauseProducing()  # type: ignore[attr-defined]
+            held.senderPaused = True
+            self.pauseReading(opposite(target), _HELD)
 
     def _deliverEOF(self, direction: Direction) -> None:
         target = TARGET[direction]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 
 from fwxtwisted.interfaces import Direction, IDataChannel, IDataFilter
@@ -32,8 +32,9 @@ class CheckedChain(FilterChain):
         deliverEOF: Callable[[Direction], None],
         abort: Callable[[str], None],
         isClosed: Callable[[], bool],
+        hold: Callable[[Direction, Hashable, bool], None] | None = None,
     ) -> None:
-        super().__init__(deliver, deliverEOF, abort)
+        super().__init__(deliver, deliverEOF, abort, hold)
         self._isClosed = isClosed
         self._eofSent: dict[int, set[Direction]] = {}
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
 
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.error import ConnectionRefusedError, DNSLookupError
@@ -109,6 +109,7 @@ class FakeSession(PlaysPeers, GrantsPermissions, OpensDatagramPorts, PlaysPermis
     @ivar toClient: bytes that left the chain toward the client.
     @ivar toServerEOF: True once a half-close left the chain toward the server.
     @ivar toClientEOF: True once a half-close left the chain toward the client.
+    @ivar readingPaused: directions a data filter paused reading (flow control).
     @ivar closeReason: the reason given to the first L{close}.
     """
 
@@ -167,7 +168,12 @@ class FakeSession(PlaysPeers, GrantsPermissions, OpensDatagramPorts, PlaysPermis
         self.toClientEOF = False
         #: Bytes each peer sent (the counts of CONNECTION_TERMINATING).
         self.counts = ByteCounts()
-        self._chain = CheckedChain(self._deliver, self._deliverEOF, self.close, self._isClosed)
+        #: Directions whose sending peer a data filter asked not to read (pauseReading).
+        self.readingPaused: set[Direction] = set()
+        self._holds: dict[Direction, set[Hashable]] = {d: set() for d in Direction}
+        self._chain = CheckedChain(
+            self._deliver, self._deliverEOF, self.close, self._isClosed, self._hold
+        )
         self._stages: list[AttachedDataFilter] = []
         self._peerEOF: set[Direction] = set()
         self._lost: set[Side] = set()
@@ -356,6 +362,17 @@ class FakeSession(PlaysPeers, GrantsPermissions, OpensDatagramPorts, PlaysPermis
 
     def _isClosed(self) -> bool:
         return self.closed
+
+    def _hold(self, direction: Direction, holder: Hashable, paused: bool) -> None:
+        holders = self._holds[direction]
+        if paused:
+            holders.add(holder)
+        else:
+            holders.discard(holder)
+        if holders:
+            self.readingPaused.add(direction)
+        else:
+            self.readingPaused.discard(direction)
 
     def _end(self, reason: str | None, terminating: str | None) -> None:
         if self.closed:

@@ -9,6 +9,7 @@ from fwxtwisted.address import Address
 from fwxtwisted.filters.ftp.control import MAX_QUEUED_COMMANDS
 from fwxtwisted.filters.ftp.filter import ftpFilter
 from fwxtwisted.filters.ftp.options import parseFTPOptions
+from fwxtwisted.interfaces import Direction
 from fwxtwisted.testing import FakeSession
 
 GATEWAY_GREETING = b"220 fwxtwisted FTP gateway ready; log in as USER name@host[:port]\r\n"
@@ -284,18 +285,65 @@ def test_dataChannelsWorkAfterLogin() -> None:
     assert session.toClient == b"227 Entering Passive Mode (198,51,100,1,195,90).\r\n"
 
 
-def test_commandFloodDuringLoginClosesTheSession() -> None:
+def test_commandFloodDuringLoginIsHeldNotRead() -> None:
     session = explicit()
     session.clientSends(LOGIN + b"NOOP\r\n" * (MAX_QUEUED_COMMANDS + 10))
-    assert session.closed
-    assert session.closeReason == "client sent too many commands without waiting"
+    assert not session.closed
+    assert session.readingPaused == {Direction.CLIENT_TO_SERVER}
     assert session.toServer == b""
+    session.succeedUpstream()
+    session.serverSends(b"220 ready\r\n")
+    # USER and the commands up to the limit; the rest waits for replies.
+    assert session.toServer == b"USER anonymous\r\n" + b"NOOP\r\n" * (MAX_QUEUED_COMMANDS - 1)
+    session.serverSends(b"331 password\r\n" + b"200 ok\r\n" * 20)
+    session.clock.advance(0)
+    assert session.toServer.count(b"NOOP") == MAX_QUEUED_COMMANDS + 10
+    session.serverSends(b"200 ok\r\n" * 53)
+    session.clock.advance(0)
+    assert session.readingPaused == set()
 
 
 def test_commandsUpToTheLimitWaitForTheLogin() -> None:
     session = explicit()
-    session.clientSends(LOGIN + b"NOOP\r\n" * MAX_QUEUED_COMMANDS)
+    # The USER counts as one of them.
+    session.clientSends(LOGIN + b"NOOP\r\n" * (MAX_QUEUED_COMMANDS - 1))
     assert not session.closed
     session.succeedUpstream()
     session.serverSends(b"220 ready\r\n")
-    assert session.toServer == b"USER anonymous\r\n" + b"NOOP\r\n" * MAX_QUEUED_COMMANDS
+    assert session.toServer == b"USER anonymous\r\n" + b"NOOP\r\n" * (MAX_QUEUED_COMMANDS - 1)
+
+
+# A client leaving before an upstream exists.
+
+
+def test_clientEOFBeforeLoginEndsTheSessionAtOnce() -> None:
+    session = explicit()
+    session.clientEOF()
+    assert session.closed
+    assert session.closeReason == "client closed the connection"
+    assert session.clock.getDelayedCalls() == []
+
+
+def test_clientEOFAfterARefusedLoginEndsTheSessionAtOnce() -> None:
+    session = explicit()
+    session.clientSends(b"USER nobody\r\n")
+    session.clientEOF()
+    assert session.toClient.startswith(b"501 ")
+    assert session.closed
+    assert session.closeReason == "client closed the connection"
+
+
+def test_clientEOFWhileTheUpstreamConnectsCancelsIt() -> None:
+    session = explicit()
+    session.clientSends(LOGIN)
+    session.clientEOF()
+    assert session.closed
+    assert session.upstreamConnects[0].deferred.called
+    assert session.toServer == b""
+
+
+def test_clientEOFAfterLoginGoesToTheServer() -> None:
+    session = loggedIn()
+    session.clientEOF()
+    assert session.toServerEOF
+    assert not session.closed

@@ -276,3 +276,20 @@ def test_badVerbIs500AndSessionContinues() -> None:
     assert session.toClient == b"500 'HELLO' is not a command verb\r\n"
     assert session.toServer == b"NOOP\r\n"
     assert not session.closed
+
+
+def test_clientEOFBeforeTheUpstreamConnectsEndsTheSession() -> None:
+    session = attached()
+    session.clientEOF()
+    assert session.closed
+    assert session.closeReason == "client closed the connection"
+    assert session.upstreamConnects[0].deferred.called
+
+
+def test_clientEOFBeforeTheGreetingEndsTheSession() -> None:
+    session = attached()
+    session.succeedUpstream()
+    session.clientEOF()
+    assert session.closed
+    assert session.closeReason == "client closed the connection"
+    assert not session.toServerEOF

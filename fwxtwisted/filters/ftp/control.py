@@ -49,7 +49,9 @@ from fwxtwisted.logs import Logger
 
 log = Logger()
 
-#: Commands a client may have waiting behind a slow step (an explicit login's connect).
+#: Commands a client may have unanswered (waiting behind a slow step, or for their
+#: reply): past it the gateway stops reading from the client until replies go out, and
+#: what it read already waits unparsed (at most one read, 64 KiB).
 MAX_QUEUED_COMMANDS = 64
 
 #: The server's FEAT lines about TLS, replaced by what the gateway itself offers.
@@ -86,16 +88,19 @@ class FTPSessionFilter:
         self._channel: IDataChannel | None = None
         #: Client commands, one at a time.
         self._lane = Lane(self._commandFailed)
-        #: The part of the current read of each side not fed to the conversation yet.
-        self._unread: dict[Side, bytes] = {Side.CLIENT: b"", Side.SERVER: b""}
-        #: Client commands read but not handled yet, with their size in bytes.
-        self._backlog: deque[tuple[ClientEvent, int]] = deque()
+        #: The part of the server's current read not fed to the conversation yet.
+        self._serverUnread = b""
+        #: Client commands parsed but not handled yet, with their size in bytes.
+        self._waiting: deque[tuple[ClientEvent, int]] = deque()
         #: Counts the client's switches to TLS: a command read before one is dropped.
         self._clientEpoch = 0
         self._awaiting: dict[int, _Awaiting] = {}
         self._greetingDone = False
         self.greetingWaiter: Deferred[Reply] | None = None
         self.upstreamReady = not options.explicit
+        #: The server's leg is connected and greeted (and secured by policy): a
+        #: client's EOF has somewhere to go.
+        self._upstreamUp = False
         self.transfers = TransferLog(session, self.data.state)
         self._idle: IDelayedCall | None = None
         self._closing = False
@@ -107,6 +112,15 @@ class FTPSessionFilter:
         self._greeted: Deferred[Reply] = Deferred()
         self.security = FTPSecurity(self)
         self.explicitLogin = ExplicitLogin(self)
+        #: Client bytes read but not parsed yet (commands past the limit in flight),
+        #: from offset L{_backlogAt}.
+        self._backlog = b""
+        self._backlogAt = 0
+        self._pumping = False
+        self._pump: IDelayedCall | None = None
+        self._readingPaused = False
+        #: Bytes the data connections had moved at the last idle expiry.
+        self._dataMoved: int | None = None
 
     # ISessionFilter
 
@@ -143,7 +157,12 @@ class FTPSessionFilter:
         connecting: Deferred[Any] = self.session.connectUpstream()
         connecting.addCallback(connected)
         connecting.addCallback(greeted)
-        connecting.addCallbacks(lambda _: ready.callback(None), self.upstreamUnreachable)
+
+        def up(_: object) -> None:
+            self.upstreamUp()
+            ready.callback(None)
+
+        connecting.addCallbacks(up, self.upstreamUnreachable)
         self._lane.waitFor(ready)
 
     def firewallEvent(self, notification: FirewallNotification) -> None:
@@ -153,6 +172,8 @@ class FTPSessionFilter:
         if notification.event is FirewallEvent.GATEWAY_SHUTDOWN:
             self._shutdown(final=notification.reason != "draining")
             return
+        if notification.event is FirewallEvent.ESTABLISHED_CONNECTION:
+            self._dataMoved = None  # a new connection: its idle time starts now
         self.data.event(notification)
         self.transfers.dataChanged(notification.action)
         if (
@@ -166,10 +187,11 @@ class FTPSessionFilter:
         self._maybeFinishDraining()
 
     def detach(self) -> None:
-        for timer in (self._idle, self._loginTimer):
+        for timer in (self._idle, self._loginTimer, self._pump):
             if timer is not None and timer.active():
                 timer.cancel()
-        self._idle = self._loginTimer = None
+        self._idle = self._loginTimer = self._pump = None
+        self._backlog = b""
         self.transfers.sessionEnded()
 
     # IDataFilter
@@ -179,34 +201,37 @@ class FTPSessionFilter:
 
     def dataReceived(self, direction: Direction, data: bytes) -> None:
         self._touch()
-        # A line at a time: a line can switch its side to TLS (AUTH TLS, a 234), and
-        # what follows it in this read came in clear: discardClear drops it.
-        side = Side.CLIENT if direction is Direction.CLIENT_TO_SERVER else Side.SERVER
-        self._unread[side] = data
-        conversation = self.conversation
-        while unread := self._unread[side]:
-            end = unread.find(b"\n") + 1 or len(unread)
-            line, self._unread[side] = unread[:end], unread[end:]
-            if side is Side.CLIENT:
-                size = len(line) + len(conversation.clientPending)
-                for clientEvent in conversation.receiveClientData(line):
-                    self._queue(clientEvent, size)
+        if direction is Direction.CLIENT_TO_SERVER:
+            if self._backlogAt < len(self._backlog):
+                self._backlog = self._backlog[self._backlogAt :] + data
             else:
-                for serverEvent in conversation.receiveServerData(line):
-                    self._serverEvent(serverEvent)
+                self._backlog = data
+            self._backlogAt = 0
+            self._pumpCommands()
+            return
+        # A line at a time: a line can switch the server's side to TLS (a 234), and
+        # what follows it in this read came in clear: discardClear drops it.
+        self._serverUnread = data
+        while unread := self._serverUnread:
+            end = unread.find(b"\n") + 1 or len(unread)
+            line, self._serverUnread = unread[:end], unread[end:]
+            for serverEvent in self.conversation.receiveServerData(line):
+                self._serverEvent(serverEvent)
 
     def discardClear(self, side: Side, switch: str) -> None:
         """C{side} switches to TLS now: drop every byte it sent in clear that was not
         handled yet (the rest of the read, an unfinished line, commands waiting), so
         that none is taken as sent under TLS (STARTTLS injection, CVE-2011-0411)."""
-        dropped = len(self._unread[side])
-        self._unread[side] = b""
         if side is Side.CLIENT:
+            dropped = len(self._backlog) - self._backlogAt
+            self._backlog, self._backlogAt = b"", 0
             dropped += self.conversation.discardClientData()
-            dropped += sum(size for _, size in self._backlog)
-            self._backlog.clear()
+            dropped += sum(size for _, size in self._waiting)
+            self._waiting.clear()
             self._clientEpoch += 1
         else:
+            dropped = len(self._serverUnread)
+            self._serverUnread = b""
             dropped += self.conversation.discardServerData()
         if dropped:
             log.warn(
@@ -219,6 +244,13 @@ class FTPSessionFilter:
 
     def eofReceived(self, direction: Direction) -> None:
         if direction is Direction.CLIENT_TO_SERVER:
+            if not self._upstreamUp:
+                # No server to pass the EOF to (explicit mode before a login, reverse
+                # mode before the server greeted): a client that leaves (a port scan,
+                # a health check) ends its session now, not at the login timeout.
+                if not self._closing:
+                    self.closeAfterReplies("client closed the connection")
+                return
             self._lane.run(lambda: self._writeEOF(Direction.CLIENT_TO_SERVER))
         else:
             self._writeEOF(Direction.SERVER_TO_CLIENT)
@@ -244,17 +276,72 @@ class FTPSessionFilter:
 
     # Client commands, one at a time.
 
-    def _queue(self, clientEvent: ClientEvent, size: int = 0) -> None:
-        if self._lane.queued >= MAX_QUEUED_COMMANDS:
-            self.closeAfterReplies("client sent too many commands without waiting")
+    @property
+    def commandsInFlight(self) -> int:
+        """Client commands not answered yet: waiting to be handled, or for a reply."""
+        return self._lane.queued + self.replies.pending
+
+    def _pumpCommands(self) -> None:
+        """Parse and handle the client's backlog, line by line, while fewer than
+        L{MAX_QUEUED_COMMANDS} commands are unanswered; the client is not read while
+        the limit is reached (a client pipelining without reading its replies holds
+        64 commands and one read of bytes, nothing more)."""
+        if self._pumping:
             return
+        self._pumping = True
+        try:
+            # self._backlog is read afresh each time round: a command handled here
+            # (AUTH TLS) may discard what is left of it (discardClear).
+            while (
+                self._backlogAt < len(self._backlog)
+                and self.commandsInFlight < MAX_QUEUED_COMMANDS
+                and not self._closing
+                and not self.session.closed
+            ):
+                backlog = self._backlog
+                end = backlog.find(b"\n", self._backlogAt)
+                end = len(backlog) if end < 0 else end + 1
+                piece = backlog[self._backlogAt : end]
+                self._backlogAt = end
+                size = len(piece) + len(self.conversation.clientPending)
+                for clientEvent in self.conversation.receiveClientData(piece):
+                    self._queue(clientEvent, size)
+            if self._backlogAt >= len(self._backlog):
+                self._backlog, self._backlogAt = b"", 0
+        finally:
+            self._pumping = False
+        self._flowControl()
+
+    def _flowControl(self) -> None:
+        """Pause reading from the client at the limit, resume below it."""
+        full = self._backlogAt < len(self._backlog) or (
+            self.commandsInFlight >= MAX_QUEUED_COMMANDS
+        )
+        if full == self._readingPaused or self._channel is None:
+            return
+        self._readingPaused = full
+        if full:
+            self._channel.pauseReading(Direction.CLIENT_TO_SERVER)
+        else:
+            self._channel.resumeReading(Direction.CLIENT_TO_SERVER)
+
+    def _answered(self) -> None:
+        """A reply went to the client: commands held back may go on (on the next
+        turn: this runs inside the reply queue's flush)."""
+        if self._backlogAt < len(self._backlog):
+            if (self._pump is None or not self._pump.active()) and not self._closing:
+                self._pump = self.session.clock.callLater(0, self._pumpCommands)
+        elif self._readingPaused and not self._pumping:
+            self._flowControl()
+
+    def _queue(self, clientEvent: ClientEvent, size: int = 0) -> None:
         epoch = self._clientEpoch
-        self._backlog.append((clientEvent, size))
+        self._waiting.append((clientEvent, size))
 
         def handle() -> Deferred[Any] | None:
             if epoch != self._clientEpoch:
                 return None  # read in clear before a switch to TLS: dropped
-            self._backlog.popleft()
+            self._waiting.popleft()
             if self.session.closed or self._closing:
                 return None
             return self._clientEvent(clientEvent)
@@ -306,6 +393,11 @@ class FTPSessionFilter:
             slot = self.replies.reserve()
             self.sendToServer(command, slot, self._featHandler(slot) if verb == "FEAT" else None)
         return None
+
+    def upstreamUp(self) -> None:
+        """The server is connected, greeted and secured by policy: the client's EOF
+        goes to it from now on."""
+        self._upstreamUp = True
 
     def upstreamUnreachable(self, failure: Failure, slot: ReplySlot | None = None) -> None:
         """The server cannot be reached (or secured): 421 with the reason, and close."""
@@ -452,6 +544,8 @@ class FTPSessionFilter:
     def _toClient(self, data: bytes) -> None:
         if self._channel is not None:
             self._channel.write(Direction.SERVER_TO_CLIENT, data)
+        if self._readingPaused:
+            self._answered()
 
     def _writeEOF(self, direction: Direction) -> None:
         if self._channel is not None:
@@ -466,6 +560,31 @@ class FTPSessionFilter:
         self.replies.abandon()
         self.session.close(reason)
 
+    def _closeIdleDataConnections(self) -> None:
+        """A data connection that moved no byte either way for a whole idle timeout is
+        closed (a peer that never sends its FIN must not hold it, and with it this
+        session, for ever); the control connection stays."""
+        established = [
+            action
+            for action in getattr(self.session, "actions", ())
+            if self.data.state(action).established and not self.data.state(action).closed
+        ]
+        moved = [getattr(action, "bytesMoved", None) for action in established]
+        if None in moved:
+            return  # actions that cannot tell: the transfer is left to run
+        total = sum(m for m in moved if m is not None)
+        if total != self._dataMoved:
+            self._dataMoved = total
+            return
+        self._dataMoved = None
+        for action in established:
+            log.warn(
+                "{session}: data connection idle for {idle:g} s; closing it",
+                session=self.session.sessionId,
+                idle=self.options.idleTimeout,
+            )
+            action.cancel()
+
     def _touch(self) -> None:
         if self._idle is not None and self._idle.active():
             self._idle.reset(self.options.idleTimeout)
@@ -476,6 +595,7 @@ class FTPSessionFilter:
         self._idle = None
         if self.data.transferring:
             self._touch()
+            self._closeIdleDataConnections()
             return
         self.reply(421, f"idle for {self.options.idleTimeout:g} s; closing control connection")
         self.closeAfterReplies("idle timeout")

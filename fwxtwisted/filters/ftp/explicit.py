@@ -117,6 +117,7 @@ class ExplicitLogin:
 
             def login(_: object) -> None:
                 control.upstreamReady = True
+                control.upstreamUp()
                 control.user = name
                 control.sendToServer(Command("USER", name), slot, None)
 
