@@ -29,7 +29,7 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 if str(PROJECT_ROOT) not in sys.path:
     sys.path.insert(0, str(PROJECT_ROOT))
 
-from benchmarks import bulk, connrate, ftpsessions, memory  # noqa: E402
+from benchmarks import bulk, connrate, ftpsessions, memory, rtsp  # noqa: E402
 from benchmarks.context import WORKERS, Context  # noqa: E402
 from benchmarks.procs import (  # noqa: E402
     findTool,
@@ -41,7 +41,7 @@ from benchmarks.procs import (  # noqa: E402
 )
 from benchmarks.report import Floor, Section, renderFloors, renderSection  # noqa: E402
 
-SECTIONS = ("bulk", "conn", "ftp", "memory")
+SECTIONS = ("bulk", "conn", "ftp", "memory", "rtsp")
 #: A section starts once the TIME_WAIT sockets of the one before are down to this
 #: (the connection-rate section leaves some 60,000; every connect then pays for them).
 SETTLED_TIME_WAIT = 2_000
@@ -86,7 +86,7 @@ def options(argv: list[str] | None) -> argparse.Namespace:
         "--only",
         type=parseOnly,
         default=list(SECTIONS),
-        help="comma-separated sections: bulk,conn,ftp,memory (default: all)",
+        help="comma-separated sections: bulk,conn,ftp,memory,rtsp (default: all)",
     )
     parser.add_argument("--runs", type=int, default=3, help="runs per row (default 3)")
     parser.add_argument(
@@ -148,6 +148,12 @@ def floors(sections: dict[str, Section], sessions: int) -> list[Floor]:
         met = perSession <= 24 and held >= sessions
         return met, f"{perSession:.1f} KiB/session at {held:,.0f} sessions"
 
+    def rtspCpuFloor() -> tuple[bool | None, str]:
+        perPacket = medians("rtsp", rtsp.FWX, "relayUs")
+        if perPacket is None:
+            return None, "—"
+        return perPacket <= 15.0, f"{perPacket:.2f} µs/packet"
+
     return [
         Floor("fast path vs portforward", "≥ 1.6× MB/s at ≤ 0.30 CPU-s/GiB", fastPath),
         Floor(
@@ -183,6 +189,16 @@ def floors(sections: dict[str, Section], sessions: int) -> list[Floor]:
             ratioFloor("retr", bulk.RETR_FAST, bulk.RETR_DIRECT, "mbps", 0.6, "MB/s"),
         ),
         Floor("RSS per idle FTP session", f"≤ 24 KiB at {sessions:,} sessions", memoryFloor),
+        Floor(
+            "RTP over UDP through an RTSP session's redirected pair",
+            "≥ 0.7× socat's pkts/s at < 0.1 % loss",
+            ratioFloor("rtsp", rtsp.FWX, rtsp.SOCAT, "pps", 0.7, "pkts/s"),
+        ),
+        Floor(
+            "gateway CPU per relayed RTP datagram (at that rate)",
+            "≤ 15 µs",
+            rtspCpuFloor,
+        ),
     ]
 
 
@@ -306,6 +322,9 @@ def main(argv: list[str] | None = None) -> int:
                         emit(bulk.runRedirected(ctx))
                     elif key == "memory":
                         emit(memory.run(ctx, fileLimit))
+                    elif key == "rtsp":
+                        emit(rtsp.runRate(ctx))
+                        emit(rtsp.runSessions(ctx))
     except KeyboardInterrupt:
         print("interrupted: stopping every process started", file=sys.stderr)
         stopAll()

@@ -9,7 +9,7 @@ from twisted.internet.interfaces import IListeningPort
 from twisted.internet.protocol import DatagramProtocol
 from zope.interface import implementer
 
-from fwxtwisted.address import Address, normalizeHost
+from fwxtwisted.address import Address, isIPLiteral, normalizeHost
 from fwxtwisted.errors import PortRangeExhausted
 from fwxtwisted.interfaces import ActionState, IDatagramPorts, SocketCounts
 from fwxtwisted.logs import Logger
@@ -20,6 +20,21 @@ log = Logger()
 
 #: What an owner is called with: (index of the socket, datagram, source).
 OnDatagram = Callable[[int, bytes, Address], None]
+
+
+def sendDatagram(port: IListeningPort, datagram: bytes, to: tuple[str, int]) -> None:
+    """C{port.write(datagram, to)}, without its checks of C{to} on every datagram when
+    C{to} is an IP literal (the checks cost more than the send's Python part): the
+    socket's C{sendto} directly; on any error, C{port.write} again, which checks the
+    address and handles the error as Twisted does (nothing was sent the first time)."""
+    sock = getattr(port, "socket", None)
+    if sock is not None and isIPLiteral(to[0]):
+        try:
+            sock.sendto(datagram, to)
+            return
+        except OSError:
+            pass
+    port.write(datagram, to)  # type: ignore[attr-defined]
 
 
 def openDatagramPorts(
@@ -61,7 +76,7 @@ class _Socket(DatagramProtocol):
         self._index = index
 
     def datagramReceived(self, datagram: bytes, addr: tuple[str, int]) -> None:
-        self._owner._received(self._index, datagram, Address(normalizeHost(addr[0]), addr[1]))
+        self._owner._received(self._index, datagram, addr)
 
 
 class _Slot:
@@ -70,6 +85,7 @@ class _Slot:
     __slots__ = (
         "port",
         "expected",
+        "expectedKey",
         "owner",
         "onLost",
         "packetsIn",
@@ -82,6 +98,9 @@ class _Slot:
     def __init__(self) -> None:
         self.port: IListeningPort | None = None
         self.expected: Address | None = None
+        #: C{expected} as the (host, port) tuple a read gives: a datagram from exactly
+        #: that is accepted without building an Address.
+        self.expectedKey: tuple[str, int] | None = None
         #: A UDP redirect that adopted this socket: it gets the datagrams, and is told
         #: (C{onLost}) when the ports are cancelled under it.
         self.owner: OnDatagram | None = None
@@ -158,9 +177,9 @@ class DatagramPorts:
     def expect(self, index: int, peer: Address | None) -> None:
         """Accept datagrams on socket C{index} from C{peer} (IP and port) only; None goes
         back to accepting any port of C{expectedIP}."""
-        self._slots[index].expected = (
-            Address(normalizeHost(peer.host), peer.port) if peer is not None else None
-        )
+        slot = self._slots[index]
+        slot.expected = Address(normalizeHost(peer.host), peer.port) if peer is not None else None
+        slot.expectedKey = (slot.expected.host, slot.expected.port) if slot.expected else None
 
     def send(self, index: int, datagram: bytes, to: Address) -> None:
         """Send C{datagram} from socket C{index} to C{to}; nothing once it is closed."""
@@ -169,7 +188,7 @@ class DatagramPorts:
             return
         slot.packetsOut += 1
         slot.bytesOut += len(datagram)
-        slot.port.write(datagram, (to.host, to.port))  # type: ignore[attr-defined]
+        sendDatagram(slot.port, datagram, (to.host, to.port))
 
     def cancel(self) -> None:
         """Close every socket (an adopting redirect is cancelled with it). Idempotent."""
@@ -232,10 +251,17 @@ class DatagramPorts:
 
     # Internals.
 
-    def _received(self, index: int, datagram: bytes, source: Address) -> None:
+    def _received(self, index: int, datagram: bytes, addr: tuple[str, int]) -> None:
         slot = self._slots[index]
         owner = slot.owner if slot.owner is not None else self.onDatagram
         expected = slot.expected
+        if addr == slot.expectedKey and owner is not None and expected is not None:
+            # The expected peer, as the read gave it: the common case, per datagram.
+            slot.packetsIn += 1
+            slot.bytesIn += len(datagram)
+            owner(index, datagram, expected)
+            return
+        source = Address(normalizeHost(addr[0]), addr[1])
         if (
             owner is None
             or (expected is not None and source != expected)

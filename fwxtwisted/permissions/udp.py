@@ -21,7 +21,7 @@ from fwxtwisted.interfaces import (
 )
 from fwxtwisted.logs import Logger
 from fwxtwisted.net.quietport import listenUDPQuietly
-from fwxtwisted.permissions.datagrams import DatagramPorts
+from fwxtwisted.permissions.datagrams import DatagramPorts, sendDatagram
 from fwxtwisted.permissions.permission import ListeningPermission
 
 log = Logger()
@@ -34,7 +34,12 @@ class _Inbound(DatagramProtocol):
         self._action = action
 
     def datagramReceived(self, datagram: bytes, addr: tuple[str, int]) -> None:
-        self._action._fromPeer(datagram, Address(normalizeHost(addr[0]), addr[1]))
+        action = self._action
+        known = action.knownPeer
+        if known is not None and addr == action._knownKey:
+            action._fromPeer(datagram, known)  # the common case: no Address to build
+        else:
+            action._fromPeer(datagram, Address(normalizeHost(addr[0]), addr[1]))
 
 
 class _Mapping(DatagramProtocol):
@@ -43,6 +48,8 @@ class _Mapping(DatagramProtocol):
     def __init__(self, action: UDPRedirectAction, peer: Address) -> None:
         self.action = action
         self.peer = peer
+        #: C{peer} as the tuple a send takes.
+        self.peerKey = (peer.host, peer.port)
         self.fromPeer = 0
         self.fromServer = 0
         self.port: IListeningPort | None = None
@@ -73,6 +80,8 @@ class UDPRedirectAction(ListeningPermission):
         super().__init__(*args, **kwargs)
         self._mappings: dict[Address, _Mapping] = {}
         self.knownPeer: Address | None = None
+        #: C{knownPeer} as the (host, port) tuple a read gives.
+        self._knownKey: tuple[str, int] | None = None
         self._outbound: DatagramPorts | None = None
         self._outboundIndex = 0
         #: The outbound socket was released and is not closed yet.
@@ -89,6 +98,7 @@ class UDPRedirectAction(ListeningPermission):
     def expectPeer(self, peer: Address) -> None:
         """Accept datagrams from C{peer} (IP and port) only; map it as soon as started."""
         self.knownPeer = Address(normalizeHost(peer.host), peer.port)
+        self._knownKey = (self.knownPeer.host, self.knownPeer.port)
         self.expectedPeer = self.knownPeer.host
 
     def useOutbound(self, ports: DatagramPorts, index: int) -> None:
@@ -160,7 +170,8 @@ class UDPRedirectAction(ListeningPermission):
         self._bytesFromPeer += len(datagram)
         self._touch(mapping)
         if mapping.port is not None:
-            mapping.port.write(datagram, (self.connectAddress.host, self.connectAddress.port))  # type: ignore[attr-defined]
+            connect = self.connectAddress
+            sendDatagram(mapping.port, datagram, (connect.host, connect.port))
         elif self._outbound is not None:
             self._outbound.send(self._outboundIndex, datagram, self.connectAddress)
 
@@ -191,7 +202,7 @@ class UDPRedirectAction(ListeningPermission):
         self._packetsFromTarget += 1
         self._bytesFromTarget += len(datagram)
         self._touch(mapping)
-        self._port.write(datagram, (mapping.peer.host, mapping.peer.port))  # type: ignore[attr-defined]
+        sendDatagram(self._port, datagram, mapping.peerKey)
 
     def _dropForeign(self, source: Address) -> None:
         """A datagram from someone other than the known peer: the first is refused
