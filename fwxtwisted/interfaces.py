@@ -487,6 +487,7 @@ class ISession(Interface):
         *,
         outboundPorts: IDatagramPorts | None = None,
         peerAddresses: Sequence[Address] | None = None,
+        udpIdleTimeout: float | None = None,
     ) -> Deferred[Redirection]:
         """Grant N permissions: listen on N consecutive ports, relay each to its connect
         address (IFWXSession::RedirectConnections).
@@ -522,6 +523,10 @@ class ISession(Interface):
             the permission is cancelled or nothing passed either way for
             C{udp_idle_timeout}; then the permission ends (its ports are freed).
             It never expires unused (it is used at once).  Not with ALLOW_MULTIPLE.
+        @param udpIdleTimeout: UDP only: seconds a mapping lives with nothing passing
+            either way; None: the gateway's C{udp_idle_timeout}; 0: as long as the
+            permission, for a filter that ends it itself (RTSP's session timeout
+            counts RTCP, so a paused stream's silent RTP port must not expire).
         @return: a Deferred firing with a L{Redirection} once every listener is bound.
             It fails with C{PortRangeExhausted}, C{PortUnavailable} (an explicit port is
             taken, or odd with EVEN_PORTS) or C{SessionClosed}, and with C{ValueError}

@@ -240,6 +240,7 @@ class Session:
         *,
         outboundPorts: IDatagramPorts | None = None,
         peerAddresses: Sequence[Address] | None = None,
+        udpIdleTimeout: float | None = None,
     ) -> Deferred[Redirection]:
         if self.closed:
             return fail(SessionClosed(f"session {self.sessionId} is closed"))
@@ -309,6 +310,7 @@ class Session:
             return fail(e)
         for index, action in enumerate(actions):
             if isinstance(action, UDPRedirectAction):
+                action.idleTimeout = udpIdleTimeout
                 if peerAddresses is not None:
                     action.expectPeer(peerAddresses[index])
                 if isinstance(outboundPorts, DatagramPorts):

@@ -92,6 +92,9 @@ class UDPRedirectAction(ListeningPermission):
         #: Datagrams dropped on a mapping for coming from elsewhere than the connect
         #: address (replies must come from the target's address and port).
         self.wrongSourceCount = 0
+        #: Seconds a mapping lives without traffic: None for the gateway's
+        #: udp_idle_timeout, 0 for as long as the permission (its owner ends it).
+        self.idleTimeout: float | None = None
 
     # Set-up, by the session (before start).
 
@@ -241,7 +244,11 @@ class UDPRedirectAction(ListeningPermission):
         return mapping
 
     def _touch(self, mapping: _Mapping) -> None:
-        timeout = self._gateway.settings.udpIdleTimeout
+        timeout = self.idleTimeout
+        if timeout is None:
+            timeout = self._gateway.settings.udpIdleTimeout
+        elif timeout <= 0:
+            return
         if mapping.idle is not None and mapping.idle.active():
             mapping.idle.reset(timeout)
         else:

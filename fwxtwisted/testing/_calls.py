@@ -59,6 +59,7 @@ class RedirectCall:
     #: UDP: the sockets the permissions send from, and the peers known in advance.
     outboundPorts: IDatagramPorts | None
     peerAddresses: tuple[Address, ...] | None
+    udpIdleTimeout: float | None
     #: What redirectConnections returned to the filter.
     deferred: Deferred[Redirection] = field(repr=False)
     session: RecordingSession = field(repr=False, compare=False)

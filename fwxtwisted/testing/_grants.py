@@ -60,6 +60,7 @@ class GrantsPermissions:
         *,
         outboundPorts: IDatagramPorts | None = None,
         peerAddresses: Sequence[Address] | None = None,
+        udpIdleTimeout: float | None = None,
     ) -> Deferred[Redirection]:
         """Record a L{RedirectCall}; the test answers it (at once with L{autoGrant}).
 
@@ -91,6 +92,7 @@ class GrantsPermissions:
             dataFilterFactory=dataFilterFactory,
             outboundPorts=outboundPorts,
             peerAddresses=tuple(peerAddresses) if peerAddresses is not None else None,
+            udpIdleTimeout=udpIdleTimeout,
             deferred=deferred,
             session=self,
         )

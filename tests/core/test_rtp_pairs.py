@@ -89,7 +89,9 @@ async def rtpSession(net: Network, clock: Clock | None = None, **settings: float
     return sessionFilter.session
 
 
-async def track(net: Network, clock: Clock | None = None, **settings: float) -> Track:
+async def track(
+    net: Network, clock: Clock | None = None, idle: float | None = None, **settings: float
+) -> Track:
     """What the RTSP filter does for one SETUP: bind S before forwarding the request,
     then (knowing the server's ports from the reply) redirect C to them through S."""
     session = await rtpSession(net, clock, **settings)
@@ -105,6 +107,7 @@ async def track(net: Network, clock: Clock | None = None, **settings: float) -> 
             flags=RedirectFlags.EVEN_PORTS,
             outboundPorts=serverFacing,
             peerAddresses=[addressOf(client[0]), addressOf(client[1])],
+            udpIdleTimeout=idle,
         )
     )
     return Track(sessionFilter, session, client, server, serverFacing, redirection)
@@ -272,6 +275,19 @@ async def test_known_peer_mapping_outlives_the_redirect_timeout_until_idle(
     net.listenUDP(UDPPeer(), EXTERNAL, rtp.serverFacing.addressOf(1).port)
     rtp.server[0].send(b"still", rtp.serverFacing.addressOf(0))
     assert (await within(rtp.client[0].received.get()))[0] == b"still"
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_mapping_without_idle_timeout_lives_until_cancelled(net: Network) -> None:
+    clock = Clock()
+    rtp = await track(net, clock, idle=0, udpIdleTimeout=30)
+    clock.advance(3600)  # a long PAUSE: the RTP port is silent
+    assert rtp.sessionFilter.events(FirewallEvent.CONNECTION_TERMINATING) == []
+    rtp.server[0].send(b"resumed", rtp.serverFacing.addressOf(0))
+    assert (await within(rtp.client[0].received.get()))[0] == b"resumed"
+    rtp.action(0).cancel()
+    ending = await within(rtp.sessionFilter.waitFor(FirewallEvent.CONNECTION_TERMINATING))
+    assert ending.reason == "permission cancelled"
 
 
 # Datagram ports a filter drives itself (RTP inside RTSP interleaved frames).

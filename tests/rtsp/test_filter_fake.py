@@ -33,6 +33,7 @@ def test_a_udp_setup_asks_for_even_pairs_and_symmetric_ports() -> None:
     assert call.transport is Transport.UDP
     assert RedirectFlags.EVEN_PORTS in call.flags
     assert call.outboundPorts is serverFacing
+    assert call.udpIdleTimeout == 0  # the track's lifetime is the filter's to end
     client = session.clientAddress.host
     assert call.peerAddresses == (Address(client, 5000), Address(client, 5001))
     server = DEFAULT_UPSTREAM.host

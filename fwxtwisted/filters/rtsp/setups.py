@@ -182,6 +182,9 @@ class Setups:
             portRange=self.options.rtpPorts,
             outboundPorts=track.serverFacing,
             peerAddresses=[Address(client, port) for port in track.clientPorts],
+            # The track lives until TEARDOWN or the session timeout, which counts RTCP:
+            # a PAUSE longer than udp_idle_timeout must not close its silent RTP port.
+            udpIdleTimeout=0,
         )
 
         def granted(redirection: Redirection) -> None:
