@@ -17,6 +17,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, multiprocess
 
 from fwxtwisted.interfaces import FirewallEvent, FirewallNotification, RedirectFlags, Transport
 from fwxtwisted.metrics.hooks import NullObserver
+from fwxtwisted.net.ports import ANY_IP, DEFAULT_RANGE
 
 #: Labels of a session nobody opened (a session made outside a listener).
 _UNKNOWN = ("-", "-")
@@ -157,8 +158,9 @@ class GatewayMetrics(NullObserver):
         self._sizes: set[str] = set()
 
     def portRanges(self, ranges: Mapping[str, tuple[int, int]]) -> None:
-        """Show the size of each configured range before any port of it is used."""
-        for portRange in ranges.values():
+        """Show the size of each configured range (and of the default one) before any
+        port of it is used."""
+        for portRange in {ANY_IP: DEFAULT_RANGE, **ranges}.values():
             self._rangeSeen(rangeLabel(portRange), portRange)
 
     def processEnded(self, pid: int) -> None:

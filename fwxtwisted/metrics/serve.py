@@ -86,7 +86,9 @@ class MetricsPage(Resource):
 
 
 class _QuietSite(Site):
-    """No access log line per scrape."""
+    """No access log line per scrape, nor the factory's start and stop lines."""
+
+    noisy = False
 
     def log(self, request: http.Request) -> None:
         pass
@@ -133,7 +135,11 @@ class MetricsService(Service):
                 raise ListenError(
                     f"cannot serve metrics on {self.endpoint!r}: {failures[0].getErrorMessage()}"
                 )
-            log.info("metrics on {endpoint} at /metrics", endpoint=self.endpoint)
+            log.info(
+                "metrics on {endpoint} at /metrics{shared}",
+                endpoint=self.endpoint,
+                shared=f" (workers count in {self.directory})" if self.directory else "",
+            )
         super().privilegedStartService()
 
     def _listening(self, port: IListeningPort) -> None:
