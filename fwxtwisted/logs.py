@@ -25,6 +25,8 @@ from typing import Any
 from twisted.logger import LogEvent, LogLevel
 from twisted.logger import Logger as _TwistedLogger
 
+from fwxtwisted.metrics import hooks
+
 #: Names accepted by --log-level and the log_level key, lowest first.
 LEVEL_NAMES = ("debug", "info", "warn", "error", "critical")
 
@@ -74,6 +76,9 @@ class Logger(_TwistedLogger):
             self.emit(LogLevel.debug, format, **kwargs)
 
     def emit(self, level: LogLevel, format: str | None = None, **kwargs: object) -> None:
+        if "fwx_event" in kwargs:
+            # Metrics count every summary, whatever the log level keeps.
+            hooks.observer.summary(kwargs)
         rank = _RANK.get(level)
         if rank is None:
             super().emit(level, format, **kwargs)  # Twisted reports the unknown level

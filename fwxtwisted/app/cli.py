@@ -27,6 +27,7 @@ class GatewayCommandOptions(usage.Options):
         ["shutdown-grace", None, 30.0, "Seconds running sessions get to finish at stop.", float],
         ["log-level", None, "info", "Lowest level logged: debug, info, warn, error, critical."],
         ["workers", None, 1, "Processes sharing the listeners (limits count per process).", int],
+        ["metrics", None, None, "Endpoint serving Prometheus /metrics, e.g. tcp:9120."],
     ]
     optFlags: list[list[str | None]] = [
         ["no-fast-path", None, "Never move bytes with splice(2); always relay in Python."],
@@ -58,6 +59,8 @@ class GatewayCommandOptions(usage.Options):
         }
         if self["port-range"]:
             table["port_ranges"] = {"*": self["port-range"]}
+        if self["metrics"]:
+            table["metrics"] = self["metrics"]
         return table
 
     def listenerConfig(self) -> dict[str, object]:

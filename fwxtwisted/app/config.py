@@ -8,6 +8,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from twisted.internet.endpoints import serverFromString
+
 from fwxtwisted.address import Address, parsePort
 from fwxtwisted.errors import ConfigError
 from fwxtwisted.logs import LEVEL_NAMES
@@ -27,6 +29,7 @@ _TOP_KEYS = {
     "max_pending_redirects",
     "log_level",
     "workers",
+    "metrics",
 }
 
 #: Listener endpoint kinds whose sockets worker processes can share.
@@ -57,6 +60,8 @@ class GatewayConfig:
     settings: GatewaySettings
     listeners: tuple[ListenerConfig, ...]
     source: str = "<config>"
+    #: The server endpoint serving /metrics, or None (no metrics).
+    metrics: str | None = None
 
 
 def loadConfig(path: str | Path) -> GatewayConfig:
@@ -100,7 +105,7 @@ def parseConfig(data: Mapping[str, object], source: str) -> GatewayConfig:
     )
     if settings.workers > 1:
         _checkSharable(listeners, settings.workers, source)
-    return GatewayConfig(settings, listeners, source)
+    return GatewayConfig(settings, listeners, source, _metrics(data, source))
 
 
 def parsePortRange(text: str) -> tuple[int, int]:
@@ -214,6 +219,22 @@ def _checkSharable(listeners: tuple[ListenerConfig, ...], workers: int, source: 
                 f"{source}: listeners[{index}].listen: {workers} workers share tcp or tcp6 "
                 f"listeners only, not {listener.listen!r}"
             )
+
+
+def _metrics(data: Mapping[str, object], source: str) -> str | None:
+    value = data.get("metrics")
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f'{source}: metrics: must be an endpoint, e.g. "tcp:9120"')
+    try:
+        # Only parsed here (no reactor is used until it listens).
+        serverFromString(None, value)
+    except Exception as e:  # Twisted raises ValueError, KeyError, TypeError...
+        raise ConfigError(
+            f"{source}: metrics: {value!r} is not a server endpoint ({e or type(e).__name__})"
+        ) from None
+    return value
 
 
 def _nonNegative(data: Mapping[str, object], key: str, default: float, source: str) -> float:

@@ -18,6 +18,7 @@ from fwxtwisted.app.config import ListenerConfig
 from fwxtwisted.errors import FWXError
 from fwxtwisted.interfaces import IConnectionRefuser, IFilter
 from fwxtwisted.logs import Logger, summaries
+from fwxtwisted.metrics import hooks
 from fwxtwisted.net.connect import tuneListener
 from fwxtwisted.permissions.gateway import Gateway
 from fwxtwisted.permissions.session import Session
@@ -101,9 +102,11 @@ class PrimaryFactory(ServerFactory):
             sessionFilter = self._listener.filter.attachToSession(session)
         except Exception:
             log.failure("filter {name} failed to attach", name=config.filter)
+            hooks.observer.sessionRefused(config.name, config.filter, "filter_error")
             return None
         self.sessions.add(session)
         self._perIP[client.host] = self._perIP.get(client.host, 0) + 1
+        hooks.observer.sessionOpened(session, config.name, config.filter)
         session.start(sessionFilter)
         log.debug(
             "{session}: {client} connected to listener {listener} ({filter})",
@@ -117,15 +120,19 @@ class PrimaryFactory(ServerFactory):
     def _refusal(self, client: Address) -> str | None:
         config = self._listener.config
         if self._service.stopping:
+            hooks.observer.sessionRefused(config.name, config.filter, "shutting_down")
             return "the gateway is shutting down"
         if config.maxSessions is not None and len(self.sessions) >= config.maxSessions:
+            hooks.observer.sessionRefused(config.name, config.filter, "max_sessions")
             return f"too many sessions ({config.maxSessions}) on listener {config.name}"
         perIP = config.maxSessionsPerIP
         if perIP is not None and self._perIP.get(client.host, 0) >= perIP:
+            hooks.observer.sessionRefused(config.name, config.filter, "max_sessions_per_ip")
             return f"too many sessions ({perIP}) from {client.host}"
         return None
 
     def _closed(self, session: Session) -> None:
+        hooks.observer.sessionClosed(session)
         self.sessions.discard(session)
         host = session.clientAddress.host
         self._perIP[host] -= 1

@@ -101,6 +101,13 @@ def makeService(options: Options) -> IService:
     setLogLevel(config.settings.logLevel)
     top = _CommandLineService()
     firewall.setServiceParent(top)
+    if config.metrics is not None:
+        from twisted.internet import reactor as metricsReactor
+
+        from fwxtwisted.metrics.serve import metricsService
+
+        # Before the workers start: they inherit its multiprocess directory.
+        metricsService(metricsReactor, config).setServiceParent(top)
     if config.settings.workers > 1:
         from twisted.internet import reactor
 

@@ -132,6 +132,7 @@ def run(hello: dict[str, Any], reactor: Any) -> FirewallService:
     from fwxtwisted.app.build import buildService
     from fwxtwisted.app.config import parseConfig
     from fwxtwisted.app.registry import discoverFilters
+    from fwxtwisted.metrics.serve import recordInWorker
 
     config = parseConfig(hello["table"], str(hello["source"]))
     setLogLevel(config.settings.logLevel)
@@ -142,6 +143,7 @@ def run(hello: dict[str, Any], reactor: Any) -> FirewallService:
         sessionPrefix=sessionPrefix(int(hello["index"])),
         listen=adopting(reactor, hello["listeners"]),
     )
+    recordInWorker(config)
     firewall.privilegedStartService()
     firewall.startService()
     reactor.addSystemEventTrigger("before", "shutdown", firewall.stopService)

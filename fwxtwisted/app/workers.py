@@ -35,6 +35,7 @@ from twisted.logger import LogLevel, eventFromJSON, globalLogPublisher
 from twisted.python.failure import Failure
 
 from fwxtwisted.logs import Logger
+from fwxtwisted.metrics import hooks
 
 log = Logger()
 
@@ -63,6 +64,7 @@ class _WorkerProtocol(ProcessProtocol):
         self._pool = pool
         self.index = index
         self.started = time.monotonic()
+        self.pid: int | None = None
         self.ended: Deferred[None] = Deferred()
         self._pending = b""
         self._errPending = b""
@@ -191,6 +193,7 @@ class WorkerPool(Service):
             self._scheduleRestart(index, lived=0.0)
             return
         self.workers[index] = protocol
+        protocol.pid = transport.pid
         # The pipe stays open: the worker stops when it reads its end.
         transport.write(self._hello(index))
         log.info("worker {index} started (pid {pid})", index=index, pid=transport.pid)
@@ -198,6 +201,8 @@ class WorkerPool(Service):
     def _ended(self, protocol: _WorkerProtocol, reason: Failure) -> None:
         if self.workers.get(protocol.index) is protocol:
             del self.workers[protocol.index]
+        if protocol.pid is not None:
+            hooks.observer.processEnded(protocol.pid)
         status = _describeEnd(reason)
         if self._stopping:
             log.info("worker {index} stopped ({status})", index=protocol.index, status=status)

@@ -38,6 +38,7 @@ from fwxtwisted.interfaces import (
     Transport,
 )
 from fwxtwisted.logs import Logger
+from fwxtwisted.metrics import hooks
 from fwxtwisted.net.connect import connectFrom, describeConnectFailure, keepUrgentInline
 from fwxtwisted.net.tls import tlsConnectionOf
 from fwxtwisted.permissions.datagrams import DatagramPorts, openDatagramPorts
@@ -255,6 +256,7 @@ class Session:
             return fail(ValueError(problem))
         crowded = self._tooManyPending(len(connectAddresses))
         if crowded is not None:
+            hooks.observer.permissionRefused(self, transport.value, "too_many_pending")
             return fail(crowded)
         listenHost = internalAddress.host if internalAddress is not None else None
         if not listenHost:
@@ -307,6 +309,7 @@ class Session:
                 )
         except (PortRangeExhausted, FWXError) as e:
             log.warn("{session}: redirect refused: {error}", session=self.sessionId, error=str(e))
+            hooks.observer.permissionRefused(self, transport.value, _refusalKind(e))
             return fail(e)
         for index, action in enumerate(actions):
             if isinstance(action, UDPRedirectAction):
@@ -319,6 +322,8 @@ class Session:
             action.start(self._gateway.settings.redirectTimeout)
             self._actions.append(action)
             action.whenFinished().addCallback(self._actionFinished, action)
+        used = None if listenPort else portRange or ports.rangeFor(listenHost)
+        hooks.observer.permissionsGranted(self, actions, [used] * len(actions))
         first = actions[0].internalAddress
         assert first is not None
         log.debug(
@@ -357,6 +362,8 @@ class Session:
         )
         self._actions.append(ports)
         ports.whenFinished().addCallback(self._actionFinished, ports)
+        used = portRange or self._gateway.ports.rangeFor(ports.host)
+        hooks.observer.datagramPortsOpened(self, ports, used)
         return ports
 
     def joinConnections(
@@ -378,6 +385,7 @@ class Session:
             return fail(SessionClosed(f"session {self.sessionId} is closed"))
         crowded = self._tooManyPending(1)
         if crowded is not None:
+            hooks.observer.permissionRefused(self, "tcp", "too_many_pending")
             return fail(crowded)
         target = sessionFilter if sessionFilter is not None else self._sessionFilter
         action = JoinAction(
@@ -391,6 +399,7 @@ class Session:
             tls=tls,
         )
         ports = self._gateway.ports
+        used: list[tuple[int, int] | None] = []
         try:
             for side in action.listeningSides():
                 spec = client if side is Side.CLIENT else server
@@ -400,13 +409,16 @@ class Session:
                     ports.bindExact(spec.host, spec.port, 1, bindOne)
                 else:
                     ports.bindRun(spec.host, 1, bindOne, spec.portRange)
+                used.append(None if spec.port else spec.portRange or ports.rangeFor(spec.host))
         except FWXError as e:
             action.cancel()
             log.warn("{session}: data join refused: {error}", session=self.sessionId, error=str(e))
+            hooks.observer.permissionRefused(self, "tcp", _refusalKind(e))
             return fail(e)
         action.start(self._gateway.settings.redirectTimeout)
         self._actions.append(action)
         action.whenFinished().addCallback(self._actionFinished, action)
+        hooks.observer.permissionsGranted(self, [action], used)
         joined: Deferred[IJoin] = succeed(action)
         return joined
 
@@ -515,6 +527,7 @@ class Session:
         )
 
     def _notify(self, target: ISessionFilter | None, notification: FirewallNotification) -> None:
+        hooks.observer.notification(self, notification)
         target = target if target is not None else self._sessionFilter
         if target is None:
             return
@@ -588,3 +601,8 @@ class Session:
         waiters, self._closeWaiters = self._closeWaiters, []
         for waiter in waiters:
             waiter.callback(None)
+
+
+def _refusalKind(error: Exception) -> str:
+    """The C{reason} label of a permission refused for want of ports."""
+    return "ports_exhausted" if isinstance(error, PortRangeExhausted) else "port_unavailable"

@@ -181,6 +181,28 @@ def test_one_worker_takes_any_listener(tmp_path: Path) -> None:
     assert load(tmp_path, text).listeners[0].listen == "unix:/tmp/fwx.sock"
 
 
+def test_metrics_endpoint_from_the_file(tmp_path: Path) -> None:
+    config = load(tmp_path, 'metrics = "tcp:9120:interface=127.0.0.1"\n' + LISTENER)
+    assert config.metrics == "tcp:9120:interface=127.0.0.1"
+    assert load(tmp_path, LISTENER).metrics is None
+
+
+@pytest.mark.parametrize(
+    ("value", "why"),
+    [
+        ('"bogus:9120"', "'bogus:9120' is not a server endpoint (Unknown endpoint type: 'bogus')"),
+        (
+            '"tcp:port"',
+            "'tcp:port' is not a server endpoint (invalid literal for int() with base 10: 'port')",
+        ),
+        ("9120", 'must be an endpoint, e.g. "tcp:9120"'),
+        ('""', 'must be an endpoint, e.g. "tcp:9120"'),
+    ],
+)
+def test_bad_metrics_endpoint(tmp_path: Path, value: str, why: str) -> None:
+    assert error(tmp_path, f"metrics = {value}\n" + LISTENER) == f"metrics: {why}"
+
+
 def test_no_listeners(tmp_path: Path) -> None:
     message = error(tmp_path, "connect_timeout = 5\n")
     assert message == "listeners: at least one [[listeners]] table is needed"
