@@ -31,6 +31,11 @@ class GatewayCommandOptions(usage.Options):
     ]
     optFlags: list[list[str | None]] = [
         ["no-fast-path", None, "Never move bytes with splice(2); always relay in Python."],
+        [
+            "proxy-protocol",
+            None,
+            "Connections come from a balancer and start with a PROXY header (v1 or v2).",
+        ],
     ]
 
     def __init__(self) -> None:
@@ -72,6 +77,8 @@ class GatewayCommandOptions(usage.Options):
             table["max_sessions"] = self["max-sessions"]
         if self["max-sessions-per-ip"] is not None:
             table["max_sessions_per_ip"] = self["max-sessions-per-ip"]
+        if self["proxy-protocol"]:
+            table["proxy_protocol"] = True
         table.update(self.filterOptions())
         return table
 

@@ -16,7 +16,19 @@ from fwxtwisted.logs import LEVEL_NAMES
 from fwxtwisted.net.ports import ANY_IP
 from fwxtwisted.settings import GatewaySettings
 
-_LISTENER_KEYS = {"name", "filter", "listen", "upstream", "max_sessions", "max_sessions_per_ip"}
+_LISTENER_KEYS = {
+    "name",
+    "filter",
+    "listen",
+    "upstream",
+    "max_sessions",
+    "max_sessions_per_ip",
+    "proxy_protocol",
+}
+
+#: Listener endpoint kinds that cannot read a PROXY header first: TLS starts at once
+#: (the header precedes it), and Twisted's own haproxy: wrapper would read it twice.
+_NO_PROXY_HEADER_KINDS = ("ssl", "haproxy")
 _TOP_KEYS = {
     "external_addresses",
     "connect_timeout",
@@ -51,6 +63,8 @@ class ListenerConfig:
     maxSessionsPerIP: int | None = None
     #: The filter's own keys, still raw: the filter's parseOptions validates them.
     options: Mapping[str, object] = field(default_factory=dict)
+    #: Each connection starts with a PROXY protocol header (v1 or v2) naming the client.
+    proxyProtocol: bool = False
 
 
 @dataclass(frozen=True)
@@ -192,7 +206,22 @@ def _listener(raw: object, where: str, index: int) -> ListenerConfig:
     if not isinstance(name, str):
         raise ConfigError(f"{where}.name: must be a string")
     options = {k: v for k, v in raw.items() if k not in _LISTENER_KEYS}
-    return ListenerConfig(name, filterName, listen, upstream, maxSessions, maxPerIP, options)
+    proxyProtocol = _bool(raw, "proxy_protocol", False, where)
+    if proxyProtocol and listen.split(":", 1)[0] in _NO_PROXY_HEADER_KINDS:
+        raise ConfigError(
+            f"{where}.proxy_protocol: not with a {listen.split(':', 1)[0]}: listener "
+            "(the header comes first; use tcp: and AUTH TLS, or the plain endpoint)"
+        )
+    return ListenerConfig(
+        name,
+        filterName,
+        listen,
+        upstream,
+        maxSessions,
+        maxPerIP,
+        options,
+        proxyProtocol=proxyProtocol,
+    )
 
 
 def _count(data: Mapping[str, object], key: str, default: int | None, prefix: str) -> int | None:

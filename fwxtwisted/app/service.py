@@ -15,11 +15,13 @@ from twisted.python.failure import Failure
 
 from fwxtwisted.address import Address
 from fwxtwisted.app.config import ListenerConfig
+from fwxtwisted.app.proxyheader import HEADER_TIMEOUT, ProxyHeaderReader
 from fwxtwisted.errors import FWXError
 from fwxtwisted.interfaces import IConnectionRefuser, IFilter
 from fwxtwisted.logs import Logger, summaries
 from fwxtwisted.metrics import hooks
 from fwxtwisted.net.connect import tuneListener
+from fwxtwisted.net.proxyprotocol import ProxyHeader
 from fwxtwisted.permissions.gateway import Gateway
 from fwxtwisted.permissions.session import Session
 
@@ -80,15 +82,44 @@ class PrimaryFactory(ServerFactory):
         self._perIP: dict[str, int] = {}
         #: Set once listening: accepted sockets inherit the primary leg's options.
         self.acceptedSocketsTuned = False
+        #: Seconds a connection gets for its PROXY header (with proxy_protocol).
+        self.proxyHeaderTimeout = HEADER_TIMEOUT
 
     def buildProtocol(self, addr: Any) -> Protocol | None:
-        client = Address.fromTwisted(addr)
+        peer = Address.fromTwisted(addr)
+        if self._listener.config.proxyProtocol:
+            # Behind a balancer: the client is known once the header is read.
+            reason = self._refusal(None)
+            if reason is not None:
+                return self._refuse(peer, reason)
+            return ProxyHeaderReader(
+                peer, self._headerRead, self._service.gateway.clock, self.proxyHeaderTimeout
+            )
+        return self._startSession(peer)
+
+    def _headerRead(self, peer: Address, header: ProxyHeader) -> Protocol | None:
+        """The PROXY header is valid: the session's client is the one it names (its
+        real peer for LOCAL, a balancer's health check)."""
+        client = peer if header.local or header.source is None else header.source
+        log.debug(
+            "{client} via {peer}: PROXY v{version}{local}",
+            client=str(client),
+            peer=str(peer),
+            version=header.version,
+            local=" LOCAL (health check)" if header.local else "",
+        )
+        return self._startSession(client)
+
+    def _refuse(self, client: Address, reason: str) -> Protocol:
+        log.warn("refused {client}: {reason}", client=str(client), reason=reason)
+        refuser = IConnectionRefuser(self._listener.filter, None)
+        return _Refusal(refuser.refusalMessage(reason) if refuser is not None else b"")
+
+    def _startSession(self, client: Address) -> Protocol | None:
         config = self._listener.config
         reason = self._refusal(client)
         if reason is not None:
-            log.warn("refused {client}: {reason}", client=str(client), reason=reason)
-            refuser = IConnectionRefuser(self._listener.filter, None)
-            return _Refusal(refuser.refusalMessage(reason) if refuser is not None else b"")
+            return self._refuse(client, reason)
         session = Session(
             self._service.gateway,
             client,
@@ -117,7 +148,9 @@ class PrimaryFactory(ServerFactory):
         )
         return session.clientLeg
 
-    def _refusal(self, client: Address) -> str | None:
+    def _refusal(self, client: Address | None) -> str | None:
+        """Why a session of C{client} is refused now (None: it is not); without a
+        client (its PROXY header not read yet), the limits that do not depend on it."""
         config = self._listener.config
         if self._service.stopping:
             hooks.observer.sessionRefused(config.name, config.filter, "shutting_down")
@@ -126,7 +159,7 @@ class PrimaryFactory(ServerFactory):
             hooks.observer.sessionRefused(config.name, config.filter, "max_sessions")
             return f"too many sessions ({config.maxSessions}) on listener {config.name}"
         perIP = config.maxSessionsPerIP
-        if perIP is not None and self._perIP.get(client.host, 0) >= perIP:
+        if client is not None and perIP is not None and self._perIP.get(client.host, 0) >= perIP:
             hooks.observer.sessionRefused(config.name, config.filter, "max_sessions_per_ip")
             return f"too many sessions ({perIP}) from {client.host}"
         return None

@@ -258,3 +258,20 @@ def test_bad_filter_option(tmp_path: Path) -> None:
 def test_upstream_spellings(text: str) -> None:
     expected = Address("::1", 21) if "::1" in text else Address("127.0.0.1", 21)
     assert parseUpstream(text) == expected
+
+
+def test_proxy_protocol_per_listener(tmp_path: Path) -> None:
+    config = load(tmp_path, LISTENER + "proxy_protocol = true\n" + LISTENER)
+    assert [listener.proxyProtocol for listener in config.listeners] == [True, False]
+    assert "proxy_protocol" not in config.listeners[0].options
+
+
+def test_proxy_protocol_not_a_boolean(tmp_path: Path) -> None:
+    assert "proxy_protocol: must be true or false" in error(
+        tmp_path, LISTENER + 'proxy_protocol = "yes"\n'
+    )
+
+
+def test_proxy_protocol_not_before_tls(tmp_path: Path) -> None:
+    text = LISTENER.replace('"tcp:2100', '"ssl:2100') + "proxy_protocol = true\n"
+    assert "listeners[0].proxy_protocol: not with a ssl: listener" in error(tmp_path, text)

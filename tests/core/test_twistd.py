@@ -325,3 +325,24 @@ def test_a_config_file_with_workers_forwards_through_a_worker(
         finally:
             process.send_signal(signal.SIGCONT)
     assert any("worker 1] w1s1: " in line for line in output.read_text().splitlines())
+
+
+def test_proxy_protocol_option_reads_the_client_from_the_header(
+    tmp_path: Path, upstream: Upstream
+) -> None:
+    port = freePort()
+    listen = f"tcp:{port}:interface=127.0.0.1"
+    upstreamAt = f"127.0.0.1:{upstream.port}"
+    with running(
+        tmp_path, "fwx", "tcp", "--listen", listen, "--upstream", upstreamAt, "--proxy-protocol"
+    ) as process:
+        waitForListener(process, port)
+        header = b"PROXY TCP4 192.0.2.7 198.51.100.1 40001 2121\r\n"
+        assert exchange(port, header + b"proxied") == b"echo:proxied"
+        # Without a header the connection is closed, nothing reaches the upstream.
+        assert exchange(port, b"no header here") == b""
+    lines = [line for line in sessionLines(tmp_path) if "closed (" in line]
+    assert len(lines) == 1, lines
+    assert ": 192.0.2.7:40001 to " in lines[0]
+    log = (tmp_path / "twistd.out").read_text(errors="replace")
+    assert log.count("bad PROXY protocol header: no PROXY protocol signature") == 1
