@@ -11,10 +11,19 @@ from pathlib import Path
 from fwxtwisted.address import Address, parsePort
 from fwxtwisted.errors import ConfigError
 from fwxtwisted.logs import LEVEL_NAMES
+from fwxtwisted.net.destinations import Destination, parseDestination
 from fwxtwisted.net.ports import ANY_IP
 from fwxtwisted.settings import GatewaySettings
 
-_LISTENER_KEYS = {"name", "filter", "listen", "upstream", "max_sessions", "max_sessions_per_ip"}
+_LISTENER_KEYS = {
+    "name",
+    "filter",
+    "listen",
+    "upstream",
+    "max_sessions",
+    "max_sessions_per_ip",
+    "transparent",
+}
 _TOP_KEYS = {
     "external_addresses",
     "connect_timeout",
@@ -48,6 +57,12 @@ class ListenerConfig:
     maxSessionsPerIP: int | None = None
     #: The filter's own keys, still raw: the filter's parseOptions validates them.
     options: Mapping[str, object] = field(default_factory=dict)
+    #: Transparent mode: each session's upstream is its connection's original
+    #: destination (nftables redirect or tproxy); see docs/architecture.md.
+    transparent: bool = False
+    #: Transparent mode only: the original destinations allowed (empty: any but the
+    #: gateway's own addresses).
+    allowDestinations: tuple[Destination, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -100,6 +115,8 @@ def parseConfig(data: Mapping[str, object], source: str) -> GatewayConfig:
     )
     if settings.workers > 1:
         _checkSharable(listeners, settings.workers, source)
+        if any(listener.transparent for listener in listeners):
+            raise ConfigError(f"{source}: workers: a transparent listener needs workers = 1")
     return GatewayConfig(settings, listeners, source)
 
 
@@ -187,7 +204,31 @@ def _listener(raw: object, where: str, index: int) -> ListenerConfig:
     if not isinstance(name, str):
         raise ConfigError(f"{where}.name: must be a string")
     options = {k: v for k, v in raw.items() if k not in _LISTENER_KEYS}
-    return ListenerConfig(name, filterName, listen, upstream, maxSessions, maxPerIP, options)
+    transparent = raw.get("transparent", False)
+    if not isinstance(transparent, bool):
+        raise ConfigError(f"{where}.transparent: must be true or false")
+    if not transparent:
+        return ListenerConfig(name, filterName, listen, upstream, maxSessions, maxPerIP, options)
+    if upstream is not None:
+        raise ConfigError(
+            f"{where}.upstream: a transparent listener's upstream is each connection's "
+            "original destination"
+        )
+    # Taken from the filter's keys only here: without transparent, the key stays the
+    # filter's own (the FTP filter's explicit mode).
+    allow = _destinations(options.pop("allow_destinations", []), f"{where}.allow_destinations")
+    return ListenerConfig(
+        name, filterName, listen, None, maxSessions, maxPerIP, options, True, allow
+    )
+
+
+def _destinations(value: object, where: str) -> tuple[Destination, ...]:
+    if not isinstance(value, list) or not all(isinstance(d, str) for d in value):
+        raise ConfigError(f'{where}: must be a list of "CIDR[:PORTS]" strings')
+    try:
+        return tuple(parseDestination(d) for d in value)
+    except ValueError as e:
+        raise ConfigError(f"{where}: {e}") from None
 
 
 def _count(data: Mapping[str, object], key: str, default: int | None, prefix: str) -> int | None:

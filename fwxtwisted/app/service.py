@@ -15,11 +15,13 @@ from twisted.python.failure import Failure
 from zope.interface import Interface
 
 from fwxtwisted.address import Address
+from fwxtwisted.app import transparent
 from fwxtwisted.app.config import ListenerConfig
 from fwxtwisted.errors import FWXError
 from fwxtwisted.interfaces import IFilter
 from fwxtwisted.logs import Logger, summaries
 from fwxtwisted.net.connect import tuneListener
+from fwxtwisted.net.origdst import Interception
 from fwxtwisted.permissions.gateway import Gateway
 from fwxtwisted.permissions.session import Session
 
@@ -96,10 +98,29 @@ class PrimaryFactory(ServerFactory):
             log.warn("refused {client}: {reason}", client=str(client), reason=reason)
             refuser = IConnectionRefuser(self._listener.filter, None)
             return _Refusal(refuser.refusalMessage(reason) if refuser is not None else b"")
+        if config.transparent:
+            # The upstream is the original destination, read once the socket exists.
+            return Interception(client, self._transparentSession)
+        return self._startSession(client, config.upstream)
+
+    def _transparentSession(self, client: Address, destination: Address) -> Protocol | None:
+        reason = transparent.refusal(destination, self._listener.config.allowDestinations)
+        if reason is not None:
+            log.warn(
+                "refused {client} to {destination}: {reason}",
+                client=str(client),
+                destination=str(destination),
+                reason=reason,
+            )
+            return None
+        return self._startSession(client, destination)
+
+    def _startSession(self, client: Address, upstream: Address | None) -> Protocol | None:
+        config = self._listener.config
         session = Session(
             self._service.gateway,
             client,
-            defaultUpstream=config.upstream,
+            defaultUpstream=upstream,
             options=self._listener.options,
             onClosed=self._closed,
             listener=config.name,
@@ -199,6 +220,10 @@ class FirewallService(Service):
                     f"cannot listen on {listener.config.listen!r} "
                     f"(listener {listener.config.name}): {failures[0].getErrorMessage()}"
                 )
+            if listener.config.transparent:
+                transparent.startFutureConnects(
+                    self.gateway, [bound.config for bound in self.listeners]
+                )
             log.info(
                 "listener {name}: {filter} on {listen}",
                 name=listener.config.name,
@@ -209,6 +234,9 @@ class FirewallService(Service):
     def _listenOnEndpoint(
         self, index: int, listener: BoundListener, factory: ServerFactory
     ) -> Deferred[IListeningPort]:
+        if listener.config.transparent:
+            description = withBacklog(listener.config.listen)
+            return transparent.listenOn(self.gateway.reactor, description, factory)
         endpoint = serverFromString(self.gateway.reactor, withBacklog(listener.config.listen))
         listening: Deferred[IListeningPort] = endpoint.listen(factory)
         return listening
@@ -234,7 +262,12 @@ class FirewallService(Service):
         stopping: Deferred[Any] = DeferredList(self._closePorts())
         stopping.addCallback(lambda _: self._drain())
         stopping.addBoth(self._stopHoldingSummaries)
+        stopping.addBoth(self._stopFutureConnects)
         return stopping
+
+    def _stopFutureConnects(self, result: object) -> object:
+        transparent.stopFutureConnects(self.gateway)
+        return result
 
     def _stopHoldingSummaries(self, result: object) -> object:
         if self._holdingSummaries:
