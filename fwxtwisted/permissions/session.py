@@ -92,7 +92,13 @@ class Session:
         self.clientAddress = clientAddress
         self._internalAddress: Address | None = None
         self._clientUp = False
-        self.externalAddress: str | None = gateway.externalPool.next()
+        pool = gateway.externalPool
+        # Toward an IP known now (a fixed or transparent upstream): one of its family.
+        self.externalAddress: str | None = (
+            pool.nextFor(defaultUpstream.host)
+            if defaultUpstream is not None and isIPLiteral(defaultUpstream.host)
+            else pool.next()
+        )
         self.serverAddress: Address | None = None
         self.defaultUpstream = defaultUpstream
         self.options = options

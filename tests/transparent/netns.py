@@ -41,8 +41,15 @@ OTHER_PORT = 7001
 COMMAND_TIMEOUT = 20.0
 
 
-def run(argv: Sequence[str], timeout: float = COMMAND_TIMEOUT, check: bool = True) -> str:
-    done = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout, check=False)
+def run(
+    argv: Sequence[str],
+    timeout: float = COMMAND_TIMEOUT,
+    check: bool = True,
+    input: str | None = None,
+) -> str:
+    done = subprocess.run(
+        list(argv), input=input, capture_output=True, text=True, timeout=timeout, check=False
+    )
     if check and done.returncode != 0:
         raise RuntimeError(f"{' '.join(argv)}: exit {done.returncode}: {done.stderr.strip()}")
     return done.stdout
@@ -68,9 +75,14 @@ class Namespaces:
     server: str
 
     def exec(
-        self, ns: str, *argv: str, timeout: float = COMMAND_TIMEOUT, check: bool = True
+        self,
+        ns: str,
+        *argv: str,
+        timeout: float = COMMAND_TIMEOUT,
+        check: bool = True,
+        input: str | None = None,
     ) -> str:
-        return run(["ip", "netns", "exec", ns, *argv], timeout, check)
+        return run(["ip", "netns", "exec", ns, *argv], timeout, check, input)
 
     def tables(self) -> str:
         """The gateway namespace's whole ruleset."""

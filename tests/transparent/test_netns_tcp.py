@@ -109,3 +109,55 @@ def test_sigterm_leaves_no_table(ns: Namespaces, gateway: NetnsProcess) -> None:
     ruleset = ns.tables()
     assert "fwxtwisted" not in ruleset
     assert "table inet fwx_transparent" in ruleset
+
+
+#: The tproxy variant in the comments of examples/transparent.nft, applied to it.
+TPROXY = f"""
+delete chain inet fwx_transparent prerouting
+table inet fwx_transparent {{
+    chain prerouting {{
+        type filter hook prerouting priority mangle; policy accept;
+        iifname "lan0" meta l4proto tcp tcp dport {INTERCEPTED_PORT} \\
+            tproxy to :{LISTEN_PORT} meta mark set 1 accept
+    }}
+}}
+insert rule inet fwx_transparent input meta mark 1 accept
+"""
+
+
+@pytest.mark.parametrize("server,external", [(SERVER4, GATEWAY_WAN4), (SERVER6, GATEWAY_WAN6)])
+def test_tproxy(ns: Namespaces, server: str, external: str) -> None:
+    """Packets kept their destination (no NAT): the accepted socket's local address
+    is the original destination.  Runs after the redirect tests (it replaces the
+    example's prerouting chain in this module's namespaces)."""
+    if "tproxy" not in ns.tables():
+        for family, everything in (("-4", "0.0.0.0/0"), ("-6", "::/0")):
+            ns.exec(ns.gateway, "ip", family, "rule", "add", "fwmark", "1", "lookup", "100")
+            ns.exec(ns.gateway, "ip", family, "route", "add", "local", everything,
+                    "dev", "lo", "table", "100")  # fmt: skip
+        ns.exec(ns.gateway, "nft", "-f", "-", input=TPROXY)
+    assert "redirect" not in ns.exec(ns.gateway, "nft", "list", "chain", "inet",
+                                     "fwx_transparent", "prerouting")  # fmt: skip
+    process = NetnsProcess(
+        ns.gateway,
+        twistd(
+            "tcp",
+            "--listen",
+            f"tcp6:{LISTEN_PORT}",
+            "--transparent",
+            "--external-address",
+            GATEWAY_WAN4,
+            "--external-address",
+            GATEWAY_WAN6,
+        ),  # fmt: skip
+        "gateway",
+    )
+    before = ns.serverProcess.log().count(f"accepted {INTERCEPTED_PORT} {external}")  # type: ignore[attr-defined]
+    with process.start():
+        process.waitFor("allowFutureConnect: nftables table")
+        result = client(ns, "client", server, str(INTERCEPTED_PORT), str(SIZE))
+        assert result["ok"], (result, process.log())
+        destination = f"[{server}]" if ":" in server else server
+        process.waitFor(f"to {destination}:{INTERCEPTED_PORT} from {external}")
+    after = ns.serverProcess.log().count(f"accepted {INTERCEPTED_PORT} {external}")  # type: ignore[attr-defined]
+    assert after == before + 1

@@ -137,3 +137,16 @@ def test_nft_commands() -> None:
     delete = nft.deleteCommand(Address("2001:db8::1", 5000), Address("2001:db8:2::5", 80))
     assert delete[0]["delete"]["element"]["name"] == "exact6"
     json.loads(NftRunner.encode(setup))
+
+
+def test_external_pool_by_family() -> None:
+    from fwxtwisted.net.externals import ExternalAddressPool
+
+    pool = ExternalAddressPool(["203.0.113.1", "2001:db8:3::1", "203.0.113.9"])
+    assert [pool.nextFor("192.0.2.5") for _ in range(3)] == [
+        "203.0.113.1",
+        "203.0.113.9",
+        "203.0.113.1",
+    ]
+    assert pool.nextFor("2001:db8::5") == "2001:db8:3::1"
+    assert ExternalAddressPool(["203.0.113.1"]).nextFor("2001:db8::5") is None
