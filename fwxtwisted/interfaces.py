@@ -599,6 +599,65 @@ class ISession(Interface):
         """A Deferred firing once the session is fully over."""
 
 
+class IFutureConnectSession(Interface):
+    """What a session of a transparent gateway offers: letting a flow through the gateway
+    that the control protocol announced (IFWXSession::AllowFutureConnect; FTP active
+    mode and passive mode to the server's real address, RTSP's UDP toward a player).
+
+    Provided by the gateway's session next to L{ISession}; kept apart so that test
+    fakes providing L{ISession} (fwxtwisted.testing) stay complete without it.
+    """
+
+    def allowFutureConnect(
+        source: Address,
+        destination: Address,
+        flags: RedirectFlags = RedirectFlags.TIMEOUT,
+        proxyExternalAddress: str | None = None,
+        transport: Transport = Transport.TCP,
+        protocolId: uuid.UUID | None = None,
+        sessionFilter: ISessionFilter | None = None,
+        context: object = None,
+        tls: Mapping[Side, LegTLS] | None = None,
+        dataFilterFactory: Callable[[], Sequence[IDataFilter]] | None = None,
+    ) -> Deferred[IFirewallAction]:
+        """Let the next connection from C{source} to C{destination} through.
+
+        The kernel hands that flow to the gateway (an nftables set element: see
+        net/nft.py); the gateway relays it to C{destination} from
+        C{proxyExternalAddress} (the session's external address by default), user
+        mode or fast path as for a redirect.  Every other new flow stays refused.
+
+        @param source: the peer's IP, and its port or 0 for any port.
+        @param destination: an IP literal and port (of the same family).
+        @param flags: TIMEOUT: expire unused after the redirect timeout (the kernel's
+            element too); ALLOW_MULTIPLE: every matching connection until cancelled,
+            else the first one only (the element is deleted as it is accepted);
+            NO_KERNEL_MODE: never the fast path.
+        @return: a Deferred firing with the L{IFirewallAction} once the kernel has the
+            flow (its C{internalAddress} and C{connectAddress} are the destination,
+            C{expectedPeer} the source IP), so a filter may announce it then.  Its
+            notifications are those of a redirect (ACCEPTED_CONNECTION, CONNECT_TCP,
+            ESTABLISHED_CONNECTION, CONNECTION_TERMINATING with byte counts,
+            PERMISSION_EXPIRED, REFUSED_CONNECTION) with C{context}.  It fails with
+            C{FWXError} (no transparent listener, hence no kernel table; the flow is
+            permitted already), C{NftError}, C{TooManyPendingRedirects},
+            C{SessionClosed}, or C{ValueError} (UDP, not IP literals, families differ).
+        """
+
+
+class ITransparentFilter(Interface):
+    """Optional for a filter: it can serve a transparent listener (C{transparent = true},
+    C{--transparent}), whose sessions' upstream is each connection's original
+    destination instead of a configured one."""
+
+    def parseTransparentOptions(options: Mapping[str, object]) -> object:
+        """L{IFilter.parseOptions} for a transparent listener (which has no upstream:
+        L{ISession.defaultUpstream} is the original destination of each session).
+
+        @raise fwxtwisted.errors.ConfigError: naming the bad key.
+        """
+
+
 class IFilter(IPlugin):
     """An application filter (IFWXFilter), found as a twisted plugin (so it is an
     C{IPlugin} too: getPlugins finds only those)."""

@@ -9,7 +9,7 @@ from fwxtwisted.app.config import GatewayConfig
 from fwxtwisted.app.registry import ProtocolRegistry, discoverFilters
 from fwxtwisted.app.service import BoundListener, FirewallService, ListenFunction
 from fwxtwisted.errors import ConfigError
-from fwxtwisted.interfaces import IFilter
+from fwxtwisted.interfaces import IFilter, ITransparentFilter
 from fwxtwisted.permissions.gateway import Gateway
 
 
@@ -42,9 +42,19 @@ def buildService(
                 f"{where}.filter: unknown filter {listener.filter!r} (known: {known})"
             )
         try:
-            parsed = filterPlugin.parseOptions(listener.options, listener.upstream)
+            if listener.transparent:
+                parsed = _transparentOptions(filterPlugin, listener.options)
+            else:
+                parsed = filterPlugin.parseOptions(listener.options, listener.upstream)
         except ConfigError as e:
             raise ConfigError(f"{where}.{e}") from None
         bound.append(BoundListener(listener, filterPlugin, parsed))
     gateway = Gateway(reactor, config.settings, sessionPrefix=sessionPrefix)
     return FirewallService(gateway, bound, listen)
+
+
+def _transparentOptions(filterPlugin: IFilter, options: Mapping[str, object]) -> object:
+    transparent = ITransparentFilter(filterPlugin, None)
+    if transparent is None:
+        raise ConfigError(f"transparent: the {filterPlugin.name} filter has no transparent mode")
+    return transparent.parseTransparentOptions(options)

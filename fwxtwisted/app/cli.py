@@ -36,15 +36,27 @@ class GatewayCommandOptions(usage.Options):
             None,
             "Connections come from a balancer and start with a PROXY header (v1 or v2).",
         ],
+        [
+            "transparent",
+            None,
+            "Take connections the kernel redirects (nftables redirect or "
+            "tproxy); each goes to its original destination, not to an upstream.",
+        ],
     ]
 
     def __init__(self) -> None:
         super().__init__()
         self["external-address"] = []
+        self["allow-destination"] = []
 
     def opt_external_address(self, ip: str) -> None:
         """An IP outbound legs leave from (repeat for a pool; sessions take turns)."""
         self["external-address"].append(ip)
+
+    def opt_allow_destination(self, destination: str) -> None:
+        """CIDR[:PORTS] a transparent session may go to (repeat; default: anywhere but
+        the gateway itself)."""
+        self["allow-destination"].append(destination)
 
     def postOptions(self) -> None:
         if not self["listen"]:
@@ -79,6 +91,10 @@ class GatewayCommandOptions(usage.Options):
             table["max_sessions_per_ip"] = self["max-sessions-per-ip"]
         if self["proxy-protocol"]:
             table["proxy_protocol"] = True
+        if self["transparent"]:
+            table["transparent"] = True
+            if self["allow-destination"]:
+                table["allow_destinations"] = list(self["allow-destination"])
         table.update(self.filterOptions())
         return table
 

@@ -13,6 +13,7 @@ from twisted.internet.endpoints import serverFromString
 from fwxtwisted.address import Address, parsePort
 from fwxtwisted.errors import ConfigError
 from fwxtwisted.logs import LEVEL_NAMES
+from fwxtwisted.net.destinations import Destination, parseDestination
 from fwxtwisted.net.ports import ANY_IP
 from fwxtwisted.settings import GatewaySettings
 
@@ -24,6 +25,7 @@ _LISTENER_KEYS = {
     "max_sessions",
     "max_sessions_per_ip",
     "proxy_protocol",
+    "transparent",
 }
 
 #: Listener endpoint kinds that cannot read a PROXY header first: TLS starts at once
@@ -65,6 +67,12 @@ class ListenerConfig:
     options: Mapping[str, object] = field(default_factory=dict)
     #: Each connection starts with a PROXY protocol header (v1 or v2) naming the client.
     proxyProtocol: bool = False
+    #: Transparent mode: each session's upstream is its connection's original
+    #: destination (nftables redirect or tproxy); see docs/architecture.md.
+    transparent: bool = False
+    #: Transparent mode only: the original destinations allowed (empty: any but the
+    #: gateway's own addresses).
+    allowDestinations: tuple[Destination, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -119,6 +127,8 @@ def parseConfig(data: Mapping[str, object], source: str) -> GatewayConfig:
     )
     if settings.workers > 1:
         _checkSharable(listeners, settings.workers, source)
+        if any(listener.transparent for listener in listeners):
+            raise ConfigError(f"{source}: workers: a transparent listener needs workers = 1")
     return GatewayConfig(settings, listeners, source, _metrics(data, source))
 
 
@@ -212,16 +222,54 @@ def _listener(raw: object, where: str, index: int) -> ListenerConfig:
             f"{where}.proxy_protocol: not with a {listen.split(':', 1)[0]}: listener "
             "(the header comes first; use tcp: and AUTH TLS, or the plain endpoint)"
         )
+    transparent = raw.get("transparent", False)
+    if not isinstance(transparent, bool):
+        raise ConfigError(f"{where}.transparent: must be true or false")
+    if not transparent:
+        return ListenerConfig(
+            name,
+            filterName,
+            listen,
+            upstream,
+            maxSessions,
+            maxPerIP,
+            options,
+            proxyProtocol=proxyProtocol,
+        )
+    if proxyProtocol:
+        raise ConfigError(
+            f"{where}.proxy_protocol: not with transparent (the kernel, not a balancer, "
+            "hands the gateway its connections)"
+        )
+    if upstream is not None:
+        raise ConfigError(
+            f"{where}.upstream: a transparent listener's upstream is each connection's "
+            "original destination"
+        )
+    # Taken from the filter's keys only here: without transparent, the key stays the
+    # filter's own (the FTP filter's explicit mode).
+    allow = _destinations(options.pop("allow_destinations", []), f"{where}.allow_destinations")
     return ListenerConfig(
         name,
         filterName,
         listen,
-        upstream,
+        None,
         maxSessions,
         maxPerIP,
         options,
         proxyProtocol=proxyProtocol,
+        transparent=True,
+        allowDestinations=allow,
     )
+
+
+def _destinations(value: object, where: str) -> tuple[Destination, ...]:
+    if not isinstance(value, list) or not all(isinstance(d, str) for d in value):
+        raise ConfigError(f'{where}: must be a list of "CIDR[:PORTS]" strings')
+    try:
+        return tuple(parseDestination(d) for d in value)
+    except ValueError as e:
+        raise ConfigError(f"{where}: {e}") from None
 
 
 def _count(data: Mapping[str, object], key: str, default: int | None, prefix: str) -> int | None:

@@ -14,6 +14,7 @@ from twisted.internet.protocol import Protocol, ServerFactory
 from twisted.python.failure import Failure
 
 from fwxtwisted.address import Address
+from fwxtwisted.app import transparent
 from fwxtwisted.app.config import ListenerConfig
 from fwxtwisted.app.proxyheader import HEADER_TIMEOUT, ProxyHeaderReader
 from fwxtwisted.errors import FWXError
@@ -21,6 +22,7 @@ from fwxtwisted.interfaces import IConnectionRefuser, IFilter
 from fwxtwisted.logs import Logger, summaries
 from fwxtwisted.metrics import hooks
 from fwxtwisted.net.connect import tuneListener
+from fwxtwisted.net.origdst import Interception
 from fwxtwisted.net.proxyprotocol import ProxyHeader
 from fwxtwisted.permissions.gateway import Gateway
 from fwxtwisted.permissions.session import Session
@@ -95,7 +97,7 @@ class PrimaryFactory(ServerFactory):
             return ProxyHeaderReader(
                 peer, self._headerRead, self._service.gateway.clock, self.proxyHeaderTimeout
             )
-        return self._startSession(peer)
+        return self._accepted(peer)
 
     def _headerRead(self, peer: Address, header: ProxyHeader) -> Protocol | None:
         """The PROXY header is valid: the session's client is the one it names (its
@@ -108,22 +110,42 @@ class PrimaryFactory(ServerFactory):
             version=header.version,
             local=" LOCAL (health check)" if header.local else "",
         )
-        return self._startSession(client)
+        return self._accepted(client)
 
     def _refuse(self, client: Address, reason: str) -> Protocol:
         log.warn("refused {client}: {reason}", client=str(client), reason=reason)
         refuser = IConnectionRefuser(self._listener.filter, None)
         return _Refusal(refuser.refusalMessage(reason) if refuser is not None else b"")
 
-    def _startSession(self, client: Address) -> Protocol | None:
+    def _accepted(self, client: Address) -> Protocol | None:
+        """A client to serve (its PROXY header read, if its listener wants one)."""
         config = self._listener.config
         reason = self._refusal(client)
         if reason is not None:
             return self._refuse(client, reason)
+        if config.transparent:
+            # The upstream is the original destination, read once the socket exists.
+            return Interception(client, self._transparentSession)
+        return self._startSession(client, config.upstream)
+
+    def _transparentSession(self, client: Address, destination: Address) -> Protocol | None:
+        reason = transparent.refusal(destination, self._listener.config.allowDestinations)
+        if reason is not None:
+            log.warn(
+                "refused {client} to {destination}: {reason}",
+                client=str(client),
+                destination=str(destination),
+                reason=reason,
+            )
+            return None
+        return self._startSession(client, destination)
+
+    def _startSession(self, client: Address, upstream: Address | None) -> Protocol | None:
+        config = self._listener.config
         session = Session(
             self._service.gateway,
             client,
-            defaultUpstream=config.upstream,
+            defaultUpstream=upstream,
             options=self._listener.options,
             onClosed=self._closed,
             listener=config.name,
@@ -231,6 +253,10 @@ class FirewallService(Service):
                     f"cannot listen on {listener.config.listen!r} "
                     f"(listener {listener.config.name}): {failures[0].getErrorMessage()}"
                 )
+            if listener.config.transparent:
+                transparent.startFutureConnects(
+                    self.gateway, [bound.config for bound in self.listeners]
+                )
             log.info(
                 "listener {name}: {filter} on {listen}",
                 name=listener.config.name,
@@ -241,6 +267,9 @@ class FirewallService(Service):
     def _listenOnEndpoint(
         self, index: int, listener: BoundListener, factory: ServerFactory
     ) -> Deferred[IListeningPort]:
+        if listener.config.transparent:
+            description = withBacklog(listener.config.listen)
+            return transparent.listenOn(self.gateway.reactor, description, factory)
         endpoint = serverFromString(self.gateway.reactor, withBacklog(listener.config.listen))
         listening: Deferred[IListeningPort] = endpoint.listen(factory)
         return listening
@@ -266,7 +295,12 @@ class FirewallService(Service):
         stopping: Deferred[Any] = DeferredList(self._closePorts())
         stopping.addCallback(lambda _: self._drain())
         stopping.addBoth(self._stopHoldingSummaries)
+        stopping.addBoth(self._stopFutureConnects)
         return stopping
+
+    def _stopFutureConnects(self, result: object) -> object:
+        transparent.stopFutureConnects(self.gateway)
+        return result
 
     def _stopHoldingSummaries(self, result: object) -> object:
         if self._holdingSummaries:

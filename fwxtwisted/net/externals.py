@@ -15,9 +15,24 @@ class ExternalAddressPool:
         self._cycle: Iterator[str] | None = (
             itertools.cycle(self.addresses) if self.addresses else None
         )
+        self._byFamily: dict[bool, Iterator[str] | None] = {
+            v6: (
+                itertools.cycle(same)
+                if (same := [a for a in self.addresses if (":" in a) == v6])
+                else None
+            )
+            for v6 in (False, True)
+        }
 
     def next(self) -> str | None:
         """The external IP for a new session, or None when the pool is empty."""
         if self._cycle is None:
             return None
         return next(self._cycle)
+
+    def nextFor(self, host: str) -> str | None:
+        """The external IP for a new session going to the IP C{host}: round-robin among
+        the pool's addresses of its family (a source of the other family could not be
+        bound); None when the pool has none (the OS chooses)."""
+        cycle = self._byFamily[":" in host]
+        return next(cycle) if cycle is not None else None

@@ -35,6 +35,9 @@ class Gateway:
         self._sessionCounter = 0
         #: Starts every session id; worker processes have their own (see workers.py).
         self.sessionPrefix = sessionPrefix
+        #: The permitted flows of allowFutureConnect (permissions/future.py), set by the
+        #: service when a transparent listener has the kernel table; else None.
+        self.futureConnects: Any = None
         #: fastPathFor(RedirectFlags.NONE), asked by every primary relay: computed once.
         self.primaryFastPath = self.fastPathFor(RedirectFlags.NONE)
 

@@ -26,6 +26,8 @@ from fwxtwisted.interfaces import (
     FirewallNotification,
     IDataFilter,
     IDatagramPorts,
+    IFirewallAction,
+    IFutureConnectSession,
     IJoin,
     ISession,
     ISessionFilter,
@@ -42,6 +44,7 @@ from fwxtwisted.metrics import hooks
 from fwxtwisted.net.connect import connectFrom, describeConnectFailure, keepUrgentInline
 from fwxtwisted.net.tls import tlsConnectionOf
 from fwxtwisted.permissions.datagrams import DatagramPorts, openDatagramPorts
+from fwxtwisted.permissions.future import FutureConnectAction
 from fwxtwisted.permissions.gateway import Gateway
 from fwxtwisted.permissions.join import JoinAction
 from fwxtwisted.permissions.redirect import TCPRedirectAction
@@ -58,10 +61,10 @@ CLOSED_LINE = (
 )
 
 _Redirect = TCPRedirectAction | UDPRedirectAction
-_Action = _Redirect | JoinAction | DatagramPorts
+_Action = _Redirect | JoinAction | DatagramPorts | FutureConnectAction
 
 
-@implementer(ISession)
+@implementer(ISession, IFutureConnectSession)
 class Session:
     """The gateway's side of one primary connection.
 
@@ -89,7 +92,13 @@ class Session:
         self.clientAddress = clientAddress
         self._internalAddress: Address | None = None
         self._clientUp = False
-        self.externalAddress: str | None = gateway.externalPool.next()
+        pool = gateway.externalPool
+        # Toward an IP known now (a fixed or transparent upstream): one of its family.
+        self.externalAddress: str | None = (
+            pool.nextFor(defaultUpstream.host)
+            if defaultUpstream is not None and isIPLiteral(defaultUpstream.host)
+            else pool.next()
+        )
         self.serverAddress: Address | None = None
         self.defaultUpstream = defaultUpstream
         self.options = options
@@ -421,6 +430,88 @@ class Session:
         hooks.observer.permissionsGranted(self, [action], used)
         joined: Deferred[IJoin] = succeed(action)
         return joined
+
+    def allowFutureConnect(
+        self,
+        source: Address,
+        destination: Address,
+        flags: RedirectFlags = RedirectFlags.TIMEOUT,
+        proxyExternalAddress: str | None = None,
+        transport: Transport = Transport.TCP,
+        protocolId: uuid.UUID | None = None,
+        sessionFilter: ISessionFilter | None = None,
+        context: object = None,
+        tls: Mapping[Side, LegTLS] | None = None,
+        dataFilterFactory: Callable[[], Sequence[IDataFilter]] | None = None,
+    ) -> Deferred[IFirewallAction]:
+        """Let the next flow from C{source} to C{destination} through the gateway (see
+        L{IFutureConnectSession})."""
+        if self.closed:
+            return fail(SessionClosed(f"session {self.sessionId} is closed"))
+        registry = self._gateway.futureConnects
+        if registry is None:
+            return fail(
+                FWXError(
+                    "allowFutureConnect needs the gateway's nftables table "
+                    "(a transparent listener, nft, CAP_NET_ADMIN)"
+                )
+            )
+        if transport is not Transport.TCP:
+            return fail(ValueError("allowFutureConnect: TCP flows only (UDP is not done yet)"))
+        if not (isIPLiteral(source.host) and isIPLiteral(destination.host)):
+            return fail(ValueError("allowFutureConnect: source and destination are IP literals"))
+        source = Address(normalizeHost(source.host), source.port)
+        destination = Address(normalizeHost(destination.host), destination.port)
+        if source.isIPv6 != destination.isIPv6 or not destination.port:
+            return fail(ValueError(f"allowFutureConnect: {source} -> {destination} cannot be"))
+        crowded = self._tooManyPending(1)
+        if crowded is not None:
+            return fail(crowded)
+        target = sessionFilter if sessionFilter is not None else self._sessionFilter
+        external = (
+            proxyExternalAddress if proxyExternalAddress is not None else self.externalAddress
+        )
+        action = FutureConnectAction(
+            self._gateway,
+            destination,
+            external,
+            source.host,
+            flags,
+            context,
+            lambda notification: self._notify(target, notification),
+            label=self.sessionId,
+            source=source,
+            registry=registry,
+        )
+        action.tls = dict(tls or {})
+        action.dataFilterFactory = dataFilterFactory
+        try:
+            registered = action.register()
+        except FWXError as e:
+            return fail(e)
+        action.start(self._gateway.settings.redirectTimeout)
+        self._actions.append(action)
+        action.whenFinished().addCallback(self._actionFinished, action)
+        log.debug(
+            "{session}: future connect {source} -> {destination}",
+            session=self.sessionId,
+            source=str(source),
+            destination=str(destination),
+        )
+
+        def refused(failure: Failure) -> Failure:
+            log.warn(
+                "{session}: future connect {source} -> {destination} refused: {error}",
+                session=self.sessionId,
+                source=str(source),
+                destination=str(destination),
+                error=failure.getErrorMessage(),
+            )
+            action.cancel()
+            return failure
+
+        permitted: Deferred[IFirewallAction] = registered.addCallbacks(lambda _: action, refused)
+        return permitted
 
     def startTLS(self, side: Side, tls: LegTLS) -> None:
         self.primary.startTLS(side, tls)
