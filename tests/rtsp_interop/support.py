@@ -1,0 +1,448 @@
+"""Real RTSP peers for the interop tests: gst-rtsp-server, ffmpeg/ffprobe and gst-launch.
+
+PLAYER_NOTES (filled in below from measurements) says how each player behaves on the wire.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+import json
+import os
+import re
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from tests.peers import (
+    ClientResult,
+    _deathSignalPrefix,
+    requirePeer,
+    runClient,
+    skipOrFail,
+)
+
+GST_PYTHON = "/usr/bin/python3"
+"""Debian's interpreter: the one with python3-gi and gst-rtsp-server's typelib."""
+SERVER_SCRIPT = Path(__file__).resolve().with_name("gst_server.py")
+TRANSCRIPTS = Path(__file__).resolve().with_name("transcripts")
+SERVER_LIFETIME = 30.0
+"""Seconds after which gst_server.py quits by itself, whatever the test does."""
+CLIENT_TIMEOUT = 15.0
+"""Hard limit for one player run (it is killed after that)."""
+
+
+# -- the server -----------------------------------------------------------------------------
+
+
+@functools.cache
+def _gstServerProblem() -> str | None:
+    """Why gst_server.py cannot run here, or None (checked once per session)."""
+    if not os.access(GST_PYTHON, os.X_OK):
+        return f"{GST_PYTHON} missing (Debian's python3 drives gst-rtsp-server)"
+    probe = 'import gi; gi.require_version("GstRtspServer", "1.0")'
+    try:
+        result = subprocess.run(
+            [GST_PYTHON, "-c", probe], capture_output=True, text=True, timeout=30
+        )
+    except subprocess.TimeoutExpired:
+        return f"{GST_PYTHON} -c {probe!r} did not finish in 30 s"
+    if result.returncode != 0:
+        return f"{GST_PYTHON} cannot load GstRtspServer: {result.stderr.strip()[-300:]}"
+    return None
+
+
+def requireGstServer() -> None:
+    """Skip (or fail under CI=true) unless gst_server.py can run."""
+    problem = _gstServerProblem()
+    if problem is not None:
+        skipOrFail(
+            f"{problem}; install python3-gi gir1.2-gst-rtsp-server-1.0 "
+            "gstreamer1.0-plugins-base gstreamer1.0-plugins-good (.ci/install-peers)"
+        )
+
+
+class RTSPServer:
+    """A running gst_server.py: its address, and the JSON events it printed so far."""
+
+    def __init__(
+        self,
+        process: subprocess.Popen[bytes],
+        host: str,
+        mode: str,
+        mount: str,
+        user: str,
+        password: str,
+    ) -> None:
+        self.process = process
+        self.host = host
+        self.mode = mode
+        self.mount = mount
+        self.user = user
+        self.password = password
+        self.port = 0
+        self.events: list[dict[str, Any]] = []
+        self.stderr: list[str] = []
+        self._changed = threading.Condition()
+        self._readers = [
+            threading.Thread(target=self._readEvents, daemon=True),
+            threading.Thread(target=self._readStderr, daemon=True),
+        ]
+        for reader in self._readers:
+            reader.start()
+
+    def _readEvents(self) -> None:
+        assert self.process.stdout is not None
+        for raw in self.process.stdout:
+            line = raw.decode(errors="replace").strip()
+            try:
+                event = json.loads(line)
+            except ValueError:
+                event = {"event": "garbage", "line": line}
+            with self._changed:
+                self.events.append(event)
+                self._changed.notify_all()
+        with self._changed:
+            self._changed.notify_all()
+
+    def _readStderr(self) -> None:
+        assert self.process.stderr is not None
+        for raw in self.process.stderr:
+            self.stderr.append(raw.decode(errors="replace"))
+
+    def url(self, user: str | None = None, password: str | None = None) -> str:
+        """rtsp://[user:password@]host:port/mount."""
+        credentials = ""
+        if user is not None:
+            credentials = f"{user}:{password or ''}@"
+        return f"rtsp://{credentials}{self.host}:{self.port}{self.mount}"
+
+    def eventsNamed(self, name: str) -> list[dict[str, Any]]:
+        """Events of one kind, in order."""
+        with self._changed:
+            return [event for event in self.events if event.get("event") == name]
+
+    def waitFor(
+        self,
+        name: str,
+        predicate: Callable[[dict[str, Any]], bool] = lambda _event: True,
+        timeout: float = 10.0,
+    ) -> dict[str, Any]:
+        """The first event `name` matching `predicate`; TimeoutError after `timeout` s."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while True:
+                for event in self.events:
+                    if event.get("event") == name and predicate(event):
+                        return event
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or (self.process.poll() is not None and not self._alive()):
+                    raise TimeoutError(
+                        f"no {name!r} event from gst_server.py after {timeout} s; "
+                        f"events: {self.events}\nstderr: {''.join(self.stderr)[-2000:]}"
+                    )
+                self._changed.wait(min(remaining, 0.5))
+
+    def _alive(self) -> bool:
+        return self._readers[0].is_alive()
+
+    def stop(self) -> None:
+        """SIGTERM (the server reports and exits 0), 5 s, then SIGKILL; by pid only."""
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+        for reader in self._readers:
+            reader.join(5)
+
+
+@contextlib.contextmanager
+def startRTSPServer(
+    mode: str = "play",
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    mount: str = "/test",
+    user: str = "user",
+    password: str = "secret",
+    lifetime: float = SERVER_LIFETIME,
+    readyTimeout: float = 10.0,
+) -> Iterator[RTSPServer]:
+    """Run gst_server.py in `mode` (play, basic, digest, record) until the block ends.
+
+    Waits for its ``ready`` event (port 0: the one it picked). The script quits by itself
+    after `lifetime` s; leaving the block stops it (SIGTERM, then SIGKILL).
+    """
+    requireGstServer()
+    argv = [
+        GST_PYTHON,
+        str(SERVER_SCRIPT),
+        f"--address={host}",
+        f"--port={port}",
+        f"--mode={mode}",
+        f"--mount={mount}",
+        f"--lifetime={lifetime}",
+        f"--user={user}",
+        f"--password={password}",
+    ]
+    process = subprocess.Popen(
+        [*_deathSignalPrefix(), *argv],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+        # Debian's python3 must not pick up the project's environment (PYTHONPATH etc.).
+        env={k: v for k, v in os.environ.items() if not k.startswith("PYTHON")},
+    )
+    server = RTSPServer(process, host, mode, mount, user, password)
+    try:
+        server.port = int(server.waitFor("ready", timeout=readyTimeout)["port"])
+        yield server
+    finally:
+        server.stop()
+
+
+# -- players --------------------------------------------------------------------------------
+
+
+def _ffmpeg(name: str = "ffmpeg") -> str:
+    return requirePeer(name)
+
+
+@dataclasses.dataclass(frozen=True)
+class FfmpegResult:
+    """An ffmpeg run reading RTSP: the frames it wrote out, and its output."""
+
+    client: ClientResult
+    frames: int
+    """Frames (video) or audio frames written, one ``framecrc`` line each."""
+    progressFrames: int | None
+    """The last ``frame=`` of ffmpeg's progress line (video only), or None."""
+
+    @property
+    def returncode(self) -> int:
+        return self.client.returncode
+
+    @property
+    def output(self) -> str:
+        return self.client.stderr
+
+
+def ffmpegPlay(
+    url: str,
+    transport: str = "udp",
+    seconds: float = 4.0,
+    stream: str = "v",
+    *,
+    timeout: float = CLIENT_TIMEOUT,
+    extra: Sequence[str] = (),
+) -> FfmpegResult:
+    """Read `seconds` of one stream ('v' or 'a') of `url` with ffmpeg over `transport`.
+
+    The decoded frames go to ``-f framecrc -``: one stdout line per frame, so audio
+    frames count as precisely as video ones (the ``frame=`` progress line is video only).
+    """
+    argv = [
+        _ffmpeg(),
+        "-nostdin",
+        "-hide_banner",
+        *extra,
+        "-rtsp_transport",
+        transport,
+        "-i",
+        url,
+        "-t",
+        str(seconds),
+        "-map",
+        f"0:{stream}",
+        "-f",
+        "framecrc",
+        "-",
+    ]
+    client = runClient(argv, timeout)
+    frames = sum(1 for line in client.stdout.splitlines() if line and not line.startswith("#"))
+    progress = re.findall(r"frame=\s*(\d+)", client.stderr)
+    return FfmpegResult(client, frames, int(progress[-1]) if progress else None)
+
+
+def ffmpegFrames(url: str, transport: str = "udp", seconds: float = 4.0, stream: str = "v") -> int:
+    """Frames ffmpeg decoded from `url` in `seconds` (AssertionError if it failed)."""
+    result = ffmpegPlay(url, transport, seconds, stream)
+    result.client.check()
+    return result.frames
+
+
+def ffprobeStreams(
+    url: str, transport: str = "udp", timeout: float = CLIENT_TIMEOUT
+) -> list[dict[str, Any]]:
+    """The streams ffprobe finds at `url` (index, codec_type, codec_name, ...)."""
+    argv = [
+        _ffmpeg("ffprobe"),
+        "-hide_banner",
+        "-v",
+        "error",
+        "-rtsp_transport",
+        transport,
+        "-show_entries",
+        "stream=index,codec_type,codec_name,sample_rate,width,height",
+        "-of",
+        "json",
+        url,
+    ]
+    result = runClient(argv, timeout).check()
+    streams: list[dict[str, Any]] = json.loads(result.stdout).get("streams", [])
+    return streams
+
+
+def ffmpegPublish(
+    url: str,
+    transport: str = "udp",
+    seconds: float = 2.0,
+    *,
+    timeout: float = CLIENT_TIMEOUT,
+) -> ClientResult:
+    """Publish `seconds` of live test video (MJPEG) and audio (PCMU) to `url` (RECORD).
+
+    ``-re`` paces it in real time. ``-huffman default``: RFC 2435 requires the standard
+    Huffman tables, which ffmpeg's MJPEG encoder does not use by default.
+    """
+    argv = [
+        _ffmpeg(),
+        "-nostdin",
+        "-hide_banner",
+        "-loglevel",
+        "error",
+        "-re",
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc=size=320x240:rate=15",
+        "-re",
+        "-f",
+        "lavfi",
+        "-i",
+        "sine=frequency=440:sample_rate=8000",
+        "-t",
+        str(seconds),
+        "-map",
+        "0:v",
+        "-map",
+        "1:a",
+        "-c:v",
+        "mjpeg",
+        "-huffman",
+        "default",
+        "-pix_fmt",
+        "yuvj420p",
+        "-c:a",
+        "pcm_mulaw",
+        "-ar",
+        "8000",
+        "-ac",
+        "1",
+        "-f",
+        "rtsp",
+        "-rtsp_transport",
+        transport,
+        url,
+    ]
+    return runClient(argv, timeout)
+
+
+@dataclasses.dataclass(frozen=True)
+class GstResult:
+    """A gst-launch-1.0 rtspsrc run: how it ended, and the buffers its sinks saw."""
+
+    client: ClientResult
+    eos: bool
+    """The pipeline ended by EOS: with num-buffers=N, every sink then got N buffers."""
+    seen: dict[str, int]
+    """Buffers per sink ('v', 'a') counted from -v's last-message notifications.
+
+    A lower bound: gst-launch drops the notifications still queued when EOS arrives.
+    """
+    numBuffers: int
+
+    @property
+    def returncode(self) -> int:
+        return self.client.returncode
+
+    @property
+    def output(self) -> str:
+        return self.client.stdout + self.client.stderr
+
+    @property
+    def buffers(self) -> dict[str, int]:
+        """Decoded buffers per sink: exactly num-buffers after EOS, else the lower bound."""
+        return {sink: self.numBuffers if self.eos else n for sink, n in self.seen.items()}
+
+
+def gstPlay(
+    url: str,
+    protocols: str = "udp",
+    buffers: int = 20,
+    *,
+    user: str | None = None,
+    password: str | None = None,
+    latency: int = 200,
+    timeout: float = CLIENT_TIMEOUT,
+    extra: Sequence[str] = (),
+) -> GstResult:
+    """Play both tracks of `url` with rtspsrc until each sink got `buffers` decoded buffers.
+
+    Each of rtspsrc's pads is linked (by caps) to depayloader, decoder and a fakesink with
+    num-buffers: without both linked, or without num-buffers, the pipeline never ends.
+    """
+    source = [
+        "rtspsrc",
+        f"location={url}",
+        f"protocols={protocols}",
+        f"latency={latency}",
+        "name=src",
+        *extra,
+    ]
+    if user is not None:
+        source += [f"user-id={user}", f"user-pw={password or ''}"]
+    sink = ["silent=false", f"num-buffers={buffers}", "sync=false"]
+    argv = [
+        requirePeer("gst-launch-1.0"),
+        "-v",
+        *source,
+        "src.",
+        "!",
+        "application/x-rtp,media=video",
+        "!",
+        "rtpjpegdepay",
+        "!",
+        "jpegdec",
+        "!",
+        "fakesink",
+        "name=v",
+        *sink,
+        "src.",
+        "!",
+        "application/x-rtp,media=audio",
+        "!",
+        "rtppcmudepay",
+        "!",
+        "mulawdec",
+        "!",
+        "fakesink",
+        "name=a",
+        *sink,
+    ]
+    client = runClient(argv, timeout)
+    text = client.stdout + client.stderr
+    seen = {
+        name: len(re.findall(rf"GstFakeSink:{name}: last-message = chain", text))
+        for name in ("v", "a")
+    }
+    eos = "Got EOS from element" in text
+    return GstResult(client, eos, seen, buffers)
