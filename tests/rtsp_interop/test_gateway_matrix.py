@@ -76,7 +76,7 @@ def test_gstLaunchDecodesVideoAndAudio(
     policy, server, gateway = policyGateway
     before = len(sessionLines(gateway))
     result = gstPlay(gatewayUrl(gateway), transport, buffers=BUFFERS)
-    assert result.returncode == 0 and result.eos, result.output
+    assert result.played, result.output
     # EOS with num-buffers: each sink got every one of its buffers, decoded.
     assert result.buffers == {"v": BUFFERS, "a": BUFFERS}, result.output
     assert result.seen["v"] > 0 and result.seen["a"] > 0, result.output

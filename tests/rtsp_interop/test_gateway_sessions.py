@@ -103,7 +103,7 @@ def test_serverAuthenticationThroughTheGateway(mode: str) -> None:
         ]
     right.client.check()
     assert right.frames > 15, right.output
-    assert gst.returncode == 0 and gst.eos, gst.output
+    assert gst.played, gst.output
     assert wrong.returncode != 0 and "401 Unauthorized" in wrong.output, wrong.output
     scheme = "Basic " if mode == "basic" else "Digest "
     assert any(a.startswith(scheme) for a in authorizations), authorizations
