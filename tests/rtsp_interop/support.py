@@ -262,22 +262,6 @@ def gatewayLog(gateway: Gateway) -> str:
     return gateway.log()
 
 
-def waitForLog(gateway: Gateway, pattern: str, count: int = 1, timeout: float = 10.0) -> list[str]:
-    """The first `count` matches of `pattern` in the gateway log, polled; AssertionError."""
-    regex = re.compile(pattern, re.MULTILINE)
-    deadline = time.monotonic() + timeout
-    while True:
-        found = [m.group(0) for m in regex.finditer(gatewayLog(gateway))]
-        if len(found) >= count:
-            return found
-        if time.monotonic() >= deadline:
-            raise AssertionError(
-                f"{len(found)} of {count} matches of {pattern!r} in the gateway log "
-                f"after {timeout} s:\n{gatewayLog(gateway)}"
-            )
-        time.sleep(0.1)
-
-
 SESSION_LINE = re.compile(
     r"(?P<session>s\d+): rtsp (?P<url>\S+) (?P<count>\d+) track\(s\) \((?P<transports>[^)]*)\) "
     r"in [\d.]+ s: (?P<toClient>\d+) packets to the client, (?P<toServer>\d+) to the server, "
