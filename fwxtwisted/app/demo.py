@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -15,14 +16,15 @@ from twisted.python import usage
 from twisted.python.filepath import FilePath
 
 from fwxtwisted.app.build import buildService
-from fwxtwisted.app.config import parseConfig
+from fwxtwisted.app.cli import CommandOptions
+from fwxtwisted.app.config import checkServerEndpoint, parseConfig
 from fwxtwisted.app.service import FirewallService
 from fwxtwisted.interfaces import IFilter
 
 SAMPLE_FOLDER = Path(__file__).parent / "demodata"
 
 
-class DemoOptions(usage.Options):
+class DemoOptions(CommandOptions):
     """twistd fwx demo [--listen ENDPOINT] [--folder DIR]"""
 
     optParameters: list[list[Any]] = [
@@ -31,8 +33,12 @@ class DemoOptions(usage.Options):
     ]
 
     def postOptions(self) -> None:
-        if not Path(self["folder"]).is_dir():
-            raise usage.UsageError(f"--folder {self['folder']}: not a directory")
+        try:
+            checkServerEndpoint(self["listen"])
+        except ValueError as e:
+            raise usage.UsageError(f"--listen: {e}") from None
+        if not os.path.isdir(self["folder"]):
+            raise usage.UsageError(f"--folder: {self['folder']!r} is not a directory")
 
 
 class DemoService(MultiService):

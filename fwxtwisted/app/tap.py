@@ -14,7 +14,7 @@ from fwxtwisted.app.demo import DemoOptions, DemoService
 from fwxtwisted.app.registry import discoverFilters
 from fwxtwisted.app.service import ListenError
 from fwxtwisted.app.workers import WorkerPool
-from fwxtwisted.errors import ConfigError
+from fwxtwisted.errors import ConfigError, oneLine
 from fwxtwisted.logs import setLogLevel
 
 DEMO_DESCRIPTION = "The FTP gateway on 127.0.0.1:2121 before an embedded FTP server."
@@ -48,6 +48,18 @@ class Options(usage.Options):
         if "ftp" in self.filters:
             commands.append(("demo", None, DemoOptions, DEMO_DESCRIPTION))
         return commands
+
+    def parseOptions(self, options: list[str] | None = None) -> None:
+        """A usage error is one line and a hint on stderr, then exit status 1 (twistd
+        would print its whole help above it)."""
+        try:
+            super().parseOptions(options)
+        except usage.UsageError as e:
+            command = f"fwx {self.subCommand}" if self.subCommand else "fwx"
+            sys.stderr.write(
+                f"{command}: {oneLine(str(e))}\n{command}: try 'twistd {command} --help'\n"
+            )
+            raise SystemExit(1) from None
 
     def postOptions(self) -> None:
         if self.subCommand is None and not self["config"]:

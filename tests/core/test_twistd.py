@@ -211,6 +211,51 @@ def test_bad_command_line_value_is_one_line(tmp_path: Path) -> None:
     assert output == "fwx: command line: listeners[0].upstream: no port in address 'nowhere'"
 
 
+def test_unknown_endpoint_type_in_config_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "bad.toml").write_text(
+        '[[listeners]]\nfilter = "tcp"\nlisten = "nope:2130"\nupstream = "127.0.0.1:1"\n'
+    )
+    result = twistd(tmp_path, "-n", "--pidfile=", "fwx", "--config", "bad.toml")
+    assert result.returncode == 1
+    assert (result.stdout + result.stderr).strip() == (
+        "fwx: bad.toml: listeners[0].listen: "
+        "'nope:2130' is not a server endpoint: Unknown endpoint type: 'nope'"
+    )
+
+
+def test_config_file_not_utf8_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "latin1.toml").write_bytes(
+        '# passerelle de café\n[[listeners]]\nfilter = "tcp"\n'.encode("latin-1")
+    )
+    result = twistd(tmp_path, "-n", "--pidfile=", "fwx", "--config", "latin1.toml")
+    assert result.returncode == 1
+    assert (result.stdout + result.stderr).strip() == (
+        "fwx: latin1.toml: not UTF-8 text (TOML must be): byte 0xe9 at offset 19"
+    )
+
+
+def test_usage_error_is_one_line_and_a_hint(tmp_path: Path) -> None:
+    result = twistd(
+        tmp_path,
+        "-n",
+        "--pidfile=",
+        "fwx",
+        "ftp",
+        "--listen",
+        "tcp:0",
+        "--upstream",
+        "127.0.0.1:21",
+        "--idle-timeout",
+        "abc",
+    )
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert result.stderr.splitlines() == [
+        "fwx ftp: --idle-timeout: expected seconds, got 'abc'",
+        "fwx ftp: try 'twistd fwx ftp --help'",
+    ]
+
+
 def test_listen_port_in_use_is_one_line(tmp_path: Path) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
