@@ -51,6 +51,19 @@ class CommandOptions(usage.Options):
                 self._dispatch[name] = _NamedCoercion(self, handler.coerce)
 
 
+#: Options of a filter that opens secondary connections (redirectConnections): add
+#: them to its optParameters.  A filter that opens none leaves them out of its --help.
+REDIRECT_OPTIONS: list[list[Any]] = [
+    ["redirect-timeout", None, 60.0, "Seconds an unused permission stays open.", seconds],
+    ["port-range", None, None, "LOW-HIGH: ports for redirect listeners (default 20000-29999)."],
+]
+
+#: Options of a filter whose secondary channels may be UDP.
+UDP_OPTIONS: list[list[Any]] = [
+    ["udp-idle-timeout", None, 60.0, "Seconds a UDP mapping lives without traffic.", seconds],
+]
+
+
 class GatewayCommandOptions(CommandOptions):
     """Options of C{twistd fwx FILTER ...}; a filter subclasses it to add its own.
 
@@ -63,9 +76,6 @@ class GatewayCommandOptions(CommandOptions):
         ["listen", "l", None, "Endpoint to listen on, e.g. tcp:8080:interface=127.0.0.1."],
         ["upstream", "u", None, "Where sessions go: HOST:PORT or tcp:host=HOST:port=PORT."],
         ["connect-timeout", None, 10.0, "Seconds an outbound connect may take.", seconds],
-        ["redirect-timeout", None, 60.0, "Seconds an unused permission stays open.", seconds],
-        ["udp-idle-timeout", None, 60.0, "Seconds a UDP mapping lives without traffic.", seconds],
-        ["port-range", None, None, "LOW-HIGH: ports for redirect listeners (default 20000-29999)."],
         ["max-sessions", None, None, "Refuse sessions beyond this many.", wholeNumber],
         [
             "max-sessions-per-ip",
@@ -104,15 +114,20 @@ class GatewayCommandOptions(CommandOptions):
         """The gateway-wide keys, shaped as in TOML."""
         table: dict[str, object] = {
             "connect_timeout": self["connect-timeout"],
-            "redirect_timeout": self["redirect-timeout"],
-            "udp_idle_timeout": self["udp-idle-timeout"],
             "external_addresses": list(self["external-address"]),
             "fast_path": not self["no-fast-path"],
             "shutdown_grace": self["shutdown-grace"],
             "log_level": self["log-level"],
             "workers": self["workers"],
         }
-        if self["port-range"]:
+        # Options only some filters take (REDIRECT_OPTIONS, UDP_OPTIONS).
+        for option, key in (
+            ("redirect-timeout", "redirect_timeout"),
+            ("udp-idle-timeout", "udp_idle_timeout"),
+        ):
+            if option in self:
+                table[key] = self[option]
+        if self.get("port-range"):
             table["port_ranges"] = {"*": self["port-range"]}
         return table
 

@@ -16,6 +16,7 @@ from fwxtwisted.app.service import ListenError
 from fwxtwisted.app.workers import WorkerPool
 from fwxtwisted.errors import ConfigError, oneLine
 from fwxtwisted.logs import setLogLevel
+from fwxtwisted.net.externals import unbindableAddress
 
 DEMO_DESCRIPTION = "The FTP gateway on 127.0.0.1:2121 before an embedded FTP server."
 
@@ -84,6 +85,17 @@ def configTableFromOptions(options: Options) -> tuple[dict[str, object], str]:
     return readConfigTable(options["config"]), options["config"]
 
 
+def checkExternalAddresses(config: GatewayConfig) -> None:
+    """Refuse external addresses this machine cannot send from. @raise ConfigError."""
+    for ip in config.settings.externalAddresses:
+        why = unbindableAddress(ip)
+        if why is not None:
+            raise ConfigError(
+                f"{config.source}: external_addresses: cannot send from {ip} ({why}): "
+                "not an address of this machine?"
+            )
+
+
 class _CommandLineService(MultiService):
     """Turns a listener that cannot open into one line on stderr and exit status 1."""
 
@@ -106,6 +118,7 @@ def makeService(options: Options) -> IService:
     try:
         table, source = configTableFromOptions(options)
         config = parseConfig(table, source)
+        checkExternalAddresses(config)
         firewall = buildService(config, options.filters)
     except ConfigError as e:
         sys.stderr.write(f"fwx: {e}\n")

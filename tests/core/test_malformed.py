@@ -310,6 +310,23 @@ def test_any_option_value_runs_or_fails_in_one_line(
             ["fwx ftp: --shutdown-grace: expected seconds, got 'nan'"],
         ),
         (["tcp", "--listen", "tcp:0", "--bogus"], ["fwx tcp: option --bogus not recognized"]),
+        (
+            ["ftp", "--listen", "tcp:0", "--upstream", "127.0.0.1:21"]
+            + ["--allow-destination", "10.0.0.0/8"],
+            [
+                "fwx ftp: --allow-destination: only with --explicit "
+                "(a reverse proxy goes to --upstream)"
+            ],
+        ),
+        (
+            ["tcp", "--listen", "tcp:0", "--upstream", "127.0.0.1:21", "--port-range", "1-2"],
+            ["fwx tcp: option --port-range not recognized"],
+        ),
+        (
+            ["ftp", "--listen", "tcp:0", "--upstream", "127.0.0.1:21"]
+            + ["--udp-idle-timeout", "5"],
+            ["fwx ftp: option --udp-idle-timeout not recognized"],
+        ),
         (["--no-such-thing"], ["fwx: option --no-such-thing not recognized"]),
         (["gopher"], ["fwx: Unknown command: gopher"]),
     ],
@@ -332,3 +349,26 @@ def test_an_unknown_listen_endpoint_is_one_line(capsys: pytest.CaptureFixture[st
             "'bogus:2130' is not a server endpoint: Unknown endpoint type: 'bogus'"
         ],
     )
+
+
+@pytest.mark.parametrize("ip", ["192.0.2.1", "2001:db8::1"])
+def test_an_external_address_of_another_machine_is_refused(
+    capsys: pytest.CaptureFixture[str], ip: str
+) -> None:
+    # Accepted, it failed every session later: "421 ... Couldn't bind: 99".
+    argv = ["tcp", "--listen", "tcp:0", "--upstream", "127.0.0.1:21"]
+    status, lines = run(
+        [*argv, "--external-address", "127.0.0.2", "--external-address", ip], capsys
+    )
+    assert (status, lines) == (
+        1,
+        [
+            f"fwx: command line: external_addresses: cannot send from {ip} "
+            "(Cannot assign requested address): not an address of this machine?"
+        ],
+    )
+
+
+def test_local_external_addresses_are_accepted(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["tcp", "--listen", "tcp:0", "--upstream", "127.0.0.1:21"]
+    assert run([*argv, "--external-address", "127.0.0.2"], capsys) == (0, [])

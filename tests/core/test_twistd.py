@@ -294,11 +294,41 @@ def test_tcp_help_documents_every_option(tmp_path: Path) -> None:
     assert result.returncode == 0
     options = TCPCommandOptions()
     names = [name.rstrip("=") for name in options.longOpt]
-    assert {"listen", "upstream", "external-address", "port-range", "no-fast-path"} <= set(names)
+    assert {"listen", "upstream", "external-address", "no-fast-path"} <= set(names)
     for name in names:
         assert f"--{name}" in result.stdout
         if name not in ("help", "version"):
             assert options.docs.get(name), f"--{name} has no help text"
+
+
+def test_help_lists_only_options_the_filter_uses(tmp_path: Path) -> None:
+    ftp = twistd(tmp_path, "fwx", "ftp", "--help").stdout
+    tcp = twistd(tmp_path, "fwx", "tcp", "--help").stdout
+    assert "--redirect-timeout" in ftp and "--port-range" in ftp
+    # Neither filter opens UDP channels; the tcp filter opens no secondary channel.
+    assert "udp" not in ftp.lower() and "udp" not in tcp.lower()
+    assert "--redirect-timeout" not in tcp and "--port-range" not in tcp
+
+
+def test_an_external_address_of_another_machine_is_refused_at_start(tmp_path: Path) -> None:
+    result = twistd(
+        tmp_path,
+        "-n",
+        "--pidfile=",
+        "fwx",
+        "ftp",
+        "--listen",
+        "tcp:0",
+        "--upstream",
+        "127.0.0.1:21",
+        "--external-address",
+        "192.0.2.1",
+    )
+    assert result.returncode == 1
+    assert (result.stdout + result.stderr).strip() == (
+        "fwx: command line: external_addresses: cannot send from 192.0.2.1 "
+        "(Cannot assign requested address): not an address of this machine?"
+    )
 
 
 def sessionLines(tmp_path: Path) -> list[str]:

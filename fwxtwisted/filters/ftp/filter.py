@@ -9,7 +9,7 @@ from twisted.python import usage
 from zope.interface import implementer
 
 from fwxtwisted.address import Address
-from fwxtwisted.app.cli import GatewayCommandOptions, seconds
+from fwxtwisted.app.cli import REDIRECT_OPTIONS, GatewayCommandOptions, seconds
 from fwxtwisted.app.service import IConnectionRefuser
 from fwxtwisted.errors import ConfigError
 from fwxtwisted.filters.ftp.control import FTPSessionFilter
@@ -27,6 +27,7 @@ class FTPCommandOptions(GatewayCommandOptions):
 
     optParameters: list[list[Any]] = [
         *GatewayCommandOptions.optParameters,
+        *REDIRECT_OPTIONS,
         ["passive-ports", None, None, "LOW-HIGH: ports for client-facing passive listeners."],
         [
             "data-policy",
@@ -83,6 +84,10 @@ class FTPCommandOptions(GatewayCommandOptions):
         super().postOptions()
         if bool(self["upstream"]) == bool(self["explicit"]):
             raise usage.UsageError("give either --upstream ENDPOINT or --explicit")
+        if self["allow-destination"] and not self["explicit"]:
+            raise usage.UsageError(
+                "--allow-destination: only with --explicit (a reverse proxy goes to --upstream)"
+            )
 
     def gatewayTable(self) -> dict[str, object]:
         table = super().gatewayTable()
