@@ -13,6 +13,7 @@ from fwxtwisted.app.config import GatewayConfig, parseConfig, readConfigTable
 from fwxtwisted.app.demo import DemoOptions, DemoService
 from fwxtwisted.app.registry import discoverFilters
 from fwxtwisted.app.service import ListenError
+from fwxtwisted.app.signals import endGrace, hurryOnSecondSignal
 from fwxtwisted.app.workers import WorkerPool
 from fwxtwisted.errors import ConfigError, oneLine
 from fwxtwisted.logs import setLogLevel
@@ -105,6 +106,12 @@ class _CommandLineService(MultiService):
         except ListenError as e:
             sys.stderr.write(f"fwx: {e}\n")
             raise SystemExit(1) from None
+
+    def stopService(self) -> Any:
+        from twisted.internet import reactor
+
+        hurryOnSecondSignal(reactor, lambda: endGrace(self))
+        return super().stopService()
 
 
 def makeService(options: Options) -> IService:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -400,3 +401,101 @@ def test_a_config_file_with_workers_forwards_through_a_worker(
         finally:
             process.send_signal(signal.SIGCONT)
     assert any("worker 1] w1s1: " in line for line in output.read_text().splitlines())
+
+
+class Feeder:
+    """An upstream for two kinds of session, told apart by the client's first byte:
+    b"F" gets C{size} bytes at a steady pace and EOF (a transfer that finishes), b"S"
+    gets a byte every 0.1 s until the connection ends (one that never would)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.payload = os.urandom(size)
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(8)
+        self.port: int = self.listener.getsockname()[1]
+        self.threads: list[threading.Thread] = []
+        accepting = threading.Thread(target=self._accept, daemon=True)
+        accepting.start()
+
+    def _accept(self) -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                connection, _ = self.listener.accept()
+                thread = threading.Thread(target=self._serve, args=(connection,), daemon=True)
+                thread.start()
+                self.threads.append(thread)
+
+    def _serve(self, connection: socket.socket) -> None:
+        with connection, contextlib.suppress(OSError):
+            connection.settimeout(RUN_WAIT)
+            kind = connection.recv(1)
+            if kind == b"F":
+                chunk = self.size // 20
+                for offset in range(0, self.size, chunk):
+                    connection.sendall(self.payload[offset : offset + chunk])
+                    time.sleep(0.05)
+            else:
+                while True:
+                    connection.sendall(b".")
+                    time.sleep(0.1)
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+def readToEnd(sock: socket.socket) -> bytes:
+    data = b""
+    with contextlib.suppress(OSError):
+        while chunk := sock.recv(65536):
+            data += chunk
+    return data
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_second_signal_ends_the_grace_at_once_and_cleanly(
+    tmp_path: Path, signum: signal.Signals
+) -> None:
+    feeder = Feeder(2 * 1024 * 1024)
+    port = freePort()
+    listen = f"tcp:{port}:interface=127.0.0.1"
+    try:
+        with running(
+            tmp_path,
+            "fwx",
+            "tcp",
+            "--listen",
+            listen,
+            "--upstream",
+            f"127.0.0.1:{feeder.port}",
+            "--shutdown-grace",
+            "30",
+        ) as process:
+            waitForListener(process, port)
+            finishing = socket.create_connection(("127.0.0.1", port), timeout=RUN_WAIT)
+            slow = socket.create_connection(("127.0.0.1", port), timeout=RUN_WAIT)
+            finishing.sendall(b"F")
+            slow.sendall(b"S")
+            assert slow.recv(1) == b"."
+            process.send_signal(signum)
+            # The grace period lets the finishing transfer end, whole.
+            received = readToEnd(finishing)
+            finishing.close()
+            assert received == feeder.payload
+            assert process.poll() is None, "the gateway did not wait for the slow session"
+            process.send_signal(signum)
+            second = time.monotonic()
+            process.wait(RUN_WAIT)
+            stopped = time.monotonic() - second
+            slow.settimeout(1)
+            readToEnd(slow)
+            slow.close()
+    finally:
+        feeder.close()
+    assert stopped < 5, f"the second signal took {stopped:.1f} s to stop the gateway"
+    output = (tmp_path / "twistd.out").read_text(errors="replace")
+    assert "Traceback" not in output and "ReactorNotRunning" not in output, output
+    assert "ending the shutdown grace now" in output
+    # twistd ends by the first signal, as it always did.
+    assert process.returncode == -signum
