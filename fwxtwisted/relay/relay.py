@@ -16,7 +16,7 @@ from twisted.python.failure import Failure
 
 from fwxtwisted.interfaces import ByteCounts, Direction, IDataFilter, LegTLS, Side
 from fwxtwisted.logs import Logger
-from fwxtwisted.net.sendnow import writeNow
+from fwxtwisted.net.sendnow import writeNow, writingShutElsewhere
 from fwxtwisted.relay import splice
 from fwxtwisted.relay.filterchain import FilterChain
 from fwxtwisted.relay.heldbytes import HeldBytes
@@ -309,6 +309,11 @@ class Relay:
         self._fast = None
         if error is None:
             self._eofSent.update(Direction)
+            for leg in self._legs.values():
+                # The pumps read each socket's EOF and shut its writing half: a clean
+                # end, not the hang-up Twisted would report as a non-clean loss.
+                self._readEnded.add(leg.side)
+                writingShutElsewhere(leg.transport)
             self.close()
         else:
             self.abort(error)
