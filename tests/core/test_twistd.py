@@ -499,3 +499,68 @@ def test_a_second_signal_ends_the_grace_at_once_and_cleanly(
     assert "ending the shutdown grace now" in output
     # twistd ends by the first signal, as it always did.
     assert process.returncode == -signum
+
+
+def test_a_download_the_server_ends_closes_normally(tmp_path: Path) -> None:
+    # Large enough for the fast path: its pumps shut both sockets, and Twisted took
+    # the hang-up for "lost in a non-clean fashion".
+    payload = os.urandom(4 * 1024 * 1024)
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(4)
+
+    def serve() -> None:
+        for _ in range(2):
+            with contextlib.suppress(OSError):
+                connection, _ = server.accept()
+                with connection:
+                    connection.sendall(payload)
+
+    threading.Thread(target=serve, daemon=True).start()
+    port = freePort()
+    listen = f"tcp:{port}:interface=127.0.0.1"
+    upstreamAt = f"127.0.0.1:{server.getsockname()[1]}"
+    try:
+        with running(tmp_path, "fwx", "tcp", "--listen", listen, "--upstream", upstreamAt) as p:
+            waitForListener(process=p, port=port)  # the probe is session s1
+            with socket.create_connection(("127.0.0.1", port), timeout=SOCKET_WAIT) as client:
+                assert readToEnd(client) == payload
+            deadline = time.monotonic() + RUN_WAIT
+            while not [line for line in sessionLines(tmp_path) if "] s2: " in line]:
+                assert time.monotonic() < deadline, "no session line"
+                time.sleep(0.05)
+    finally:
+        server.close()
+    [line] = [line for line in sessionLines(tmp_path) if "] s2: " in line]
+    assert "closed (normal close)" in line, line
+    assert f"0 bytes from client, {len(payload)} from server" in line
+
+
+def test_the_demo_log_holds_the_gateway_lines_not_the_embedded_server_chatter(
+    tmp_path: Path,
+) -> None:
+    import ftplib
+
+    port = freePort()
+    with running(tmp_path, "fwx", "demo", "--listen", f"tcp:{port}:interface=127.0.0.1") as p:
+        waitForListener(p, port)
+        for passive in (True, False):
+            with ftplib.FTP() as ftp:
+                ftp.connect("127.0.0.1", port, timeout=SOCKET_WAIT)
+                ftp.login()
+                ftp.set_pasv(passive)
+                listing: list[str] = []
+                ftp.retrlines("LIST", listing.append)
+                assert any("hello.txt" in entry for entry in listing)
+                lines: list[bytes] = []
+                ftp.retrbinary("RETR hello.txt", lines.append)
+                assert b"".join(lines)
+    log = (tmp_path / "twistd.out").read_text(errors="replace")
+    for chatter in ("DTPFactory", "cleanupDTP", "FTP (ProtocolWrapper)", "Starting factory"):
+        assert chatter not in log, log
+    assert log.count("fwx_event") == 0
+    assert len([line for line in log.splitlines() if "ftp download 'hello.txt'" in line]) == 2
+    assert len([line for line in log.splitlines() if "closed (normal close)" in line]) >= 2
+    # The demo's own lines, the gateway's, twistd's: before, the embedded server's
+    # lines outnumbered them two to one.
+    assert len(log.splitlines()) <= 30, log
