@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime
 import math
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -372,3 +373,15 @@ def test_an_external_address_of_another_machine_is_refused(
 def test_local_external_addresses_are_accepted(capsys: pytest.CaptureFixture[str]) -> None:
     argv = ["tcp", "--listen", "tcp:0", "--upstream", "127.0.0.1:21"]
     assert run([*argv, "--external-address", "127.0.0.2"], capsys) == (0, [])
+
+
+def test_the_readme_names_every_key_and_every_option() -> None:
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    keys = configModule._TOP_KEYS | configModule._LISTENER_KEYS | ftpOptionsModule._KEYS
+    for key in sorted(keys):
+        assert f"`{key}`" in readme or f"[{key}]" in readme, f"README misses the key {key}"
+    for name, _, parameters, flags in COMMANDS:
+        if name == "demo":
+            continue
+        for option in parameters + flags:
+            assert f"--{option}" in readme, f"README misses {name} --{option}"
