@@ -7,8 +7,20 @@ class FWXError(Exception):
     """Base of every fwxtwisted error."""
 
 
+def oneLine(text: str) -> str:
+    """C{text} fit for one line of a terminal: control characters, line breaks and
+    undecodable bytes (surrogates) written as Python escapes."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 class ConfigError(FWXError):
-    """A configuration value is wrong; the message names the file and key."""
+    """A configuration value is wrong; the message names the file and key, on one line
+    (whatever the mistaken value holds)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(oneLine(message))
 
 
 class PortRangeExhausted(FWXError):

@@ -2,12 +2,69 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from twisted.python import usage
 
 
-class GatewayCommandOptions(usage.Options):
+def seconds(text: str) -> float:
+    """A command-line time in seconds. @raise ValueError: not a finite number."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
+        raise ValueError(f"expected seconds, got {text!r}")
+    return value
+
+
+def wholeNumber(text: str) -> int:
+    """A command-line count. @raise ValueError: not a whole number."""
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(f"expected a whole number, got {text!r}") from None
+
+
+class _NamedCoercion(usage.CoerceParameter):
+    """Reports a value its option cannot take as C{--name: why}, not as twisted's
+    "Parameter type enforcement failed"."""
+
+    def dispatch(self, parameterName: str, value: str | None) -> None:
+        if value is None:
+            raise usage.UsageError(f"--{parameterName}: a value is needed")
+        try:
+            self.options.opts[parameterName] = self.coerce(value)
+        except ValueError as e:
+            raise usage.UsageError(f"--{parameterName}: {e}") from None
+
+
+class CommandOptions(usage.Options):
+    """usage.Options whose value errors name the option (C{--idle-timeout: expected
+    seconds, got 'abc'})."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        for name, handler in self._dispatch.items():
+            if isinstance(handler, usage.CoerceParameter):
+                self._dispatch[name] = _NamedCoercion(self, handler.coerce)
+
+
+#: Options of a filter that opens secondary connections (redirectConnections): add
+#: them to its optParameters.  A filter that opens none leaves them out of its --help.
+REDIRECT_OPTIONS: list[list[Any]] = [
+    ["redirect-timeout", None, 60.0, "Seconds an unused permission stays open.", seconds],
+    ["port-range", None, None, "LOW-HIGH: ports for redirect listeners (default 20000-29999)."],
+]
+
+#: Options of a filter whose secondary channels may be UDP.
+UDP_OPTIONS: list[list[Any]] = [
+    ["udp-idle-timeout", None, 60.0, "Seconds a UDP mapping lives without traffic.", seconds],
+]
+
+
+class GatewayCommandOptions(CommandOptions):
     """Options of C{twistd fwx FILTER ...}; a filter subclasses it to add its own.
 
     The result is the same table a TOML file gives, so both paths share one validation.
@@ -18,15 +75,24 @@ class GatewayCommandOptions(usage.Options):
     optParameters: list[list[Any]] = [
         ["listen", "l", None, "Endpoint to listen on, e.g. tcp:8080:interface=127.0.0.1."],
         ["upstream", "u", None, "Where sessions go: HOST:PORT or tcp:host=HOST:port=PORT."],
-        ["connect-timeout", None, 10.0, "Seconds an outbound connect may take.", float],
-        ["redirect-timeout", None, 60.0, "Seconds an unused permission stays open.", float],
-        ["udp-idle-timeout", None, 60.0, "Seconds a UDP mapping lives without traffic.", float],
-        ["port-range", None, None, "LOW-HIGH: ports for redirect listeners (default 20000-29999)."],
-        ["max-sessions", None, None, "Refuse sessions beyond this many.", int],
-        ["max-sessions-per-ip", None, None, "Refuse a client IP's sessions beyond this many.", int],
-        ["shutdown-grace", None, 30.0, "Seconds running sessions get to finish at stop.", float],
+        ["connect-timeout", None, 10.0, "Seconds an outbound connect may take.", seconds],
+        ["max-sessions", None, None, "Refuse sessions beyond this many.", wholeNumber],
+        [
+            "max-sessions-per-ip",
+            None,
+            None,
+            "Refuse a client IP's sessions beyond this many.",
+            wholeNumber,
+        ],
+        ["shutdown-grace", None, 30.0, "Seconds running sessions get to finish at stop.", seconds],
         ["log-level", None, "info", "Lowest level logged: debug, info, warn, error, critical."],
-        ["workers", None, 1, "Processes sharing the listeners (limits count per process).", int],
+        [
+            "workers",
+            None,
+            1,
+            "Processes sharing the listeners (limits count per process).",
+            wholeNumber,
+        ],
         ["metrics", None, None, "Endpoint serving Prometheus /metrics, e.g. tcp:9120."],
     ]
     optFlags: list[list[str | None]] = [
@@ -66,15 +132,20 @@ class GatewayCommandOptions(usage.Options):
         """The gateway-wide keys, shaped as in TOML."""
         table: dict[str, object] = {
             "connect_timeout": self["connect-timeout"],
-            "redirect_timeout": self["redirect-timeout"],
-            "udp_idle_timeout": self["udp-idle-timeout"],
             "external_addresses": list(self["external-address"]),
             "fast_path": not self["no-fast-path"],
             "shutdown_grace": self["shutdown-grace"],
             "log_level": self["log-level"],
             "workers": self["workers"],
         }
-        if self["port-range"]:
+        # Options only some filters take (REDIRECT_OPTIONS, UDP_OPTIONS).
+        for option, key in (
+            ("redirect-timeout", "redirect_timeout"),
+            ("udp-idle-timeout", "udp_idle_timeout"),
+        ):
+            if option in self:
+                table[key] = self[option]
+        if self.get("port-range"):
             table["port_ranges"] = {"*": self["port-range"]}
         if self["metrics"]:
             table["metrics"] = self["metrics"]

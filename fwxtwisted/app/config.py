@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import ipaddress
+import math
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeGuard
 
 from twisted.internet.endpoints import serverFromString
 
@@ -100,6 +103,11 @@ def readConfigTable(path: str | Path) -> dict[str, object]:
         raise ConfigError(f"{path}: cannot read: {e.strerror}") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: not valid TOML: {e}") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(
+            f"{path}: not UTF-8 text (TOML must be): byte 0x{e.object[e.start]:02x} "
+            f"at offset {e.start}"
+        ) from None
 
 
 def parseConfig(data: Mapping[str, object], source: str) -> GatewayConfig:
@@ -141,6 +149,25 @@ def parsePortRange(text: str) -> tuple[int, int]:
     if lo < 1 or hi < lo:
         raise ValueError(f"{text!r} is not a range of ports 1-65535 with LOW <= HIGH")
     return lo, hi
+
+
+def checkServerEndpoint(description: str) -> None:
+    """Parse a server endpoint string as twistd will, without listening (an C{ssl:}
+    endpoint reads its key and certificate files).
+
+    @raise ValueError: one line saying why it is not a usable server endpoint.
+    """
+    try:
+        # The endpoint objects only keep the reactor: none is needed to build them.
+        serverFromString(None, description)
+    except OSError as e:
+        where = f": {e.filename}" if e.filename else ""
+        raise ValueError(f"{description!r}: {e.strerror or e}{where}") from None
+    except Exception as e:
+        # The parsers of endpoint plugins raise whatever their arguments make them:
+        # "_parseTCP() got an unexpected keyword argument 'x'" loses its function name.
+        why = re.sub(r"^\w+\(\) ", "", str(e)) or type(e).__name__
+        raise ValueError(f"{description!r} is not a server endpoint: {why}") from None
 
 
 def parseUpstream(text: str) -> Address:
@@ -202,6 +229,10 @@ def _listener(raw: object, where: str, index: int) -> ListenerConfig:
     listen = raw.get("listen")
     if not isinstance(listen, str) or not listen:
         raise ConfigError(f'{where}.listen: an endpoint is needed (e.g. "tcp:2121")')
+    try:
+        checkServerEndpoint(listen)
+    except ValueError as e:
+        raise ConfigError(f"{where}.listen: {e}") from None
     upstream: Address | None = None
     if "upstream" in raw:
         if not isinstance(raw["upstream"], str):
@@ -314,17 +345,31 @@ def _metrics(data: Mapping[str, object], source: str) -> str | None:
     return value
 
 
+#: The longest time any setting may name: a year is a typo already, and timers
+#: must stay well inside what the reactor and the OS can wait for.
+MAX_SECONDS = 365 * 86400.0
+SECONDS_LIMIT = f"at most {MAX_SECONDS:.0f} (a year)"
+
+
+def isSeconds(value: object) -> TypeGuard[int | float]:
+    """True for a TOML number fit to be a time in seconds: finite, at most L{MAX_SECONDS}
+    (the sign is the caller's to check)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    return math.isfinite(value) and abs(value) <= MAX_SECONDS
+
+
 def _nonNegative(data: Mapping[str, object], key: str, default: float, source: str) -> float:
     value = data.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-        raise ConfigError(f"{source}: {key}: must be a number of seconds >= 0")
+    if not isSeconds(value) or value < 0:
+        raise ConfigError(f"{source}: {key}: must be a number of seconds >= 0, {SECONDS_LIMIT}")
     return float(value)
 
 
 def _positive(data: Mapping[str, object], key: str, default: float, source: str) -> float:
     value = data.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-        raise ConfigError(f"{source}: {key}: must be a number of seconds > 0")
+    if not isSeconds(value) or value <= 0:
+        raise ConfigError(f"{source}: {key}: must be a number of seconds > 0, {SECONDS_LIMIT}")
     return float(value)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -10,19 +11,23 @@ from twisted.application.service import MultiService
 from twisted.cred.checkers import AllowAnonymousAccess
 from twisted.cred.portal import Portal
 from twisted.internet.interfaces import IListeningPort
-from twisted.protocols.ftp import FTPFactory, FTPRealm
+from twisted.protocols import ftp
+from twisted.protocols.ftp import FTP, FTPFactory, FTPRealm
+from twisted.python import log as legacyLog
 from twisted.python import usage
 from twisted.python.filepath import FilePath
 
 from fwxtwisted.app.build import buildService
-from fwxtwisted.app.config import parseConfig
+from fwxtwisted.app.cli import CommandOptions
+from fwxtwisted.app.config import checkServerEndpoint, parseConfig
 from fwxtwisted.app.service import FirewallService
 from fwxtwisted.interfaces import IFilter
+from fwxtwisted.net.quietport import listenQuietly
 
 SAMPLE_FOLDER = Path(__file__).parent / "demodata"
 
 
-class DemoOptions(usage.Options):
+class DemoOptions(CommandOptions):
     """twistd fwx demo [--listen ENDPOINT] [--folder DIR]"""
 
     optParameters: list[list[Any]] = [
@@ -31,8 +36,34 @@ class DemoOptions(usage.Options):
     ]
 
     def postOptions(self) -> None:
-        if not Path(self["folder"]).is_dir():
-            raise usage.UsageError(f"--folder {self['folder']}: not a directory")
+        try:
+            checkServerEndpoint(self["listen"])
+        except ValueError as e:
+            raise usage.UsageError(f"--listen: {e}") from None
+        if not os.path.isdir(self["folder"]):
+            raise usage.UsageError(f"--folder: {self['folder']!r} is not a directory")
+
+
+class _EmbeddedServerLog:
+    """C{twisted.protocols.ftp}'s log while the demo runs: the embedded server's
+    errors still reach the log, its chatter (each data port's set-up, timeout and
+    clean-up: two thirds of a demo's log) does not, so the gateway's lines stand out."""
+
+    err = staticmethod(legacyLog.err)
+
+    @staticmethod
+    def msg(*message: Any, **kw: Any) -> None:
+        if kw.get("isError"):
+            legacyLog.msg(*message, **kw)
+
+
+class _QuietFTP(FTP):
+    """Twisted's FTP server protocol whose data ports log no start and close lines."""
+
+    def listenFactory(self, port: int, factory: Any, interface: str = "") -> Any:  # type: ignore[override]
+        from twisted.internet import reactor
+
+        return listenQuietly(reactor, port, factory, interface)
 
 
 class DemoService(MultiService):
@@ -48,13 +79,16 @@ class DemoService(MultiService):
         self._filters = filters
         self._reactor = reactor
         self._embedded: IListeningPort | None = None
+        self._loud: tuple[Any, bool] | None = None
 
     def privilegedStartService(self) -> None:
         folder = FilePath(self._options["folder"])
         factory = FTPFactory(Portal(FTPRealm(folder.path), [AllowAnonymousAccess()]))
+        factory.protocol = _QuietFTP
         factory.allowAnonymous = True
         factory.noisy = False
-        self._embedded = self._reactor.listenTCP(0, factory, interface="127.0.0.1")
+        self._quieten()
+        self._embedded = listenQuietly(self._reactor, 0, factory, "127.0.0.1")
         serverPort = self._embedded.getHost().port  # type: ignore[union-attr]
         config = parseConfig(
             {
@@ -83,9 +117,19 @@ class DemoService(MultiService):
         )
         sys.stdout.flush()
 
+    def _quieten(self) -> None:
+        # Twisted's FTP module logs through its module-level names: the demo's process
+        # runs no other FTP server, and they are put back at stop.
+        self._loud = (ftp.log, ftp.DTPFactory.noisy)  # type: ignore[attr-defined]
+        ftp.log = _EmbeddedServerLog  # type: ignore[attr-defined,assignment]
+        ftp.DTPFactory.noisy = False
+
     def stopService(self) -> Any:
         result = super().stopService()
         if self._embedded is not None:
             self._embedded.stopListening()
             self._embedded = None
+        if self._loud is not None:
+            ftp.log, ftp.DTPFactory.noisy = self._loud  # type: ignore[attr-defined]
+            self._loud = None
         return result

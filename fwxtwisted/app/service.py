@@ -9,7 +9,7 @@ from typing import Any
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
 from twisted.internet.endpoints import serverFromString
-from twisted.internet.interfaces import IListeningPort, IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IListeningPort, IReactorTime
 from twisted.internet.protocol import Protocol, ServerFactory
 from twisted.python.failure import Failure
 
@@ -218,6 +218,10 @@ class FirewallService(Service):
         #: True once stopService began: new sessions are refused.
         self.stopping = False
         self._holdingSummaries = False
+        #: The shutdown grace's timer while sessions drain.
+        self._graceTimer: IDelayedCall | None = None
+        #: Set by endGrace: the drain gives running sessions no time.
+        self._graceEnded = False
 
     def privilegedStartService(self) -> None:
         self._openListeners()
@@ -313,7 +317,7 @@ class FirewallService(Service):
         sessions = self.sessions
         if not sessions:
             return None
-        grace = self.gateway.settings.shutdownGrace
+        grace = 0.0 if self._graceEnded else self.gateway.settings.shutdownGrace
         log.info(
             "stopping: {count} session(s) get {grace:g} s to finish",
             count=len(sessions),
@@ -322,9 +326,18 @@ class FirewallService(Service):
         finished: Deferred[Any] = DeferredList([session.whenClosed() for session in sessions])
         for session in sessions:
             session.shutdown(final=False)
-        timer = self.gateway.clock.callLater(grace, self._closeRemaining)
+        timer = self._graceTimer = self.gateway.clock.callLater(grace, self._closeRemaining)
         finished.addBoth(lambda result: timer.cancel() if timer.active() else None)
         return finished
+
+    def endGrace(self) -> None:
+        """End the shutdown grace now (a second SIGTERM): close every session still
+        running as the grace's end would.  Before the drain began, it gets none."""
+        self._graceEnded = True
+        timer = self._graceTimer
+        if timer is not None and timer.active():
+            timer.cancel()
+            self._closeRemaining()
 
     def _closeRemaining(self) -> None:
         remaining = self.sessions

@@ -13,9 +13,11 @@ from fwxtwisted.app.config import GatewayConfig, parseConfig, readConfigTable
 from fwxtwisted.app.demo import DemoOptions, DemoService
 from fwxtwisted.app.registry import discoverFilters
 from fwxtwisted.app.service import ListenError
+from fwxtwisted.app.signals import endGrace, hurryOnSecondSignal
 from fwxtwisted.app.workers import WorkerPool
-from fwxtwisted.errors import ConfigError
+from fwxtwisted.errors import ConfigError, oneLine
 from fwxtwisted.logs import setLogLevel
+from fwxtwisted.net.externals import unbindableAddress
 
 DEMO_DESCRIPTION = "The FTP gateway on 127.0.0.1:2121 before an embedded FTP server."
 
@@ -49,6 +51,18 @@ class Options(usage.Options):
             commands.append(("demo", None, DemoOptions, DEMO_DESCRIPTION))
         return commands
 
+    def parseOptions(self, options: list[str] | None = None) -> None:
+        """A usage error is one line and a hint on stderr, then exit status 1 (twistd
+        would print its whole help above it)."""
+        try:
+            super().parseOptions(options)
+        except usage.UsageError as e:
+            command = f"fwx {self.subCommand}" if self.subCommand else "fwx"
+            sys.stderr.write(
+                f"{command}: {oneLine(str(e))}\n{command}: try 'twistd {command} --help'\n"
+            )
+            raise SystemExit(1) from None
+
     def postOptions(self) -> None:
         if self.subCommand is None and not self["config"]:
             names = ", ".join(sorted(self.filters))
@@ -72,6 +86,17 @@ def configTableFromOptions(options: Options) -> tuple[dict[str, object], str]:
     return readConfigTable(options["config"]), options["config"]
 
 
+def checkExternalAddresses(config: GatewayConfig) -> None:
+    """Refuse external addresses this machine cannot send from. @raise ConfigError."""
+    for ip in config.settings.externalAddresses:
+        why = unbindableAddress(ip)
+        if why is not None:
+            raise ConfigError(
+                f"{config.source}: external_addresses: cannot send from {ip} ({why}): "
+                "not an address of this machine?"
+            )
+
+
 class _CommandLineService(MultiService):
     """Turns a listener that cannot open into one line on stderr and exit status 1."""
 
@@ -81,6 +106,12 @@ class _CommandLineService(MultiService):
         except ListenError as e:
             sys.stderr.write(f"fwx: {e}\n")
             raise SystemExit(1) from None
+
+    def stopService(self) -> Any:
+        from twisted.internet import reactor
+
+        hurryOnSecondSignal(reactor, lambda: endGrace(self))
+        return super().stopService()
 
 
 def makeService(options: Options) -> IService:
@@ -94,6 +125,7 @@ def makeService(options: Options) -> IService:
     try:
         table, source = configTableFromOptions(options)
         config = parseConfig(table, source)
+        checkExternalAddresses(config)
         firewall = buildService(config, options.filters)
     except ConfigError as e:
         sys.stderr.write(f"fwx: {e}\n")

@@ -25,6 +25,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from fwxtwisted.app.service import BoundListener, FirewallService, ListenError
+from fwxtwisted.app.signals import hurryOnSecondSignal
 from fwxtwisted.app.workers import sessionPrefix
 from fwxtwisted.errors import ConfigError
 from fwxtwisted.logs import setLogLevel
@@ -146,7 +147,12 @@ def run(hello: dict[str, Any], reactor: Any) -> FirewallService:
     recordInWorker(config)
     firewall.privilegedStartService()
     firewall.startService()
-    reactor.addSystemEventTrigger("before", "shutdown", firewall.stopService)
+
+    def stop() -> Any:
+        hurryOnSecondSignal(reactor, firewall.endGrace)
+        return firewall.stopService()
+
+    reactor.addSystemEventTrigger("before", "shutdown", stop)
     return firewall
 
 

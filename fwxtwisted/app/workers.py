@@ -238,6 +238,13 @@ class WorkerPool(Service):
         ended.addBoth(lambda result: killer.cancel() if killer.active() else None)
         return ended
 
+    def endGrace(self) -> None:
+        """A second SIGTERM to the gateway: each worker gets one too (and ends its own
+        grace)."""
+        if self._stopping:
+            for protocol in list(self.workers.values()):
+                _signal(protocol, "TERM")
+
     def _killAll(self) -> None:
         for protocol in list(self.workers.values()):
             log.warn("worker {index} still running: SIGKILL", index=protocol.index)

@@ -2,8 +2,23 @@
 
 from __future__ import annotations
 
+import ipaddress
 import itertools
+import os
+import socket
 from collections.abc import Iterator, Sequence
+
+
+def unbindableAddress(ip: str) -> str | None:
+    """Why an outbound leg could not leave from C{ip} (bind to it, port 0), or None
+    when it can: an address of another machine fails every session with EADDRNOTAVAIL."""
+    family = socket.AF_INET6 if ipaddress.ip_address(ip).version == 6 else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.bind((ip, 0))
+    except OSError as e:
+        return os.strerror(e.errno) if e.errno else str(e)
+    return None
 
 
 class ExternalAddressPool:

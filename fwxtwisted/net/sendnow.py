@@ -115,3 +115,12 @@ def closeNow(transport: Any) -> bool:
     transport._shouldShutdown = False
     transport.connectionLost(CONNECTION_DONE)
     return True
+
+
+def writingShutElsewhere(transport: Any) -> None:
+    """Tell an idle plain transport that its writing half was shut by other means (the
+    fast path's splice pump sent its FIN): L{closeNow} may then close it as done,
+    where Twisted would see the hung-up socket and report a non-clean loss."""
+    if _idle(transport):
+        transport._writeDisconnecting = True
+        transport._writeDisconnected = True

@@ -14,6 +14,7 @@ from fwxtwisted.errors import PortRangeExhausted
 from fwxtwisted.interfaces import ActionState, IDatagramPorts, SocketCounts
 from fwxtwisted.logs import Logger
 from fwxtwisted.net.portclosing import PortCloser
+from fwxtwisted.net.quietport import listenUDPQuietly
 from fwxtwisted.permissions.gateway import Gateway
 
 log = Logger()
@@ -146,8 +147,8 @@ class DatagramPorts:
 
     def bind(self, index: int, port: int) -> IListeningPort:
         """Bind socket C{index} on C{port}; raises C{CannotListenError} when taken."""
-        listening: IListeningPort = self._reactor.listenUDP(  # type: ignore[attr-defined]
-            port, _Socket(self, index), interface=self.host
+        listening: IListeningPort = listenUDPQuietly(
+            self._reactor, port, _Socket(self, index), self.host
         )
         self._slots[index].port = listening
         if index == 0:

@@ -18,7 +18,7 @@ from zope.interface import implementer
 
 from fwxtwisted.interfaces import ByteCounts, Direction, IDataFilter, LegTLS, Side
 from fwxtwisted.logs import Logger
-from fwxtwisted.net.sendnow import writeNow
+from fwxtwisted.net.sendnow import writeNow, writingShutElsewhere
 from fwxtwisted.net.tls import tlsConnectionOf
 from fwxtwisted.relay import splice
 from fwxtwisted.relay.filterchain import FilterChain
@@ -428,6 +428,11 @@ class Relay:
         self._fast = None
         if error is None:
             self._eofSent.update(Direction)
+            for leg in self._legs.values():
+                # The pumps read each socket's EOF and shut its writing half: a clean
+                # end, not the hang-up Twisted would report as a non-clean loss.
+                self._readEnded.add(leg.side)
+                writingShutElsewhere(leg.transport)
             self.close()
         else:
             self.abort(error)

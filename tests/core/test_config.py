@@ -151,7 +151,7 @@ def test_external_addresses_not_a_list(tmp_path: Path) -> None:
 @pytest.mark.parametrize("value", ["0", "-1", '"10"', "true"])
 def test_bad_timeout(tmp_path: Path, key: str, value: str) -> None:
     message = error(tmp_path, f"{key} = {value}\n" + LISTENER)
-    assert message == f"{key}: must be a number of seconds > 0"
+    assert message == f"{key}: must be a number of seconds > 0, at most 31536000 (a year)"
 
 
 def test_fast_path_not_a_boolean(tmp_path: Path) -> None:

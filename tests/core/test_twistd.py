@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -211,6 +212,51 @@ def test_bad_command_line_value_is_one_line(tmp_path: Path) -> None:
     assert output == "fwx: command line: listeners[0].upstream: no port in address 'nowhere'"
 
 
+def test_unknown_endpoint_type_in_config_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "bad.toml").write_text(
+        '[[listeners]]\nfilter = "tcp"\nlisten = "nope:2130"\nupstream = "127.0.0.1:1"\n'
+    )
+    result = twistd(tmp_path, "-n", "--pidfile=", "fwx", "--config", "bad.toml")
+    assert result.returncode == 1
+    assert (result.stdout + result.stderr).strip() == (
+        "fwx: bad.toml: listeners[0].listen: "
+        "'nope:2130' is not a server endpoint: Unknown endpoint type: 'nope'"
+    )
+
+
+def test_config_file_not_utf8_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "latin1.toml").write_bytes(
+        '# passerelle de café\n[[listeners]]\nfilter = "tcp"\n'.encode("latin-1")
+    )
+    result = twistd(tmp_path, "-n", "--pidfile=", "fwx", "--config", "latin1.toml")
+    assert result.returncode == 1
+    assert (result.stdout + result.stderr).strip() == (
+        "fwx: latin1.toml: not UTF-8 text (TOML must be): byte 0xe9 at offset 19"
+    )
+
+
+def test_usage_error_is_one_line_and_a_hint(tmp_path: Path) -> None:
+    result = twistd(
+        tmp_path,
+        "-n",
+        "--pidfile=",
+        "fwx",
+        "ftp",
+        "--listen",
+        "tcp:0",
+        "--upstream",
+        "127.0.0.1:21",
+        "--idle-timeout",
+        "abc",
+    )
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert result.stderr.splitlines() == [
+        "fwx ftp: --idle-timeout: expected seconds, got 'abc'",
+        "fwx ftp: try 'twistd fwx ftp --help'",
+    ]
+
+
 def test_listen_port_in_use_is_one_line(tmp_path: Path) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
@@ -249,11 +295,41 @@ def test_tcp_help_documents_every_option(tmp_path: Path) -> None:
     assert result.returncode == 0
     options = TCPCommandOptions()
     names = [name.rstrip("=") for name in options.longOpt]
-    assert {"listen", "upstream", "external-address", "port-range", "no-fast-path"} <= set(names)
+    assert {"listen", "upstream", "external-address", "no-fast-path"} <= set(names)
     for name in names:
         assert f"--{name}" in result.stdout
         if name not in ("help", "version"):
             assert options.docs.get(name), f"--{name} has no help text"
+
+
+def test_help_lists_only_options_the_filter_uses(tmp_path: Path) -> None:
+    ftp = twistd(tmp_path, "fwx", "ftp", "--help").stdout
+    tcp = twistd(tmp_path, "fwx", "tcp", "--help").stdout
+    assert "--redirect-timeout" in ftp and "--port-range" in ftp
+    # Neither filter opens UDP channels; the tcp filter opens no secondary channel.
+    assert "udp" not in ftp.lower() and "udp" not in tcp.lower()
+    assert "--redirect-timeout" not in tcp and "--port-range" not in tcp
+
+
+def test_an_external_address_of_another_machine_is_refused_at_start(tmp_path: Path) -> None:
+    result = twistd(
+        tmp_path,
+        "-n",
+        "--pidfile=",
+        "fwx",
+        "ftp",
+        "--listen",
+        "tcp:0",
+        "--upstream",
+        "127.0.0.1:21",
+        "--external-address",
+        "192.0.2.1",
+    )
+    assert result.returncode == 1
+    assert (result.stdout + result.stderr).strip() == (
+        "fwx: command line: external_addresses: cannot send from 192.0.2.1 "
+        "(Cannot assign requested address): not an address of this machine?"
+    )
 
 
 def sessionLines(tmp_path: Path) -> list[str]:
@@ -346,3 +422,166 @@ def test_proxy_protocol_option_reads_the_client_from_the_header(
     assert ": 192.0.2.7:40001 to " in lines[0]
     log = (tmp_path / "twistd.out").read_text(errors="replace")
     assert log.count("bad PROXY protocol header: no PROXY protocol signature") == 1
+
+
+class Feeder:
+    """An upstream for two kinds of session, told apart by the client's first byte:
+    b"F" gets C{size} bytes at a steady pace and EOF (a transfer that finishes), b"S"
+    gets a byte every 0.1 s until the connection ends (one that never would)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.payload = os.urandom(size)
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(8)
+        self.port: int = self.listener.getsockname()[1]
+        self.threads: list[threading.Thread] = []
+        accepting = threading.Thread(target=self._accept, daemon=True)
+        accepting.start()
+
+    def _accept(self) -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                connection, _ = self.listener.accept()
+                thread = threading.Thread(target=self._serve, args=(connection,), daemon=True)
+                thread.start()
+                self.threads.append(thread)
+
+    def _serve(self, connection: socket.socket) -> None:
+        with connection, contextlib.suppress(OSError):
+            connection.settimeout(RUN_WAIT)
+            kind = connection.recv(1)
+            if kind == b"F":
+                chunk = self.size // 20
+                for offset in range(0, self.size, chunk):
+                    connection.sendall(self.payload[offset : offset + chunk])
+                    time.sleep(0.05)
+            else:
+                while True:
+                    connection.sendall(b".")
+                    time.sleep(0.1)
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+def readToEnd(sock: socket.socket) -> bytes:
+    data = b""
+    with contextlib.suppress(OSError):
+        while chunk := sock.recv(65536):
+            data += chunk
+    return data
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_second_signal_ends_the_grace_at_once_and_cleanly(
+    tmp_path: Path, signum: signal.Signals
+) -> None:
+    feeder = Feeder(2 * 1024 * 1024)
+    port = freePort()
+    listen = f"tcp:{port}:interface=127.0.0.1"
+    try:
+        with running(
+            tmp_path,
+            "fwx",
+            "tcp",
+            "--listen",
+            listen,
+            "--upstream",
+            f"127.0.0.1:{feeder.port}",
+            "--shutdown-grace",
+            "30",
+        ) as process:
+            waitForListener(process, port)
+            finishing = socket.create_connection(("127.0.0.1", port), timeout=RUN_WAIT)
+            slow = socket.create_connection(("127.0.0.1", port), timeout=RUN_WAIT)
+            finishing.sendall(b"F")
+            slow.sendall(b"S")
+            assert slow.recv(1) == b"."
+            process.send_signal(signum)
+            # The grace period lets the finishing transfer end, whole.
+            received = readToEnd(finishing)
+            finishing.close()
+            assert received == feeder.payload
+            assert process.poll() is None, "the gateway did not wait for the slow session"
+            process.send_signal(signum)
+            second = time.monotonic()
+            process.wait(RUN_WAIT)
+            stopped = time.monotonic() - second
+            slow.settimeout(1)
+            readToEnd(slow)
+            slow.close()
+    finally:
+        feeder.close()
+    assert stopped < 5, f"the second signal took {stopped:.1f} s to stop the gateway"
+    output = (tmp_path / "twistd.out").read_text(errors="replace")
+    assert "Traceback" not in output and "ReactorNotRunning" not in output, output
+    assert "ending the shutdown grace now" in output
+    # twistd ends by the first signal, as it always did.
+    assert process.returncode == -signum
+
+
+def test_a_download_the_server_ends_closes_normally(tmp_path: Path) -> None:
+    # Large enough for the fast path: its pumps shut both sockets, and Twisted took
+    # the hang-up for "lost in a non-clean fashion".
+    payload = os.urandom(4 * 1024 * 1024)
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(4)
+
+    def serve() -> None:
+        for _ in range(2):
+            with contextlib.suppress(OSError):
+                connection, _ = server.accept()
+                with connection:
+                    connection.sendall(payload)
+
+    threading.Thread(target=serve, daemon=True).start()
+    port = freePort()
+    listen = f"tcp:{port}:interface=127.0.0.1"
+    upstreamAt = f"127.0.0.1:{server.getsockname()[1]}"
+    try:
+        with running(tmp_path, "fwx", "tcp", "--listen", listen, "--upstream", upstreamAt) as p:
+            waitForListener(process=p, port=port)  # the probe is session s1
+            with socket.create_connection(("127.0.0.1", port), timeout=SOCKET_WAIT) as client:
+                assert readToEnd(client) == payload
+            deadline = time.monotonic() + RUN_WAIT
+            while not [line for line in sessionLines(tmp_path) if "] s2: " in line]:
+                assert time.monotonic() < deadline, "no session line"
+                time.sleep(0.05)
+    finally:
+        server.close()
+    [line] = [line for line in sessionLines(tmp_path) if "] s2: " in line]
+    assert "closed (normal close)" in line, line
+    assert f"0 bytes from client, {len(payload)} from server" in line
+
+
+def test_the_demo_log_holds_the_gateway_lines_not_the_embedded_server_chatter(
+    tmp_path: Path,
+) -> None:
+    import ftplib
+
+    port = freePort()
+    with running(tmp_path, "fwx", "demo", "--listen", f"tcp:{port}:interface=127.0.0.1") as p:
+        waitForListener(p, port)
+        for passive in (True, False):
+            with ftplib.FTP() as ftp:
+                ftp.connect("127.0.0.1", port, timeout=SOCKET_WAIT)
+                ftp.login()
+                ftp.set_pasv(passive)
+                listing: list[str] = []
+                ftp.retrlines("LIST", listing.append)
+                assert any("hello.txt" in entry for entry in listing)
+                lines: list[bytes] = []
+                ftp.retrbinary("RETR hello.txt", lines.append)
+                assert b"".join(lines)
+    log = (tmp_path / "twistd.out").read_text(errors="replace")
+    for chatter in ("DTPFactory", "cleanupDTP", "FTP (ProtocolWrapper)", "Starting factory"):
+        assert chatter not in log, log
+    assert log.count("fwx_event") == 0
+    assert len([line for line in log.splitlines() if "ftp download 'hello.txt'" in line]) == 2
+    assert len([line for line in log.splitlines() if "closed (normal close)" in line]) >= 2
+    # The demo's own lines, the gateway's, twistd's: before, the embedded server's
+    # lines outnumbered them two to one.
+    assert len(log.splitlines()) <= 30, log

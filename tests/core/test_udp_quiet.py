@@ -138,3 +138,21 @@ async def test_udp_channel_logs_no_port_lines_and_counts_wrong_sources(
     ]
     assert len(dropped) == 1
     assert dropped[0]["source"] == str(addressOf(stranger))
+
+
+@pytest_twisted.ensureDeferred
+async def test_datagram_ports_log_no_port_lines(net: Network, logged: list[dict[str, Any]]) -> None:
+    """The sockets a filter opens for RTP (openDatagramPorts) are as quiet as a
+    permission's, opened and closed."""
+    recording = RecordingFilter(connectUpstream=True)
+    _, upstream = net.server()
+    settings = GatewaySettings(externalAddresses=(EXTERNAL,))
+    running = net.startGateway(recording, settings, upstream=upstream)
+    _, sessionFilter = await net.openSession(running, recording)
+    await within(sessionFilter.upstream)  # type: ignore[arg-type]
+    ports = sessionFilter.session.openDatagramPorts(2, evenBase=True)
+    numbers = (str(ports.address.port), str(ports.address.port + 1))
+    ports.cancel()
+    await within(ports.whenFinished())
+    lines = portLines(logged)
+    assert [line for line in lines if "_Socket" in line or any(n in line for n in numbers)] == []

@@ -168,6 +168,13 @@ def test_refusedDestinationLeavesTheClientLoggedOut() -> None:
     assert session.toServer == b""
 
 
+def test_refusedIPv6DestinationIsWrittenInBrackets() -> None:
+    session = explicit("192.0.2.0/24:21")
+    session.clientSends(b"USER anonymous@[::1]:21\r\n")
+    assert session.toClient == b"530 destination [::1]:21 is not allowed\r\n"
+    assert session.upstreamConnects == []
+
+
 def test_userWithoutAtIs501() -> None:
     session = explicit()
     session.clientSends(b"USER anonymous\r\n")

@@ -90,9 +90,7 @@ class ExplicitLogin:
                 )
                 control.replies.complete(
                     slot,
-                    formatReply(
-                        530, f"destination {destination.host}:{destination.port} is not allowed"
-                    ),
+                    formatReply(530, f"destination {destination} is not allowed"),
                 )
                 return None
             waiter: Deferred[Reply] = Deferred()

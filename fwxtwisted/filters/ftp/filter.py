@@ -9,7 +9,7 @@ from twisted.python import usage
 from zope.interface import implementer
 
 from fwxtwisted.address import Address
-from fwxtwisted.app.cli import GatewayCommandOptions
+from fwxtwisted.app.cli import REDIRECT_OPTIONS, GatewayCommandOptions, seconds
 from fwxtwisted.errors import ConfigError
 from fwxtwisted.filters.ftp.control import FTPSessionFilter
 from fwxtwisted.filters.ftp.options import FTPOptions, parseFTPOptions
@@ -26,6 +26,7 @@ class FTPCommandOptions(GatewayCommandOptions):
 
     optParameters: list[list[Any]] = [
         *GatewayCommandOptions.optParameters,
+        *REDIRECT_OPTIONS,
         ["passive-ports", None, None, "LOW-HIGH: ports for client-facing passive listeners."],
         [
             "data-policy",
@@ -34,8 +35,14 @@ class FTPCommandOptions(GatewayCommandOptions):
             "Data connections toward the server: client (as the client does), passive, active.",
         ],
         ["advertise-address", None, None, "IPv4 address to write in 227 replies (behind NAT)."],
-        ["idle-timeout", None, 900.0, "Seconds of control-channel silence before closing.", float],
-        ["login-timeout", None, 60.0, "Seconds a client has to log in.", float],
+        [
+            "idle-timeout",
+            None,
+            900.0,
+            "Seconds of control-channel silence before closing.",
+            seconds,
+        ],
+        ["login-timeout", None, 60.0, "Seconds a client has to log in.", seconds],
         ["tls-cert", None, None, "PEM certificate the gateway shows FTPS clients."],
         ["tls-key", None, None, "PEM private key of --tls-cert."],
         ["tls-chain", None, None, "PEM intermediate certificates sent with --tls-cert."],
@@ -60,7 +67,7 @@ class FTPCommandOptions(GatewayCommandOptions):
             None,
             None,
             "Seconds an offered data port waits for its peer (alias of --redirect-timeout).",
-            float,
+            seconds,
         ],
     ]
     optFlags: list[list[str | None]] = [
@@ -85,6 +92,10 @@ class FTPCommandOptions(GatewayCommandOptions):
         super().postOptions()
         if bool(self["upstream"]) == bool(self["explicit"]):
             raise usage.UsageError("give either --upstream ENDPOINT or --explicit")
+        if self["allow-destination"] and not self["explicit"]:
+            raise usage.UsageError(
+                "--allow-destination: only with --explicit (a reverse proxy goes to --upstream)"
+            )
 
     def gatewayTable(self) -> dict[str, object]:
         table = super().gatewayTable()

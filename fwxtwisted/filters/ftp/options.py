@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fwxtwisted.address import Address, parsePort
-from fwxtwisted.app.config import parsePortRange
+from fwxtwisted.app.config import SECONDS_LIMIT, isSeconds, parsePortRange
 from fwxtwisted.errors import ConfigError
 from fwxtwisted.logs import Logger
 from fwxtwisted.net.tls import (
@@ -219,11 +219,11 @@ def parseFTPOptions(raw: Mapping[str, object], hasUpstream: bool | None = None) 
         except ValueError as e:
             raise ConfigError(f"passive_ports: {e}") from None
     idle = raw.get("idle_timeout", 900.0)
-    if isinstance(idle, bool) or not isinstance(idle, int | float) or idle <= 0:
-        raise ConfigError("idle_timeout: must be a number of seconds > 0")
+    if not isSeconds(idle) or idle <= 0:
+        raise ConfigError(f"idle_timeout: must be a number of seconds > 0, {SECONDS_LIMIT}")
     login = raw.get("login_timeout", 60.0)
-    if isinstance(login, bool) or not isinstance(login, int | float) or login <= 0:
-        raise ConfigError("login_timeout: must be a number of seconds > 0")
+    if not isSeconds(login) or login <= 0:
+        raise ConfigError(f"login_timeout: must be a number of seconds > 0, {SECONDS_LIMIT}")
     fxp = raw.get("allow_fxp", False)
     if not isinstance(fxp, bool):
         raise ConfigError("allow_fxp: must be true or false")
@@ -249,7 +249,7 @@ def _optionalPath(raw: Mapping[str, object], key: str) -> str | None:
     value = raw.get(key)
     if value is None:
         return None
-    if not isinstance(value, str) or not value:
+    if not isinstance(value, str) or not value or "\x00" in value:
         raise ConfigError(f"{key}: must be a file name")
     return value
 

@@ -9,7 +9,7 @@ from twisted.python import usage
 from zope.interface import implementer
 
 from fwxtwisted.address import Address
-from fwxtwisted.app.cli import GatewayCommandOptions
+from fwxtwisted.app.cli import REDIRECT_OPTIONS, UDP_OPTIONS, GatewayCommandOptions, seconds
 from fwxtwisted.errors import ConfigError
 from fwxtwisted.filters.rtsp.control import RTSPSessionFilter
 from fwxtwisted.filters.rtsp.options import RTSPOptions, parseRTSPOptions
@@ -24,6 +24,9 @@ class RTSPCommandOptions(GatewayCommandOptions):
 
     optParameters: list[list[Any]] = [
         *GatewayCommandOptions.optParameters,
+        # The pairs are used at once (no permission waits unused): no --redirect-timeout.
+        *[option for option in REDIRECT_OPTIONS if option[0] == "port-range"],
+        *UDP_OPTIONS,
         ["rtp-ports", None, None, "LOW-HIGH: ports for RTP/RTCP pairs (both sides)."],
         [
             "transport-policy",
@@ -37,6 +40,7 @@ class RTSPCommandOptions(GatewayCommandOptions):
             None,
             "Seconds without RTSP or RTCP activity before a session ends "
             "(default: the server's Session timeout, else 60).",
+            seconds,
         ],
     ]
     optFlags: list[list[str | None]] = [
@@ -48,13 +52,6 @@ class RTSPCommandOptions(GatewayCommandOptions):
         super().postOptions()
         if not self["upstream"]:
             raise usage.UsageError("--upstream HOST:PORT is required")
-        if self["session-timeout"] is not None:
-            try:
-                self["session-timeout"] = float(self["session-timeout"])
-            except ValueError:
-                raise usage.UsageError(
-                    f"--session-timeout: expected seconds, got {self['session-timeout']!r}"
-                ) from None
 
     def filterOptions(self) -> dict[str, object]:
         options: dict[str, object] = {"transport_policy": self["transport-policy"]}
