@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,7 +18,7 @@ from twisted.logger import globalLogPublisher
 from fwxtwisted.address import Address
 from fwxtwisted.interfaces import FirewallEvent, Transport
 from fwxtwisted.logs import logLevel, setLogLevel
-from fwxtwisted.net.quietport import listenUDPQuietly
+from fwxtwisted.net.quietport import UDP_RECEIVE_BUFFER, listenUDPQuietly
 from fwxtwisted.permissions.udp import UDPRedirectAction
 from fwxtwisted.settings import GatewaySettings
 
@@ -156,3 +157,16 @@ async def test_datagram_ports_log_no_port_lines(net: Network, logged: list[dict[
     await within(ports.whenFinished())
     lines = portLines(logged)
     assert [line for line in lines if "_Socket" in line or any(n in line for n in numbers)] == []
+
+
+def test_quiet_udp_port_queues_more_than_the_default() -> None:
+    """A relay socket rides out a scheduling gap: its receive buffer is the gateway's,
+    not the system default (as far as net.core.rmem_max lets it)."""
+    listening = listenUDPQuietly(reactor, 0, DatagramProtocol(), LOCAL)
+    try:
+        size = listening.socket.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+    finally:
+        listening.stopListening()
+    with open("/proc/sys/net/core/rmem_max") as limit:
+        allowed = min(UDP_RECEIVE_BUFFER, int(limit.read()))
+    assert size >= allowed
