@@ -157,5 +157,5 @@ class Reloader(Service):
         for what in kept:
             log.warn("reload of {path}: {what} needs a restart", path=self._path, what=what)
         if self.pool is not None:
-            self.pool.reload(table, config.source)
+            self.pool.reload(table, config.source, config.settings.shutdownGrace)
         return True

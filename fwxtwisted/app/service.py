@@ -334,25 +334,24 @@ class FirewallService(Service):
         if self.stopping or not self._opened:
             return fail(ListenError("the gateway is not running"))
         self._reloading = True
-        current = {
-            listener.config.listen: (factory, port)
-            for factory, listener, port in zip(
-                self.factories, self.listeners, self.ports, strict=True
-            )
-        }
+        # By endpoint text, in order: two listeners may both say "tcp:0".
+        current: dict[str, list[tuple[PrimaryFactory, IListeningPort]]] = {}
+        for factory, listener, port in zip(self.factories, self.listeners, self.ports, strict=True):
+            current.setdefault(listener.config.listen, []).append((factory, port))
         kept: dict[int, tuple[PrimaryFactory, IListeningPort]] = {}
         opening: list[Deferred[IListeningPort]] = []
         fresh: dict[int, PrimaryFactory] = {}
         for index, listener in enumerate(listeners):
-            if listener.config.listen in current:
-                kept[index] = current.pop(listener.config.listen)
+            if current.get(listener.config.listen):
+                kept[index] = current[listener.config.listen].pop(0)
             else:
                 fresh[index] = PrimaryFactory(self, listener)
                 # An endpoint description Twisted cannot parse raises: a failure too.
                 opening.append(maybeDeferred(self._listen, index, listener, fresh[index]))
+        removed = [pair for pairs in current.values() for pair in pairs]
         opened: Deferred[Any] = DeferredList(opening, consumeErrors=True)
         result: Deferred[ReloadSummary] = opened.addCallback(
-            self._commitReload, listeners, settings, kept, fresh, current
+            self._commitReload, listeners, settings, kept, fresh, removed
         )
         return result.addBoth(self._reloaded)
 
@@ -367,7 +366,7 @@ class FirewallService(Service):
         settings: GatewaySettings,
         kept: dict[int, tuple[PrimaryFactory, IListeningPort]],
         fresh: dict[int, PrimaryFactory],
-        removed: dict[str, tuple[PrimaryFactory, IListeningPort]],
+        removed: list[tuple[PrimaryFactory, IListeningPort]],
     ) -> ReloadSummary:
         newPorts = {index: value for index, (ok, value) in zip(fresh, results, strict=True) if ok}
         failed = [
@@ -399,11 +398,13 @@ class FirewallService(Service):
                 summary.added.append(listener.config.name)
             factories.append(factory)
             ports.append(port)
-        for factory, port in removed.values():
+        # Listeners retired by an earlier reload and idle since are let go (a PROXY
+        # header read just after the port closed may still start one session).
+        self._retired = [factory for factory in self._retired if factory.sessions]
+        for factory, port in removed:
             summary.removed.append(factory.listener.config.name)
             port.stopListening()
             self._retired.append(factory)
-        self._retired = [factory for factory in self._retired if factory.sessions]
         self.listeners = tuple(listeners)
         self.factories = factories
         self.ports = ports

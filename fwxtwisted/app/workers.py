@@ -257,12 +257,13 @@ class WorkerPool(Service):
         ended.addBoth(lambda result: killer.cancel() if killer.active() else None)
         return ended
 
-    def reload(self, table: Mapping[str, object], source: str) -> None:
+    def reload(self, table: Mapping[str, object], source: str, shutdownGrace: float) -> None:
         """Replace every worker by one running C{table} and the gateway's listening
         ports as they are now; each old worker is told to retire (close its copies of
         the listening sockets, let its sessions end by themselves, exit)."""
         self._table = dict(table)
         self._source = source
+        self._grace = shutdownGrace
         if self._stopping or not self.running:
             return
         self._generation += 1
