@@ -30,6 +30,16 @@ def buildService(
         from twisted.internet import reactor as globalReactor
 
         reactor = globalReactor
+    bound = bindListeners(config, filters)
+    gateway = Gateway(reactor, config.settings, sessionPrefix=sessionPrefix)
+    return FirewallService(gateway, bound, listen)
+
+
+def bindListeners(config: GatewayConfig, filters: Mapping[str, IFilter]) -> list[BoundListener]:
+    """Each listener of C{config} with its filter and parsed options.
+
+    @raise ConfigError: unknown filter or option.
+    """
     registry = ProtocolRegistry()
     discoverFilters(filters.values(), registry)
     bound = []
@@ -49,8 +59,7 @@ def buildService(
         except ConfigError as e:
             raise ConfigError(f"{where}.{e}") from None
         bound.append(BoundListener(listener, filterPlugin, parsed))
-    gateway = Gateway(reactor, config.settings, sessionPrefix=sessionPrefix)
-    return FirewallService(gateway, bound, listen)
+    return bound
 
 
 def _transparentOptions(filterPlugin: IFilter, options: Mapping[str, object]) -> object:

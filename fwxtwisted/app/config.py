@@ -229,6 +229,13 @@ def _listener(raw: object, where: str, index: int) -> ListenerConfig:
     listen = raw.get("listen")
     if not isinstance(listen, str) or not listen:
         raise ConfigError(f'{where}.listen: an endpoint is needed (e.g. "tcp:2121")')
+    # Before the endpoint is checked: an ssl: endpoint reads its key files then.
+    proxyProtocol = _bool(raw, "proxy_protocol", False, where)
+    if proxyProtocol and listen.split(":", 1)[0] in _NO_PROXY_HEADER_KINDS:
+        raise ConfigError(
+            f"{where}.proxy_protocol: not with a {listen.split(':', 1)[0]}: listener "
+            "(the header comes first; use tcp: and AUTH TLS, or the plain endpoint)"
+        )
     try:
         checkServerEndpoint(listen)
     except ValueError as e:
@@ -247,12 +254,6 @@ def _listener(raw: object, where: str, index: int) -> ListenerConfig:
     if not isinstance(name, str):
         raise ConfigError(f"{where}.name: must be a string")
     options = {k: v for k, v in raw.items() if k not in _LISTENER_KEYS}
-    proxyProtocol = _bool(raw, "proxy_protocol", False, where)
-    if proxyProtocol and listen.split(":", 1)[0] in _NO_PROXY_HEADER_KINDS:
-        raise ConfigError(
-            f"{where}.proxy_protocol: not with a {listen.split(':', 1)[0]}: listener "
-            "(the header comes first; use tcp: and AUTH TLS, or the plain endpoint)"
-        )
     transparent = raw.get("transparent", False)
     if not isinstance(transparent, bool):
         raise ConfigError(f"{where}.transparent: must be true or false")

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
+from twisted.internet.defer import Deferred, DeferredList, fail, maybeDeferred
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IDelayedCall, IListeningPort, IReactorTime
 from twisted.internet.protocol import Protocol, ServerFactory
@@ -26,6 +26,7 @@ from fwxtwisted.net.origdst import Interception
 from fwxtwisted.net.proxyprotocol import ProxyHeader
 from fwxtwisted.permissions.gateway import Gateway
 from fwxtwisted.permissions.session import Session
+from fwxtwisted.settings import GatewaySettings
 
 log = Logger()
 
@@ -186,6 +187,17 @@ class PrimaryFactory(ServerFactory):
             return f"too many sessions ({perIP}) from {client.host}"
         return None
 
+    @property
+    def listener(self) -> BoundListener:
+        """The listener this factory makes sessions for now."""
+        return self._listener
+
+    def reconfigure(self, listener: BoundListener) -> None:
+        """Make new sessions for C{listener} (a reload that kept this factory's port):
+        running sessions keep the options and filter they started with; the new
+        limits count them."""
+        self._listener = listener
+
     def _closed(self, session: Session) -> None:
         hooks.observer.sessionClosed(session)
         self.sessions.discard(session)
@@ -222,6 +234,9 @@ class FirewallService(Service):
         self._graceTimer: IDelayedCall | None = None
         #: Set by endGrace: the drain gives running sessions no time.
         self._graceEnded = False
+        #: Factories of listeners a reload closed, until their last session ends.
+        self._retired: list[PrimaryFactory] = []
+        self._reloading = False
 
     def privilegedStartService(self) -> None:
         self._openListeners()
@@ -239,7 +254,7 @@ class FirewallService(Service):
     @property
     def sessions(self) -> list[Session]:
         """Every live session of every listener."""
-        return [s for factory in self.factories for s in factory.sessions]
+        return [s for factory in self.factories + self._retired for s in factory.sessions]
 
     def _openListeners(self) -> None:
         if self._opened:
@@ -345,3 +360,141 @@ class FirewallService(Service):
             log.info("stopping: closing {count} session(s) still running", count=len(remaining))
         for session in remaining:
             session.shutdown(final=True)
+
+    def reload(
+        self, listeners: Sequence[BoundListener], settings: GatewaySettings
+    ) -> Deferred[ReloadSummary]:
+        """Run C{listeners} and C{settings} from now on, all or nothing.
+
+        A listener whose endpoint (its C{listen} text) is already open keeps that
+        port and its factory, which makes its new sessions for the new configuration:
+        the port never closes.  Every other endpoint is opened first; if one fails,
+        the ones just opened are closed and the Deferred fails with L{ListenError},
+        nothing else changed.  Only then are the ports of endpoints no longer listed
+        closed.  Running sessions go on to their end under the options they started
+        with, wherever their listener went.
+
+        @return: fires with what changed.
+        """
+        if self._reloading:
+            return fail(ListenError("a reload is already in progress"))
+        if self.stopping or not self._opened:
+            return fail(ListenError("the gateway is not running"))
+        self._reloading = True
+        # By endpoint text, in order: two listeners may both say "tcp:0".
+        current: dict[str, list[tuple[PrimaryFactory, IListeningPort]]] = {}
+        for factory, listener, port in zip(self.factories, self.listeners, self.ports, strict=True):
+            current.setdefault(listener.config.listen, []).append((factory, port))
+        kept: dict[int, tuple[PrimaryFactory, IListeningPort]] = {}
+        opening: list[Deferred[IListeningPort]] = []
+        fresh: dict[int, PrimaryFactory] = {}
+        for index, listener in enumerate(listeners):
+            if current.get(listener.config.listen):
+                kept[index] = current[listener.config.listen].pop(0)
+            else:
+                fresh[index] = PrimaryFactory(self, listener)
+                # An endpoint description Twisted cannot parse raises: a failure too.
+                opening.append(maybeDeferred(self._listen, index, listener, fresh[index]))
+        removed = [pair for pairs in current.values() for pair in pairs]
+        opened: Deferred[Any] = DeferredList(opening, consumeErrors=True)
+        result: Deferred[ReloadSummary] = opened.addCallback(
+            self._commitReload, listeners, settings, kept, fresh, removed
+        )
+        return result.addBoth(self._reloaded)
+
+    def _reloaded(self, result: object) -> object:
+        self._reloading = False
+        return result
+
+    def _commitReload(
+        self,
+        results: list[tuple[bool, Any]],
+        listeners: Sequence[BoundListener],
+        settings: GatewaySettings,
+        kept: dict[int, tuple[PrimaryFactory, IListeningPort]],
+        fresh: dict[int, PrimaryFactory],
+        removed: list[tuple[PrimaryFactory, IListeningPort]],
+    ) -> ReloadSummary:
+        newPorts = {index: value for index, (ok, value) in zip(fresh, results, strict=True) if ok}
+        failed = [
+            (index, value) for index, (ok, value) in zip(fresh, results, strict=True) if not ok
+        ]
+        if failed or self.stopping:
+            for port in newPorts.values():
+                port.stopListening()
+            if not failed:
+                raise ListenError("the gateway is stopping")
+            index, failure = failed[0]
+            config = listeners[index].config
+            raise ListenError(
+                f"cannot listen on {config.listen!r} "
+                f"(listener {config.name}): {failure.getErrorMessage()}"
+            )
+        summary = ReloadSummary()
+        factories: list[PrimaryFactory] = []
+        ports: list[IListeningPort] = []
+        for index, listener in enumerate(listeners):
+            if index in kept:
+                factory, port = kept[index]
+                if factory.listener.config != listener.config:
+                    summary.changed.append(listener.config.name)
+                factory.reconfigure(listener)
+            else:
+                factory, port = fresh[index], newPorts[index]
+                factory.acceptedSocketsTuned = tuneListener(port)
+                summary.added.append(listener.config.name)
+            factories.append(factory)
+            ports.append(port)
+        # Listeners retired by an earlier reload and idle since are let go (a PROXY
+        # header read just after the port closed may still start one session).
+        self._retired = [factory for factory in self._retired if factory.sessions]
+        for factory, port in removed:
+            summary.removed.append(factory.listener.config.name)
+            port.stopListening()
+            self._retired.append(factory)
+        self.listeners = tuple(listeners)
+        self.factories = factories
+        self.ports = ports
+        self.gateway.reconfigure(settings)
+        return summary
+
+    def retire(self) -> Deferred[None]:
+        """Stop accepting, and fire once every running session has ended by itself
+        (a worker process replaced at a reload); no session is told anything."""
+        self._opened = False
+        for factory in self.factories:
+            self._retired.append(factory)
+        self.factories = []
+        self.listeners = ()
+        closing: Deferred[Any] = DeferredList(self._closePorts())
+        return closing.addCallback(lambda _: self._whenIdle())
+
+    def _whenIdle(self) -> Deferred[None] | None:
+        sessions = self.sessions
+        if not sessions:
+            return None
+        idle: Deferred[Any] = DeferredList([session.whenClosed() for session in sessions])
+        # A PROXY header read meanwhile may have started one more.
+        return idle.addCallback(lambda _: self._whenIdle())
+
+
+@dataclass
+class ReloadSummary:
+    """The names of the listeners a reload added, changed (same port, new
+    configuration) and removed (port closed)."""
+
+    added: list[str] = field(default_factory=list)
+    changed: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        parts = [
+            f"{what} {', '.join(names)}"
+            for what, names in (
+                ("added", self.added),
+                ("changed", self.changed),
+                ("removed", self.removed),
+            )
+            if names
+        ]
+        return "; ".join(parts) or "no listener changed"

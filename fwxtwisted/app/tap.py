@@ -12,6 +12,7 @@ from fwxtwisted.app.build import buildService
 from fwxtwisted.app.config import GatewayConfig, parseConfig, readConfigTable
 from fwxtwisted.app.demo import DemoOptions, DemoService
 from fwxtwisted.app.registry import discoverFilters
+from fwxtwisted.app.reload import Reloader
 from fwxtwisted.app.service import ListenError
 from fwxtwisted.app.signals import endGrace, hurryOnSecondSignal
 from fwxtwisted.app.workers import WorkerPool
@@ -132,6 +133,12 @@ def makeService(options: Options) -> IService:
         raise SystemExit(1) from None
     setLogLevel(config.settings.logLevel)
     top = _CommandLineService()
+    from twisted.internet import reactor as mainReactor
+
+    # First: SIGHUP (re-read the file, see reload.py) is handled from before the
+    # listeners open.
+    reloader = Reloader(mainReactor, firewall, config, options.filters, options["config"])
+    reloader.setServiceParent(top)
     firewall.setServiceParent(top)
     if config.metrics is not None:
         from twisted.internet import reactor as metricsReactor
@@ -140,17 +147,20 @@ def makeService(options: Options) -> IService:
 
         # Before the workers start: they inherit its multiprocess directory.
         metricsService(metricsReactor, config).setServiceParent(top)
+    pool = None
     if config.settings.workers > 1:
         from twisted.internet import reactor
 
         # Added after the firewall: it starts once the listeners are open, and is
         # stopped first (twistd stops services in reverse), in parallel with the drain.
-        WorkerPool(
+        pool = WorkerPool(
             reactor,
             config.settings.workers,
             lambda: firewall.ports,
             table,
             source,
             config.settings.shutdownGrace,
-        ).setServiceParent(top)
+        )
+        pool.setServiceParent(top)
+    reloader.pool = pool
     return top

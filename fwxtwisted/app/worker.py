@@ -14,6 +14,7 @@ import contextlib
 import json
 import os
 import sys
+from collections.abc import Callable
 from typing import IO, Any
 
 from twisted.internet.defer import Deferred, fail, succeed
@@ -26,9 +27,11 @@ from zope.interface import implementer
 
 from fwxtwisted.app.service import BoundListener, FirewallService, ListenError
 from fwxtwisted.app.signals import hurryOnSecondSignal
-from fwxtwisted.app.workers import sessionPrefix
+from fwxtwisted.app.workers import RETIRE, sessionPrefix
 from fwxtwisted.errors import ConfigError
-from fwxtwisted.logs import setLogLevel
+from fwxtwisted.logs import Logger, setLogLevel
+
+log = Logger()
 
 #: A hello longer than this is not from WorkerPool.
 MAX_HELLO = 16 << 20
@@ -77,11 +80,16 @@ class JSONLines:
 
 @implementer(IReadDescriptor)
 class ParentWatch:
-    """Reads stdin for its end: the parent closed it, or died."""
+    """Reads stdin for its end (the parent closed it, or died) and for the parent's
+    L{RETIRE} line (a reload replaced this worker)."""
 
-    def __init__(self, reactor: Any, fd: int = 0) -> None:
+    def __init__(
+        self, reactor: Any, fd: int = 0, onRetire: Callable[[], object] | None = None
+    ) -> None:
         self._reactor = reactor
         self._fd = fd
+        self._onRetire = onRetire
+        self._pending = b""
 
     def fileno(self) -> int:
         return self._fd
@@ -96,6 +104,12 @@ class ParentWatch:
         if not data:
             self._reactor.removeReader(self)
             self._parentGone()
+            return
+        *lines, self._pending = (self._pending + data).split(b"\n")
+        self._pending = self._pending[-len(RETIRE) :]
+        if RETIRE.rstrip(b"\n") in lines and self._onRetire is not None:
+            onRetire, self._onRetire = self._onRetire, None
+            onRetire()
 
     def connectionLost(self, reason: Failure) -> None:
         # The reactor reports a hang-up without a read.
@@ -141,7 +155,7 @@ def run(hello: dict[str, Any], reactor: Any) -> FirewallService:
         config,
         discoverFilters(),
         reactor,
-        sessionPrefix=sessionPrefix(int(hello["index"])),
+        sessionPrefix=sessionPrefix(int(hello["index"]), int(hello.get("generation", 0))),
         listen=adopting(reactor, hello["listeners"]),
     )
     recordInWorker(config)
@@ -154,6 +168,19 @@ def run(hello: dict[str, Any], reactor: Any) -> FirewallService:
 
     reactor.addSystemEventTrigger("before", "shutdown", stop)
     return firewall
+
+
+def retire(firewall: FirewallService, reactor: Any) -> None:
+    """Replaced by a reload: accept nothing more, stop once the last session ends."""
+    count = len(firewall.sessions)
+    log.info("retiring: no new sessions; exiting once the {count} running end", count=count)
+    retired = firewall.retire()
+    retired.addCallback(lambda _: _stop(reactor))
+
+
+def _stop(reactor: Any) -> None:
+    with contextlib.suppress(ReactorNotRunning):
+        reactor.stop()
 
 
 def main() -> int:
@@ -170,12 +197,12 @@ def main() -> int:
 
     globalLogBeginner.beginLoggingTo([JSONLines(sys.stdout)], redirectStandardIO=False)
     try:
-        run(hello, reactor)
+        firewall = run(hello, reactor)
     except (ConfigError, ListenError) as e:
         sys.stderr.write(f"fwx worker: {e}\n")
         return 1
     os.set_blocking(0, False)
-    reactor.addReader(ParentWatch(reactor))
+    reactor.addReader(ParentWatch(reactor, onRetire=lambda: retire(firewall, reactor)))
     reactor.run()
     return 0
 

@@ -48,13 +48,16 @@ STEADY = 10.0
 KILL_MARGIN = 5.0
 #: A log line from a worker longer than this is cut (a worker writes one event a line).
 MAX_LINE = 1 << 20
+#: The line on a worker's stdin telling it to retire (a reload replaced it).
+RETIRE = b"retire\n"
 #: The worker's first inherited listening socket; the rest follow in order.
 FIRST_LISTENER_FD = 3
 
 
-def sessionPrefix(index: int) -> str:
-    """How the session ids of worker C{index} start (the gateway's own are C{s1}...)."""
-    return f"w{index}s"
+def sessionPrefix(index: int, generation: int = 0) -> str:
+    """How the session ids of worker C{index} start (the gateway's own are C{s1}...);
+    the workers started by the C{generation}-th reload have C{w1r2s1}..."""
+    return f"w{index}r{generation}s" if generation else f"w{index}s"
 
 
 class _WorkerProtocol(ProcessProtocol):
@@ -66,6 +69,8 @@ class _WorkerProtocol(ProcessProtocol):
         self.started = time.monotonic()
         self.pid: int | None = None
         self.ended: Deferred[None] = Deferred()
+        #: Replaced at a reload: it finishes its sessions and exits.
+        self.retiring = False
         self._pending = b""
         self._errPending = b""
 
@@ -98,7 +103,8 @@ class _WorkerProtocol(ProcessProtocol):
         where = (
             event.get("system", "-") if namespace == "log_legacy" else f"{namespace}#{levelName}"
         )
-        event["log_system"] = f"{where} worker {self.index}"
+        old = " (old)" if self.retiring else ""
+        event["log_system"] = f"{where} worker {self.index}{old}"
         globalLogPublisher(event)
 
     def _stderrLine(self, line: bytes) -> None:
@@ -144,6 +150,10 @@ class WorkerPool(Service):
         self._restarts: dict[int, Any] = {}
         self._delays: dict[int, float] = {}
         self._stopping = False
+        #: Workers replaced at a reload, running until their sessions end.
+        self.retiring: set[_WorkerProtocol] = set()
+        #: Reloads so far: the session ids of each generation of workers differ.
+        self._generation = 0
 
     def startService(self) -> None:
         super().startService()
@@ -164,6 +174,7 @@ class WorkerPool(Service):
         ]
         hello = {
             "index": index,
+            "generation": self._generation,
             "source": self._source,
             "table": self._table,
             "listeners": listeners,
@@ -204,6 +215,14 @@ class WorkerPool(Service):
         if protocol.pid is not None:
             hooks.observer.processEnded(protocol.pid)
         status = _describeEnd(reason)
+        if protocol in self.retiring:
+            self.retiring.discard(protocol)
+            log.info(
+                "worker {index} (old configuration) ended ({status})",
+                index=protocol.index,
+                status=status,
+            )
+            return
         if self._stopping:
             log.info("worker {index} stopped ({status})", index=protocol.index, status=status)
             return
@@ -228,7 +247,7 @@ class WorkerPool(Service):
             if call.active():
                 call.cancel()
         self._restarts.clear()
-        running = list(self.workers.values())
+        running = list(self.workers.values()) + list(self.retiring)
         if not running:
             return succeed(None)
         for protocol in running:
@@ -242,11 +261,32 @@ class WorkerPool(Service):
         """A second SIGTERM to the gateway: each worker gets one too (and ends its own
         grace)."""
         if self._stopping:
-            for protocol in list(self.workers.values()):
+            for protocol in [*self.workers.values(), *self.retiring]:
                 _signal(protocol, "TERM")
 
-    def _killAll(self) -> None:
+    def reload(self, table: Mapping[str, object], source: str, shutdownGrace: float) -> None:
+        """Replace every worker by one running C{table} and the gateway's listening
+        ports as they are now; each old worker is told to retire (close its copies of
+        the listening sockets, let its sessions end by themselves, exit)."""
+        self._table = dict(table)
+        self._source = source
+        self._grace = shutdownGrace
+        if self._stopping or not self.running:
+            return
+        self._generation += 1
         for protocol in list(self.workers.values()):
+            protocol.retiring = True
+            self.retiring.add(protocol)
+            if protocol.transport is not None:
+                protocol.transport.write(RETIRE)
+        self.workers.clear()
+        for index in range(1, self.count):
+            # A worker waiting to be started again starts with the new table anyway.
+            if index not in self._restarts:
+                self._start(index)
+
+    def _killAll(self) -> None:
+        for protocol in [*self.workers.values(), *self.retiring]:
             log.warn("worker {index} still running: SIGKILL", index=protocol.index)
             _signal(protocol, "KILL")
 

@@ -53,3 +53,14 @@ class Gateway:
         """A short id unique within this gateway, for logs."""
         self._sessionCounter += 1
         return f"{self.sessionPrefix}{self._sessionCounter}"
+
+    def reconfigure(self, settings: GatewaySettings) -> None:
+        """Use C{settings} from now on (a reload): timers, port runs and relays made
+        from now on read them; a session keeps the external IP it was given, and what
+        is already bound or scheduled is not touched."""
+        old, self.settings = self.settings, settings
+        if settings.portRanges != old.portRanges:
+            self.ports = PortAllocator(settings.portRanges)
+        if settings.externalAddresses != old.externalAddresses:
+            self.externalPool = ExternalAddressPool(settings.externalAddresses)
+        self.primaryFastPath = self.fastPathFor(RedirectFlags.NONE)
