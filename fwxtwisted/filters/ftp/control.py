@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from twisted.internet.defer import Deferred
@@ -12,7 +10,7 @@ from twisted.internet.interfaces import IDelayedCall
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from fwxtwisted.errors import SessionClosed
+from fwxtwisted.filters.ftp.channel import ControlChannel, ReplyHandler, ReplySlot
 from fwxtwisted.filters.ftp.commands import Command
 from fwxtwisted.filters.ftp.conversation import (
     ClientCommand,
@@ -27,7 +25,6 @@ from fwxtwisted.filters.ftp.explicit import ExplicitLogin
 from fwxtwisted.filters.ftp.lane import Lane
 from fwxtwisted.filters.ftp.options import FTPOptions
 from fwxtwisted.filters.ftp.replies import Reply, formatReply
-from fwxtwisted.filters.ftp.replyqueue import ReplyQueue, ReplySlot
 from fwxtwisted.filters.ftp.security import (
     REFUSED_UNDER_TLS,
     REUSE_REFUSAL,
@@ -57,18 +54,6 @@ MAX_QUEUED_COMMANDS = 64
 #: The server's FEAT lines about TLS, replaced by what the gateway itself offers.
 _HIDDEN_FEATURES = ("AUTH", "PBSZ", "PROT", "CCC")
 
-ReplyHandler = Callable[[Reply], None]
-
-
-@dataclass
-class _Awaiting:
-    """A command sent to the server, the client's slot for its answer, and who wants
-    the final reply (None: relay it as it is)."""
-
-    command: Command
-    slot: ReplySlot | None
-    handler: ReplyHandler | None
-
 
 @implementer(ISessionFilter, IDataFilter)
 class FTPSessionFilter:
@@ -82,10 +67,11 @@ class FTPSessionFilter:
         self.conversation = Conversation(
             maxCommandLength=options.maxLineLength, maxReplyLineLength=options.maxLineLength
         )
-        self.replies = ReplyQueue(self._toClient)
-        self.data = DataChannels(self)
+        self.channel = ControlChannel(session, options, self.conversation, self.discardClear)
+        self.replies = self.channel.replies
+        self.security = FTPSecurity(self)
+        self.data = DataChannels(self.channel, self.security)
         self.user: str | None = None
-        self._channel: IDataChannel | None = None
         #: Client commands, one at a time.
         self._lane = Lane(self._commandFailed)
         #: The part of the server's current read not fed to the conversation yet.
@@ -94,23 +80,15 @@ class FTPSessionFilter:
         self._waiting: deque[tuple[ClientEvent, int]] = deque()
         #: Counts the client's switches to TLS: a command read before one is dropped.
         self._clientEpoch = 0
-        self._awaiting: dict[int, _Awaiting] = {}
-        self._greetingDone = False
-        self.greetingWaiter: Deferred[Reply] | None = None
         self.upstreamReady = not options.explicit
         #: The server's leg is connected and greeted (and secured by policy): a
         #: client's EOF has somewhere to go.
         self._upstreamUp = False
         self.transfers = TransferLog(session, self.data.state)
         self._idle: IDelayedCall | None = None
-        self._closing = False
         self._quitting = False
-        self._serverSaidGoodbye = False
         self._draining = False
         self._loginTimer: IDelayedCall | None = None
-        #: Fires with the server's final greeting (reverse mode).
-        self._greeted: Deferred[Reply] = Deferred()
-        self.security = FTPSecurity(self)
         self.explicitLogin = ExplicitLogin(self)
         #: Client bytes read but not parsed yet (commands past the limit in flight),
         #: from offset L{_backlogAt}.
@@ -136,7 +114,7 @@ class FTPSessionFilter:
         )
         self.security.clientTLS = self.session.isTLS(Side.CLIENT)
         if self.options.explicit:
-            self._toClient(
+            self.channel.toClient(
                 formatReply(220, "fwxtwisted FTP gateway ready; log in as USER name@host[:port]")
             )
             return
@@ -147,7 +125,7 @@ class FTPSessionFilter:
         ready: Deferred[None] = Deferred()
 
         def connected(_: object) -> Deferred[Reply]:
-            return self._greeted
+            return self.channel.greeted
 
         def greeted(greeting: Reply) -> Deferred[Any] | None:
             if not greeting.isPositive:
@@ -179,7 +157,7 @@ class FTPSessionFilter:
         if (
             notification.event is FirewallEvent.CONNECTION_TERMINATING
             and not self.session.closed
-            and not self._closing
+            and not self.channel.closing
         ):
             # The silence an idle timeout counts starts when a transfer ends, not at
             # the timer's last re-arm while it ran.
@@ -197,7 +175,7 @@ class FTPSessionFilter:
     # IDataFilter
 
     def attached(self, channel: IDataChannel) -> None:
-        self._channel = channel
+        self.channel.stage = channel
 
     def dataReceived(self, direction: Direction, data: bytes) -> None:
         self._touch()
@@ -256,23 +234,22 @@ class FTPSessionFilter:
             self._writeEOF(Direction.SERVER_TO_CLIENT)
 
     def detached(self) -> None:
-        self._channel = None
+        self.channel.stage = None
 
-    # Used by DataChannels.
+    # Used by the explicit login and the TLS handling (until they take the channel).
 
     def sendToServer(
         self, command: Command, slot: ReplySlot | None, handler: ReplyHandler | None
     ) -> None:
-        """Forward C{command}; its final reply goes to C{handler} (or to C{slot} as is).
-        Without a slot the command is the gateway's own and the client sees nothing."""
-        self._awaiting[id(command)] = _Awaiting(command, slot, handler)
-        self.conversation.commandSent(command)
-        if self._channel is not None:
-            self._channel.write(Direction.CLIENT_TO_SERVER, command.toBytes())
+        self.channel.sendToServer(command, slot, handler)
 
     def reply(self, code: int, text: str) -> None:
         """Answer the current command from the gateway itself."""
-        self.replies.local(formatReply(code, text))
+        self.channel.reply(code, text)
+
+    @property
+    def _closing(self) -> bool:
+        return self.channel.closing
 
     # Client commands, one at a time.
 
@@ -317,13 +294,16 @@ class FTPSessionFilter:
         full = self._backlogAt < len(self._backlog) or (
             self.commandsInFlight >= MAX_QUEUED_COMMANDS
         )
-        if full == self._readingPaused or self._channel is None:
+        stage = self.channel.stage
+        if full == self._readingPaused or stage is None:
             return
         self._readingPaused = full
+        # While the client is held back, each reply written may let it go on.
+        self.channel.onAnswered = self._answered if full else None
         if full:
-            self._channel.pauseReading(Direction.CLIENT_TO_SERVER)
+            stage.pauseReading(Direction.CLIENT_TO_SERVER)
         else:
-            self._channel.resumeReading(Direction.CLIENT_TO_SERVER)
+            stage.resumeReading(Direction.CLIENT_TO_SERVER)
 
     def _answered(self) -> None:
         """A reply went to the client: commands held back may go on (on the next
@@ -391,7 +371,9 @@ class FTPSessionFilter:
                 self.transfers.start(command, self.user, self.data.current)
             self._quitting = self._quitting or verb == "QUIT"
             slot = self.replies.reserve()
-            self.sendToServer(command, slot, self._featHandler(slot) if verb == "FEAT" else None)
+            self.channel.sendToServer(
+                command, slot, self._featHandler(slot) if verb == "FEAT" else None
+            )
         return None
 
     def upstreamUp(self) -> None:
@@ -401,15 +383,7 @@ class FTPSessionFilter:
 
     def upstreamUnreachable(self, failure: Failure, slot: ReplySlot | None = None) -> None:
         """The server cannot be reached (or secured): 421 with the reason, and close."""
-        if failure.check(SessionClosed):
-            return
-        reason = failure.getErrorMessage()
-        data = formatReply(421, f"service not available: {reason}")
-        if slot is None:
-            self.replies.local(data)
-        else:
-            self.replies.complete(slot, data)
-        self.closeAfterReplies(reason)
+        self.channel.upstreamUnreachable(failure, slot)
 
     # Server replies.
 
@@ -426,43 +400,19 @@ class FTPSessionFilter:
         assert isinstance(serverEvent, ServerReply)
         reply, command = serverEvent.reply, serverEvent.command
         if command is None:
-            self._unsolicited(reply)
+            self.channel.unsolicited(reply)
             return
-        waiting = self._awaiting.get(id(command))
+        waiting = self.channel.awaiting(command, reply)
         if waiting is None:
-            self._toClient(reply.toBytes())
             return
-        if reply.isPreliminary:
-            if waiting.handler is None and waiting.slot is not None:
-                self.replies.preliminary(waiting.slot, reply.toBytes())
-            return
-        del self._awaiting[id(command)]
         if command.verb in ("USER", "PASS") and reply.code == 230:
             self._loggedIn()
         if command.verb in DIRECTIONS:
             if self.security.takeReuseRefusal():
                 reply = Reply(522, (f"522 {REUSE_REFUSAL}".encode(),))
             self.transfers.replied(command, reply)
-        if waiting.handler is not None:
-            waiting.handler(reply)
-        elif waiting.slot is not None:
-            self.replies.complete(waiting.slot, reply.toBytes())
+        self.channel.deliver(waiting, reply)
         self._maybeFinishDraining()
-
-    def _unsolicited(self, reply: Reply) -> None:
-        if not self._greetingDone:
-            self._greetingDone = not reply.isPreliminary
-            if self.greetingWaiter is not None:
-                if self._greetingDone:
-                    waiter, self.greetingWaiter = self.greetingWaiter, None
-                    waiter.callback(reply)
-                return
-            if self._greetingDone and not self._greeted.called:
-                self._toClient(reply.toBytes())
-                self._greeted.callback(reply)
-                return
-        self._serverSaidGoodbye = reply.code == 421
-        self._toClient(reply.toBytes())
 
     # Login and shutdown.
 
@@ -509,7 +459,7 @@ class FTPSessionFilter:
     def _primaryLegClosed(self, notification: FirewallNotification) -> None:
         if notification.side is not Side.SERVER or self._closing:
             return
-        if self._quitting or self._serverSaidGoodbye:
+        if self._quitting or self.channel.serverSaidGoodbye:
             return
         reason = notification.reason or "closed"
         log.warn(
@@ -517,7 +467,7 @@ class FTPSessionFilter:
             session=self.session.sessionId,
             reason=reason,
         )
-        self._closing = True
+        self.channel.closing = True
         self.replies.local(formatReply(421, f"connection to the server lost: {reason}"))
         self.replies.abandon()
 
@@ -541,24 +491,13 @@ class FTPSessionFilter:
 
     # Plumbing.
 
-    def _toClient(self, data: bytes) -> None:
-        if self._channel is not None:
-            self._channel.write(Direction.SERVER_TO_CLIENT, data)
-        if self._readingPaused:
-            self._answered()
-
     def _writeEOF(self, direction: Direction) -> None:
-        if self._channel is not None:
-            self._channel.writeEOF(direction)
+        if self.channel.stage is not None:
+            self.channel.stage.writeEOF(direction)
 
     def closeAfterReplies(self, reason: str) -> None:
         """Write the replies already known, this one's included, then end the session."""
-        self._closing = True
-        log.info("{session}: closing: {reason}", session=self.session.sessionId, reason=reason)
-        # Replies still awaited never come now: write what is known, the gateway's last
-        # word included, rather than lose it behind them.
-        self.replies.abandon()
-        self.session.close(reason)
+        self.channel.closeAfterReplies(reason)
 
     def _closeIdleDataConnections(self) -> None:
         """A data connection that moved no byte either way for a whole idle timeout is

@@ -95,8 +95,7 @@ class ExplicitLogin:
                     ),
                 )
                 return None
-            waiter: Deferred[Reply] = Deferred()
-            control.greetingWaiter = waiter
+            waiter = control.channel.awaitGreeting()
             connecting: Deferred[Any] = control.session.connectUpstream(target)
             connecting.addCallback(lambda _: waiter)
             connecting.addCallback(greeted)
