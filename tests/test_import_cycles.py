@@ -9,18 +9,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "fwxtwisted"
 
 #: Cycles known today, each a frozenset of modules; the test fails on any other cycle,
 #: and on an allowed one that is gone (so the entry is removed with the cycle).
-ALLOWED_CYCLES: set[frozenset[str]] = {
-    # The FTP filter's session pieces know each other through FTPSessionFilter (the
-    # "hub"): control holds the others and they call back into it.  The FTP refactor
-    # that removes the hub removes this entry.
-    frozenset(
-        {
-            "fwxtwisted.filters.ftp.control",
-            "fwxtwisted.filters.ftp.explicit",
-            "fwxtwisted.filters.ftp.security",
-        }
-    ),
-}
+ALLOWED_CYCLES: set[frozenset[str]] = set()
 
 
 def modules() -> dict[str, Path]:
