@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
@@ -163,6 +164,23 @@ class ControlChannel:
         self.replies.abandon()
         self.session.close(reason)
 
+    def serverLost(self, reason: str) -> None:
+        """The server closed the control connection unasked: a 421 with C{reason}
+        after the replies already known; the session closes with the connection."""
+        log.warn(
+            "{session}: the server closed the control connection: {reason}",
+            session=self.session.sessionId,
+            reason=reason,
+        )
+        self.closing = True
+        self.replies.local(formatReply(421, f"connection to the server lost: {reason}"))
+        self.replies.abandon()
+
+    def writeEOF(self, direction: Direction) -> None:
+        """Half-close toward the peer C{direction} goes to."""
+        if self.stage is not None:
+            self.stage.writeEOF(direction)
+
     def upstreamUnreachable(self, failure: Failure, slot: ReplySlot | None = None) -> None:
         """The server cannot be reached (or secured): 421 with the reason, and close."""
         if failure.check(SessionClosed):
@@ -186,6 +204,21 @@ class ControlChannel:
         self.conversation.commandSent(command)
         if self.stage is not None:
             self.stage.write(Direction.CLIENT_TO_SERVER, command.toBytes())
+
+    def reachUpstream(self, secure: Callable[[], Deferred[Any]]) -> Deferred[None]:
+        """Reverse mode: connect to the server, relay its greeting and, when that is
+        positive, C{secure} the connection.  Fires once all that is done; never when
+        it fails (the client gets a 421 and the session closes)."""
+        ready: Deferred[None] = Deferred()
+
+        def greeted(greeting: Reply) -> Deferred[Any] | None:
+            return secure() if greeting.isPositive else None
+
+        connecting: Deferred[Any] = self.session.connectUpstream()
+        connecting.addCallback(lambda _: self.greeted)
+        connecting.addCallback(greeted)
+        connecting.addCallbacks(lambda _: ready.callback(None), self.upstreamUnreachable)
+        return ready
 
     def switchToTLS(self, side: Side, legTLS: LegTLS, switch: str) -> None:
         """Start TLS on C{side}'s leg now; what that side sent in clear and was not

@@ -118,22 +118,8 @@ class FTPSessionFilter:
         # policy wants TLS toward the server, for that TLS: nothing goes in clear.
         upstream = self.session.defaultUpstream
         self.security.upstreamName = upstream.host if upstream is not None else None
-        ready: Deferred[None] = Deferred()
-
-        def greeted(greeting: Reply) -> Deferred[Any] | None:
-            if not greeting.isPositive:
-                return None
-            return self.security.secureUpstreamIfWanted()
-
-        def up(_: object) -> None:
-            self._upstreamUp = True
-            ready.callback(None)
-
-        connecting: Deferred[Any] = self.session.connectUpstream()
-        connecting.addCallback(lambda _: self.channel.greeted)
-        connecting.addCallback(greeted)
-        connecting.addCallbacks(up, self.channel.upstreamUnreachable)
-        self._lane.waitFor(ready)
+        ready = self.channel.reachUpstream(self.security.secureUpstreamIfWanted)
+        self._lane.waitFor(ready.addCallback(self._upstreamReached))
 
     def firewallEvent(self, notification: FirewallNotification) -> None:
         if notification.event is FirewallEvent.LEG_CLOSED and notification.action is None:
@@ -222,9 +208,9 @@ class FTPSessionFilter:
                 if not self.channel.closing:
                     self.channel.closeAfterReplies("client closed the connection")
                 return
-            self._lane.run(lambda: self._writeEOF(Direction.CLIENT_TO_SERVER))
+            self._lane.run(lambda: self.channel.writeEOF(Direction.CLIENT_TO_SERVER))
         else:
-            self._writeEOF(Direction.SERVER_TO_CLIENT)
+            self.channel.writeEOF(Direction.SERVER_TO_CLIENT)
 
     def detached(self) -> None:
         self.channel.stage = None
@@ -353,6 +339,9 @@ class FTPSessionFilter:
             channel.sendToServer(command, slot, self._featHandler(slot) if verb == "FEAT" else None)
         return None
 
+    def _upstreamReached(self, _: object) -> None:
+        self._upstreamUp = True
+
     def _beforeUpstream(self, command: Command) -> Deferred[Any] | None:
         """Explicit mode, no server yet: the login's result (the name logged in as)
         makes the server ready."""
@@ -381,10 +370,7 @@ class FTPSessionFilter:
         return protecting
 
     def _featHandler(self, slot: ReplySlot) -> ReplyHandler:
-        def handle(reply: Reply) -> None:
-            self.replies.complete(slot, self.security.features(reply).toBytes())
-
-        return handle
+        return lambda reply: self.replies.complete(slot, self.security.features(reply).toBytes())
 
     # Server replies.
 
@@ -428,15 +414,7 @@ class FTPSessionFilter:
             return
         if self._quitting or self.channel.serverSaidGoodbye:
             return
-        reason = notification.reason or "closed"
-        log.warn(
-            "{session}: the server closed the control connection: {reason}",
-            session=self.session.sessionId,
-            reason=reason,
-        )
-        self.channel.closing = True
-        self.replies.local(formatReply(421, f"connection to the server lost: {reason}"))
-        self.replies.abandon()
+        self.channel.serverLost(notification.reason or "closed")
 
     # Plumbing.
 
@@ -451,7 +429,3 @@ class FTPSessionFilter:
         self._idle = None
         if self.lifetime.idleExpired():
             self._touch()
-
-    def _writeEOF(self, direction: Direction) -> None:
-        if self.channel.stage is not None:
-            self.channel.stage.writeEOF(direction)
