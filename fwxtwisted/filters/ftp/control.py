@@ -53,6 +53,9 @@ log = Logger()
 #: what it read already waits unparsed (at most one read, 64 KiB).
 MAX_QUEUED_COMMANDS = 64
 
+#: The reply to a transfer whose data connection a peer left mid-TLS-handshake.
+_UNFINISHED_TRANSFER = "Connection closed before its TLS handshake ended; transfer aborted."
+
 
 @implementer(ISessionFilter, IDataFilter)
 class FTPSessionFilter:
@@ -404,8 +407,17 @@ class FTPSessionFilter:
 
     def _transferReply(self, command: Command, reply: Reply) -> Reply:
         """The final reply to a transfer command, as the client is to see it."""
+        failure = self.data.state(self.transfers.actionOf(command)).failure
         if self.security.takeReuseRefusal():
             reply = Reply(522, (f"522 {REUSE_REFUSAL}".encode(),))
+        elif failure is not None and reply.isPositive:
+            # The server saw a clean close (an upload of 0 bytes, say): not so.
+            log.warn(
+                "{session}: data connection: {failure}",
+                session=self.session.sessionId,
+                failure=failure,
+            )
+            reply = Reply(426, (f"426 {_UNFINISHED_TRANSFER}".encode(),))
         self.transfers.replied(command, reply)
         return reply
 

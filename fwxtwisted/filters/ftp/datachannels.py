@@ -39,6 +39,7 @@ from fwxtwisted.filters.ftp.options import DataPolicy
 from fwxtwisted.filters.ftp.protocols import FTP_DATA
 from fwxtwisted.filters.ftp.replies import Reply, formatReply
 from fwxtwisted.interfaces import (
+    TLS_UNFINISHED,
     ActionState,
     Connect,
     FirewallEvent,
@@ -73,6 +74,9 @@ class DataState:
     established: bool = False
     closed: bool = False
     bytes: int = 0
+    #: Why its transfer cannot be whole although the connection closed (a peer left
+    #: before its TLS handshake ended), else None.
+    failure: str | None = None
 
 
 class DataChannels:
@@ -113,6 +117,8 @@ class DataChannels:
         elif notification.event is FirewallEvent.CONNECTION_TERMINATING:
             state.closed = True
             state.bytes = notification.counts.fromClient + notification.counts.fromServer
+            if notification.reason is not None and TLS_UNFINISHED in notification.reason:
+                state.failure = notification.reason
 
     # Client commands.
 
