@@ -178,6 +178,12 @@ class SocketCounts:
     dropped: int = 0
 
 
+#: In a CONNECTION_TERMINATING reason ("client left before its TLS handshake ended"):
+#: a peer closed its TLS leg before the handshake was over, so nothing it sent or was
+#: sent was protected or whole, however cleanly its TCP connection ended.
+TLS_UNFINISHED = "left before its TLS handshake ended"
+
+
 @dataclass(frozen=True)
 class FirewallNotification:
     """One event delivered to L{ISessionFilter.firewallEvent}."""

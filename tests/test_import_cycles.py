@@ -9,20 +9,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "fwxtwisted"
 
 #: Cycles known today, each a frozenset of modules; the test fails on any other cycle,
 #: and on an allowed one that is gone (so the entry is removed with the cycle).
-ALLOWED_CYCLES: set[frozenset[str]] = {
-    # The FTP filter's session pieces know each other through FTPSessionFilter (the
-    # "hub"): control holds the others and they call back into it.  The FTP refactor
-    # that removes the hub removes this entry.
-    frozenset(
-        {
-            "fwxtwisted.filters.ftp.control",
-            "fwxtwisted.filters.ftp.datachannels",
-            "fwxtwisted.filters.ftp.explicit",
-            "fwxtwisted.filters.ftp.security",
-            "fwxtwisted.filters.ftp.transfers",
-        }
-    ),
-}
+ALLOWED_CYCLES: set[frozenset[str]] = set()
 
 
 def modules() -> dict[str, Path]:
@@ -123,9 +110,9 @@ def test_cycleFinder() -> None:
 
 
 def test_graphSeesTypeCheckingImports() -> None:
-    """An import under TYPE_CHECKING counts (datachannels names control only there)."""
+    """An import under TYPE_CHECKING counts (transfers names datachannels only there)."""
     graph = importGraph()
-    assert "fwxtwisted.filters.ftp.control" in graph["fwxtwisted.filters.ftp.datachannels"]
+    assert "fwxtwisted.filters.ftp.datachannels" in graph["fwxtwisted.filters.ftp.transfers"]
 
 
 def test_noImportCycles() -> None:

@@ -16,7 +16,14 @@ from twisted.internet.interfaces import IPushProducer
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from fwxtwisted.interfaces import ByteCounts, Direction, IDataFilter, LegTLS, Side
+from fwxtwisted.interfaces import (
+    TLS_UNFINISHED,
+    ByteCounts,
+    Direction,
+    IDataFilter,
+    LegTLS,
+    Side,
+)
 from fwxtwisted.logs import Logger
 from fwxtwisted.net.sendnow import writeNow, writingShutElsewhere
 from fwxtwisted.net.tls import tlsConnectionOf
@@ -522,8 +529,17 @@ class Relay:
         lostLeg = self._legs.get(side)
         if lostLeg is not None and lostLeg.closeTimer is not None and lostLeg.closeTimer.active():
             lostLeg.closeTimer.cancel()
-        if self._closeReason is None and not isinstance(reason.value, ConnectionDone):
-            self._closeReason = f"{side.value} connection lost: {reason.getErrorMessage()}"
+        if self._closeReason is None:
+            clean = isinstance(reason.value, ConnectionDone)
+            if not clean:
+                self._closeReason = f"{side.value} connection lost: {reason.getErrorMessage()}"
+            if lostLeg is not None and _handshaking(lostLeg) and not self._closing:
+                # However cleanly it closed, nothing it moved is whole: say so.
+                self._closeReason = (
+                    f"{side.value} {TLS_UNFINISHED}"
+                    if clean
+                    else f"{self._closeReason} (it {TLS_UNFINISHED})"
+                )
         other = opposite(side)
         otherLeg = self._legs.get(other)
         if otherLeg is not None and other not in self._lost and otherLeg.transport is not None:

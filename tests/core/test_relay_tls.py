@@ -17,6 +17,7 @@ from twisted.internet.interfaces import IHandshakeListener
 from zope.interface import implementer
 
 from fwxtwisted.interfaces import (
+    TLS_UNFINISHED,
     Direction,
     FirewallEvent,
     FirewallNotification,
@@ -209,3 +210,40 @@ async def test_last_words_reach_a_tls_client_after_the_server_failed_verificatio
     await within(client.handshaken)
     received = await within(client.eof)
     assert received == b"421 lost: TLS error: certificate does not match 127.0.0.1\r\n"
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_peer_leaving_before_its_tls_handshake_ended_is_the_close_reason(
+    net: Network, tmp_path: Path
+) -> None:
+    """However cleanly its TCP connection ends, a peer that closed its TLS leg before
+    the handshake was over made nothing whole: CONNECTION_TERMINATING says so (an FTP
+    filter turns that transfer's reply into 426)."""
+    files = makeTlsFiles(tmp_path)
+    recording = RecordingFilter(connectUpstream=True)
+    _, upstream = net.server()
+    running = net.startGateway(recording, upstream=upstream)
+    _, sessionFilter = await net.openSession(running, recording)
+    target, address = net.server(makePeer=LateTLSPeer)
+    redirection = await within(
+        sessionFilter.session.redirectConnections(
+            [address],
+            tls={
+                Side.CLIENT: LegTLS(serverOptions(files), asServer=True),
+                Side.SERVER: LegTLS(
+                    UpstreamTLSSettings(str(files.caCert)).clientOptions(LOCAL), asServer=False
+                ),
+            },
+        )
+    )
+    client = TLSPeer()
+    await net.connect(redirection.internalAddress, peer=client)
+    server: LateTLSPeer = await within(target.accepted.get())
+    client.transport.loseConnection()  # type: ignore[union-attr]
+    server.startTLS(serverOptions(files))
+    terminated = await within(sessionFilter.waitFor(FirewallEvent.CONNECTION_TERMINATING))
+    assert terminated.reason is not None
+    assert terminated.reason.startswith("client ")
+    assert terminated.reason.endswith(TLS_UNFINISHED) or terminated.reason.endswith(
+        f"{TLS_UNFINISHED})"
+    )

@@ -18,6 +18,7 @@ from fwxtwisted.filters.ftp.filter import FTPCommandOptions, ftpFilter
 from fwxtwisted.filters.ftp.options import FTPOptions, UpstreamTLS, parseFTPOptions
 from fwxtwisted.filters.ftp.security import REUSE_REFUSAL
 from fwxtwisted.interfaces import (
+    TLS_UNFINISHED,
     ByteCounts,
     FirewallEvent,
     FirewallNotification,
@@ -921,3 +922,58 @@ def test_commandLineInsecure() -> None:
     assert table["upstream_insecure"] is True
     assert table["upstream_tls"] == "auto"
     assert parseFTPOptions(table, hasUpstream=True).upstreamTLSSettings.insecure
+
+
+def test_dataConnectionLeftBeforeItsTLSHandshakeTurnsTheTransferReplyInto426(
+    tls: TlsFiles,
+) -> None:
+    """A PROT P upload whose data connection the client closed before its TLS
+    handshake ended: the server saw a clean close of 0 bytes and says 226; the client
+    is told the transfer failed."""
+    session = secured(tlsOptions(tls))
+    session.clientSends(b"PASV\r\n")
+    protectUpstream(session)
+    session.serverSends(b"227 Entering Passive Mode (203,0,113,50,156,64).\r\n")
+    redirection = session.redirectCalls[0].grant(40000)
+    session.toClient = b""
+    session.clientSends(b"STOR up.bin\r\n")
+    action = redirection.actions[0]
+    session.fireEvent(FirewallNotification(FirewallEvent.ESTABLISHED_CONNECTION, action))
+    session.serverSends(b"150 Ok to send data.\r\n")
+    session.fireEvent(
+        FirewallNotification(
+            FirewallEvent.CONNECTION_TERMINATING,
+            action,
+            reason=f"client {TLS_UNFINISHED}",
+        )
+    )
+    session.serverSends(b"226 Transfer complete.\r\n")
+    assert session.toClient == (
+        b"150 Ok to send data.\r\n"
+        b"426 Connection closed before its TLS handshake ended; transfer aborted.\r\n"
+    )
+    # Only that transfer: the next one gets the server's reply as it is.
+    session.toClient = b""
+    session.clientSends(b"PASV\r\n")
+    session.serverSends(b"227 Entering Passive Mode (203,0,113,50,156,65).\r\n")
+    session.redirectCalls[1].grant(40001)
+    session.clientSends(b"LIST\r\n")
+    session.serverSends(b"150 Here comes the directory listing.\r\n226 Directory send OK.\r\n")
+    assert session.toClient.endswith(b"226 Directory send OK.\r\n")
+
+
+def test_aServerErrorAfterAnUnfinishedHandshakeIsLeftAsItIs(tls: TlsFiles) -> None:
+    session = secured(tlsOptions(tls))
+    session.clientSends(b"PASV\r\n")
+    protectUpstream(session)
+    session.serverSends(b"227 Entering Passive Mode (203,0,113,50,156,64).\r\n")
+    action = session.redirectCalls[0].grant(40000).actions[0]
+    session.toClient = b""
+    session.clientSends(b"RETR big.bin\r\n")
+    session.fireEvent(
+        FirewallNotification(
+            FirewallEvent.CONNECTION_TERMINATING, action, reason=f"client {TLS_UNFINISHED}"
+        )
+    )
+    session.serverSends(b"425 Failed to establish connection.\r\n")
+    assert session.toClient == b"425 Failed to establish connection.\r\n"

@@ -1,10 +1,9 @@
-"""FTPSessionFilter: reads one FTP control connection and drives the gateway for it."""
+"""FTPSessionFilter: reads one FTP control connection and dispatches it to the filter's
+parts (data channels, TLS, explicit login, transfer log, timeouts)."""
 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from twisted.internet.defer import Deferred
@@ -12,7 +11,7 @@ from twisted.internet.interfaces import IDelayedCall
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from fwxtwisted.errors import SessionClosed
+from fwxtwisted.filters.ftp.channel import ControlChannel, ReplyHandler, ReplySlot
 from fwxtwisted.filters.ftp.commands import Command
 from fwxtwisted.filters.ftp.conversation import (
     ClientCommand,
@@ -25,9 +24,9 @@ from fwxtwisted.filters.ftp.conversation import (
 from fwxtwisted.filters.ftp.datachannels import DataChannels
 from fwxtwisted.filters.ftp.explicit import ExplicitLogin
 from fwxtwisted.filters.ftp.lane import Lane
+from fwxtwisted.filters.ftp.lifetime import SessionLifetime
 from fwxtwisted.filters.ftp.options import FTPOptions
 from fwxtwisted.filters.ftp.replies import Reply, formatReply
-from fwxtwisted.filters.ftp.replyqueue import ReplyQueue, ReplySlot
 from fwxtwisted.filters.ftp.security import (
     REFUSED_UNDER_TLS,
     REUSE_REFUSAL,
@@ -54,27 +53,16 @@ log = Logger()
 #: what it read already waits unparsed (at most one read, 64 KiB).
 MAX_QUEUED_COMMANDS = 64
 
-#: The server's FEAT lines about TLS, replaced by what the gateway itself offers.
-_HIDDEN_FEATURES = ("AUTH", "PBSZ", "PROT", "CCC")
-
-ReplyHandler = Callable[[Reply], None]
-
-
-@dataclass
-class _Awaiting:
-    """A command sent to the server, the client's slot for its answer, and who wants
-    the final reply (None: relay it as it is)."""
-
-    command: Command
-    slot: ReplySlot | None
-    handler: ReplyHandler | None
+#: The reply to a transfer whose data connection a peer left mid-TLS-handshake.
+_UNFINISHED_TRANSFER = "Connection closed before its TLS handshake ended; transfer aborted."
 
 
 @implementer(ISessionFilter, IDataFilter)
 class FTPSessionFilter:
-    """The FTP filter for one session: a data filter on the control connection that
-    rewrites data-channel commands and replies and opens data channels through the
-    session (the rewriting itself is in L{DataChannels})."""
+    """The FTP filter for one session: a data filter on the control connection. It
+    reads both directions, holds the client back past L{MAX_QUEUED_COMMANDS}, and
+    hands each command and reply to the part that deals with it; the parts talk to
+    the peers through the L{ControlChannel}, never through this."""
 
     def __init__(self, session: ISession, options: FTPOptions) -> None:
         self.session = session
@@ -82,10 +70,20 @@ class FTPSessionFilter:
         self.conversation = Conversation(
             maxCommandLength=options.maxLineLength, maxReplyLineLength=options.maxLineLength
         )
-        self.replies = ReplyQueue(self._toClient)
-        self.data = DataChannels(self)
+        self.channel = ControlChannel(session, options, self.conversation, self.discardClear)
+        self.replies = self.channel.replies
+        self.security = FTPSecurity(self.channel)
+        self.data = DataChannels(self.channel, self.security)
+        self.transfers = TransferLog(session, self.data.state)
+        self.lifetime = SessionLifetime(self.channel, self.data, self.transfers)
+        self.explicitLogin = ExplicitLogin(self.channel, self.security)
         self.user: str | None = None
-        self._channel: IDataChannel | None = None
+        #: The server is connected and greeted (explicit mode: logged in to it).
+        self.upstreamReady = not options.explicit
+        #: The server's leg is connected and greeted (and secured by policy): a
+        #: client's EOF has somewhere to go.
+        self._upstreamUp = False
+        self._quitting = False
         #: Client commands, one at a time.
         self._lane = Lane(self._commandFailed)
         #: The part of the server's current read not fed to the conversation yet.
@@ -94,24 +92,6 @@ class FTPSessionFilter:
         self._waiting: deque[tuple[ClientEvent, int]] = deque()
         #: Counts the client's switches to TLS: a command read before one is dropped.
         self._clientEpoch = 0
-        self._awaiting: dict[int, _Awaiting] = {}
-        self._greetingDone = False
-        self.greetingWaiter: Deferred[Reply] | None = None
-        self.upstreamReady = not options.explicit
-        #: The server's leg is connected and greeted (and secured by policy): a
-        #: client's EOF has somewhere to go.
-        self._upstreamUp = False
-        self.transfers = TransferLog(session, self.data.state)
-        self._idle: IDelayedCall | None = None
-        self._closing = False
-        self._quitting = False
-        self._serverSaidGoodbye = False
-        self._draining = False
-        self._loginTimer: IDelayedCall | None = None
-        #: Fires with the server's final greeting (reverse mode).
-        self._greeted: Deferred[Reply] = Deferred()
-        self.security = FTPSecurity(self)
-        self.explicitLogin = ExplicitLogin(self)
         #: Client bytes read but not parsed yet (commands past the limit in flight),
         #: from offset L{_backlogAt}.
         self._backlog = b""
@@ -119,8 +99,7 @@ class FTPSessionFilter:
         self._pumping = False
         self._pump: IDelayedCall | None = None
         self._readingPaused = False
-        #: Bytes the data connections had moved at the last idle expiry.
-        self._dataMoved: int | None = None
+        self._idle: IDelayedCall | None = None
 
     # ISessionFilter
 
@@ -131,12 +110,10 @@ class FTPSessionFilter:
         # asked now, while the client is connected.
         self.session.internalAddress  # noqa: B018
         self._touch()
-        self._loginTimer = self.session.clock.callLater(
-            self.options.loginTimeout, self._loginExpired
-        )
+        self.lifetime.start()
         self.security.clientTLS = self.session.isTLS(Side.CLIENT)
         if self.options.explicit:
-            self._toClient(
+            self.channel.toClient(
                 formatReply(220, "fwxtwisted FTP gateway ready; log in as USER name@host[:port]")
             )
             return
@@ -144,60 +121,43 @@ class FTPSessionFilter:
         # policy wants TLS toward the server, for that TLS: nothing goes in clear.
         upstream = self.session.defaultUpstream
         self.security.upstreamName = upstream.host if upstream is not None else None
-        ready: Deferred[None] = Deferred()
-
-        def connected(_: object) -> Deferred[Reply]:
-            return self._greeted
-
-        def greeted(greeting: Reply) -> Deferred[Any] | None:
-            if not greeting.isPositive:
-                return None
-            return self.security.secureUpstreamIfWanted()
-
-        connecting: Deferred[Any] = self.session.connectUpstream()
-        connecting.addCallback(connected)
-        connecting.addCallback(greeted)
-
-        def up(_: object) -> None:
-            self.upstreamUp()
-            ready.callback(None)
-
-        connecting.addCallbacks(up, self.upstreamUnreachable)
-        self._lane.waitFor(ready)
+        ready = self.channel.reachUpstream(self.security.secureUpstreamIfWanted)
+        self._lane.waitFor(ready.addCallback(self._upstreamReached))
 
     def firewallEvent(self, notification: FirewallNotification) -> None:
         if notification.event is FirewallEvent.LEG_CLOSED and notification.action is None:
             self._primaryLegClosed(notification)
             return
         if notification.event is FirewallEvent.GATEWAY_SHUTDOWN:
-            self._shutdown(final=notification.reason != "draining")
+            self.lifetime.shutdown(final=notification.reason != "draining")
             return
         if notification.event is FirewallEvent.ESTABLISHED_CONNECTION:
-            self._dataMoved = None  # a new connection: its idle time starts now
+            self.lifetime.dataEstablished()
         self.data.event(notification)
         self.transfers.dataChanged(notification.action)
         if (
             notification.event is FirewallEvent.CONNECTION_TERMINATING
             and not self.session.closed
-            and not self._closing
+            and not self.channel.closing
         ):
             # The silence an idle timeout counts starts when a transfer ends, not at
             # the timer's last re-arm while it ran.
             self._touch()
-        self._maybeFinishDraining()
+        self.lifetime.maybeFinishDraining()
 
     def detach(self) -> None:
-        for timer in (self._idle, self._loginTimer, self._pump):
+        self.lifetime.stop()
+        for timer in (self._idle, self._pump):
             if timer is not None and timer.active():
                 timer.cancel()
-        self._idle = self._loginTimer = self._pump = None
+        self._idle = self._pump = None
         self._backlog = b""
         self.transfers.sessionEnded()
 
     # IDataFilter
 
     def attached(self, channel: IDataChannel) -> None:
-        self._channel = channel
+        self.channel.stage = channel
 
     def dataReceived(self, direction: Direction, data: bytes) -> None:
         self._touch()
@@ -248,31 +208,15 @@ class FTPSessionFilter:
                 # No server to pass the EOF to (explicit mode before a login, reverse
                 # mode before the server greeted): a client that leaves (a port scan,
                 # a health check) ends its session now, not at the login timeout.
-                if not self._closing:
-                    self.closeAfterReplies("client closed the connection")
+                if not self.channel.closing:
+                    self.channel.closeAfterReplies("client closed the connection")
                 return
-            self._lane.run(lambda: self._writeEOF(Direction.CLIENT_TO_SERVER))
+            self._lane.run(lambda: self.channel.writeEOF(Direction.CLIENT_TO_SERVER))
         else:
-            self._writeEOF(Direction.SERVER_TO_CLIENT)
+            self.channel.writeEOF(Direction.SERVER_TO_CLIENT)
 
     def detached(self) -> None:
-        self._channel = None
-
-    # Used by DataChannels.
-
-    def sendToServer(
-        self, command: Command, slot: ReplySlot | None, handler: ReplyHandler | None
-    ) -> None:
-        """Forward C{command}; its final reply goes to C{handler} (or to C{slot} as is).
-        Without a slot the command is the gateway's own and the client sees nothing."""
-        self._awaiting[id(command)] = _Awaiting(command, slot, handler)
-        self.conversation.commandSent(command)
-        if self._channel is not None:
-            self._channel.write(Direction.CLIENT_TO_SERVER, command.toBytes())
-
-    def reply(self, code: int, text: str) -> None:
-        """Answer the current command from the gateway itself."""
-        self.replies.local(formatReply(code, text))
+        self.channel.stage = None
 
     # Client commands, one at a time.
 
@@ -295,7 +239,7 @@ class FTPSessionFilter:
             while (
                 self._backlogAt < len(self._backlog)
                 and self.commandsInFlight < MAX_QUEUED_COMMANDS
-                and not self._closing
+                and not self.channel.closing
                 and not self.session.closed
             ):
                 backlog = self._backlog
@@ -317,19 +261,22 @@ class FTPSessionFilter:
         full = self._backlogAt < len(self._backlog) or (
             self.commandsInFlight >= MAX_QUEUED_COMMANDS
         )
-        if full == self._readingPaused or self._channel is None:
+        stage = self.channel.stage
+        if full == self._readingPaused or stage is None:
             return
         self._readingPaused = full
+        # While the client is held back, each reply written may let it go on.
+        self.channel.onAnswered = self._answered if full else None
         if full:
-            self._channel.pauseReading(Direction.CLIENT_TO_SERVER)
+            stage.pauseReading(Direction.CLIENT_TO_SERVER)
         else:
-            self._channel.resumeReading(Direction.CLIENT_TO_SERVER)
+            stage.resumeReading(Direction.CLIENT_TO_SERVER)
 
     def _answered(self) -> None:
         """A reply went to the client: commands held back may go on (on the next
         turn: this runs inside the reply queue's flush)."""
         if self._backlogAt < len(self._backlog):
-            if (self._pump is None or not self._pump.active()) and not self._closing:
+            if (self._pump is None or not self._pump.active()) and not self.channel.closing:
                 self._pump = self.session.clock.callLater(0, self._pumpCommands)
         elif self._readingPaused and not self._pumping:
             self._flowControl()
@@ -342,7 +289,7 @@ class FTPSessionFilter:
             if epoch != self._clientEpoch:
                 return None  # read in clear before a switch to TLS: dropped
             self._waiting.popleft()
-            if self.session.closed or self._closing:
+            if self.session.closed or self.channel.closing:
                 return None
             return self._clientEvent(clientEvent)
 
@@ -353,15 +300,16 @@ class FTPSessionFilter:
         self.session.close("internal error in the FTP filter")
 
     def _clientEvent(self, clientEvent: ClientEvent) -> Deferred[Any] | None:
+        channel = self.channel
         if not isinstance(clientEvent, ClientCommand):
             log.warn(
                 "{session}: bad command from client: {reason}",
                 session=self.session.sessionId,
                 reason=clientEvent.reason,
             )
-            self.reply(clientEvent.replyCode, clientEvent.reason)
+            channel.reply(clientEvent.replyCode, clientEvent.reason)
             if clientEvent.fatal:
-                self.closeAfterReplies(f"client protocol error: {clientEvent.reason}")
+                channel.closeAfterReplies(f"client protocol error: {clientEvent.reason}")
             return None
         command = clientEvent.command
         verb = command.verb
@@ -371,19 +319,19 @@ class FTPSessionFilter:
             securing = self.security.clientCommand(command)
             if securing is not None:
                 # The server refusing AUTH TLS that policy requires: 421, nothing sent.
-                securing.addErrback(self.upstreamUnreachable)
+                securing.addErrback(channel.upstreamUnreachable)
             return securing
         if verb in ("USER", "PASS") and self.security.refusesLogin():
-            self.reply(530, "TLS required: use AUTH TLS before logging in")
+            channel.reply(530, "TLS required: use AUTH TLS before logging in")
             return None
         if not self.upstreamReady:
-            return self.explicitLogin.command(command)
+            return self._beforeUpstream(command)
         if verb in ("PASV", "EPSV", "PORT", "EPRT"):
             return self._dataCommand(command)
         if verb in ("LPRT", "LPSV"):
-            self.reply(502, f"{verb} not implemented; use EPSV or EPRT")
+            channel.reply(502, f"{verb} not implemented; use EPSV or EPRT")
         elif verb == "USER" and "@" in command.argument and self.options.explicit:
-            self.reply(530, "already connected to a server; reconnect to change servers")
+            channel.reply(530, "already connected to a server; reconnect to change servers")
         else:
             if verb == "USER":
                 self.user = command.argument
@@ -391,107 +339,25 @@ class FTPSessionFilter:
                 self.transfers.start(command, self.user, self.data.current)
             self._quitting = self._quitting or verb == "QUIT"
             slot = self.replies.reserve()
-            self.sendToServer(command, slot, self._featHandler(slot) if verb == "FEAT" else None)
+            channel.sendToServer(command, slot, self._featHandler(slot) if verb == "FEAT" else None)
         return None
 
-    def upstreamUp(self) -> None:
-        """The server is connected, greeted and secured by policy: the client's EOF
-        goes to it from now on."""
+    def _upstreamReached(self, _: object) -> None:
         self._upstreamUp = True
 
-    def upstreamUnreachable(self, failure: Failure, slot: ReplySlot | None = None) -> None:
-        """The server cannot be reached (or secured): 421 with the reason, and close."""
-        if failure.check(SessionClosed):
-            return
-        reason = failure.getErrorMessage()
-        data = formatReply(421, f"service not available: {reason}")
-        if slot is None:
-            self.replies.local(data)
-        else:
-            self.replies.complete(slot, data)
-        self.closeAfterReplies(reason)
+    def _beforeUpstream(self, command: Command) -> Deferred[Any] | None:
+        """Explicit mode, no server yet: the login's result (the name logged in as)
+        makes the server ready."""
+        login = self.explicitLogin.command(command)
+        if login is None:
+            return None
 
-    # Server replies.
+        def loggedIn(name: str | None) -> None:
+            if name is not None:
+                self.upstreamReady = self._upstreamUp = True
+                self.user = name
 
-    def _serverEvent(self, serverEvent: ServerEvent) -> None:
-        if isinstance(serverEvent, ServerProtocolError):
-            log.warn(
-                "{session}: bad reply from server: {reason}",
-                session=self.session.sessionId,
-                reason=serverEvent.reason,
-            )
-            self.reply(421, "the server sent an invalid reply; closing")
-            self.closeAfterReplies(f"server protocol error: {serverEvent.reason}")
-            return
-        assert isinstance(serverEvent, ServerReply)
-        reply, command = serverEvent.reply, serverEvent.command
-        if command is None:
-            self._unsolicited(reply)
-            return
-        waiting = self._awaiting.get(id(command))
-        if waiting is None:
-            self._toClient(reply.toBytes())
-            return
-        if reply.isPreliminary:
-            if waiting.handler is None and waiting.slot is not None:
-                self.replies.preliminary(waiting.slot, reply.toBytes())
-            return
-        del self._awaiting[id(command)]
-        if command.verb in ("USER", "PASS") and reply.code == 230:
-            self._loggedIn()
-        if command.verb in DIRECTIONS:
-            if self.security.takeReuseRefusal():
-                reply = Reply(522, (f"522 {REUSE_REFUSAL}".encode(),))
-            self.transfers.replied(command, reply)
-        if waiting.handler is not None:
-            waiting.handler(reply)
-        elif waiting.slot is not None:
-            self.replies.complete(waiting.slot, reply.toBytes())
-        self._maybeFinishDraining()
-
-    def _unsolicited(self, reply: Reply) -> None:
-        if not self._greetingDone:
-            self._greetingDone = not reply.isPreliminary
-            if self.greetingWaiter is not None:
-                if self._greetingDone:
-                    waiter, self.greetingWaiter = self.greetingWaiter, None
-                    waiter.callback(reply)
-                return
-            if self._greetingDone and not self._greeted.called:
-                self._toClient(reply.toBytes())
-                self._greeted.callback(reply)
-                return
-        self._serverSaidGoodbye = reply.code == 421
-        self._toClient(reply.toBytes())
-
-    # Login and shutdown.
-
-    def _loggedIn(self) -> None:
-        if self._loginTimer is not None and self._loginTimer.active():
-            self._loginTimer.cancel()
-        self._loginTimer = None
-
-    def _loginExpired(self) -> None:
-        self._loginTimer = None
-        self.reply(421, f"not logged in after {self.options.loginTimeout:g} s; closing")
-        self.closeAfterReplies("login timeout")
-
-    def _busy(self) -> bool:
-        """True while a transfer runs: its command or its data connection is not done."""
-        return self.data.transferring or self.transfers.running
-
-    def _shutdown(self, final: bool) -> None:
-        if self._closing:
-            return
-        if final or not self._busy():
-            self.reply(421, "the gateway is shutting down; try again later")
-            self.closeAfterReplies("gateway shutting down")
-        else:
-            self._draining = True
-
-    def _maybeFinishDraining(self) -> None:
-        if self._draining and not self._closing and not self._busy():
-            self._shutdown(final=True)
+        return login.addCallback(loggedIn)
 
     def _dataCommand(self, command: Command) -> Deferred[Any]:
         """PASV, EPSV, PORT, EPRT, once the server's side of data protection is set."""
@@ -503,89 +369,69 @@ class FTPSessionFilter:
                 self.data.active(command)
 
         protecting = self.security.protectUpstream()
-        protecting.addCallbacks(handle, self.upstreamUnreachable)
+        protecting.addCallbacks(handle, self.channel.upstreamUnreachable)
         return protecting
 
-    def _primaryLegClosed(self, notification: FirewallNotification) -> None:
-        if notification.side is not Side.SERVER or self._closing:
-            return
-        if self._quitting or self._serverSaidGoodbye:
-            return
-        reason = notification.reason or "closed"
-        log.warn(
-            "{session}: the server closed the control connection: {reason}",
-            session=self.session.sessionId,
-            reason=reason,
-        )
-        self._closing = True
-        self.replies.local(formatReply(421, f"connection to the server lost: {reason}"))
-        self.replies.abandon()
-
     def _featHandler(self, slot: ReplySlot) -> ReplyHandler:
-        def handle(reply: Reply) -> None:
-            if not reply.isPositive or len(reply.lines) < 3:
-                self.replies.complete(slot, reply.toBytes())
-                return
-            # TLS is each side's own: the client sees what the gateway offers.
-            middle = [
-                line
-                for line in reply.lines[1:-1]
-                if not line.strip().upper().startswith(tuple(f.encode() for f in _HIDDEN_FEATURES))
-            ]
-            if self.security.offersTLS:
-                middle += [b" AUTH TLS", b" PBSZ", b" PROT"]
-            kept = Reply(reply.code, (reply.lines[0], *middle, reply.lines[-1]))
-            self.replies.complete(slot, kept.toBytes())
+        return lambda reply: self.replies.complete(slot, self.security.features(reply).toBytes())
 
-        return handle
+    # Server replies.
+
+    def _serverEvent(self, serverEvent: ServerEvent) -> None:
+        if isinstance(serverEvent, ServerProtocolError):
+            log.warn(
+                "{session}: bad reply from server: {reason}",
+                session=self.session.sessionId,
+                reason=serverEvent.reason,
+            )
+            self.channel.reply(421, "the server sent an invalid reply; closing")
+            self.channel.closeAfterReplies(f"server protocol error: {serverEvent.reason}")
+            return
+        assert isinstance(serverEvent, ServerReply)
+        reply, command = serverEvent.reply, serverEvent.command
+        if command is None:
+            self.channel.unsolicited(reply)
+            return
+        waiting = self.channel.awaiting(command, reply)
+        if waiting is None:
+            return
+        if command.verb in ("USER", "PASS") and reply.code == 230:
+            self.lifetime.loggedIn()
+        if command.verb not in DIRECTIONS:
+            self.channel.deliver(waiting, reply)
+            return
+        self.channel.deliver(waiting, self._transferReply(command, reply))
+        # The transfer it answers is over: a draining session may be done (nothing
+        # else ends a transfer but its data connection's end, a firewall event).
+        self.lifetime.maybeFinishDraining()
+
+    def _transferReply(self, command: Command, reply: Reply) -> Reply:
+        """The final reply to a transfer command, as the client is to see it."""
+        failure = self.data.state(self.transfers.actionOf(command)).failure
+        if self.security.takeReuseRefusal():
+            reply = Reply(522, (f"522 {REUSE_REFUSAL}".encode(),))
+        elif failure is not None and reply.isPositive:
+            # The server saw a clean close (an upload of 0 bytes, say): not so.
+            log.warn(
+                "{session}: data connection: {failure}",
+                session=self.session.sessionId,
+                failure=failure,
+            )
+            reply = Reply(426, (f"426 {_UNFINISHED_TRANSFER}".encode(),))
+        self.transfers.replied(command, reply)
+        return reply
+
+    def _primaryLegClosed(self, notification: FirewallNotification) -> None:
+        if notification.side is not Side.SERVER or self.channel.closing:
+            return
+        if self._quitting or self.channel.serverSaidGoodbye:
+            return
+        self.channel.serverLost(notification.reason or "closed")
 
     # Plumbing.
 
-    def _toClient(self, data: bytes) -> None:
-        if self._channel is not None:
-            self._channel.write(Direction.SERVER_TO_CLIENT, data)
-        if self._readingPaused:
-            self._answered()
-
-    def _writeEOF(self, direction: Direction) -> None:
-        if self._channel is not None:
-            self._channel.writeEOF(direction)
-
-    def closeAfterReplies(self, reason: str) -> None:
-        """Write the replies already known, this one's included, then end the session."""
-        self._closing = True
-        log.info("{session}: closing: {reason}", session=self.session.sessionId, reason=reason)
-        # Replies still awaited never come now: write what is known, the gateway's last
-        # word included, rather than lose it behind them.
-        self.replies.abandon()
-        self.session.close(reason)
-
-    def _closeIdleDataConnections(self) -> None:
-        """A data connection that moved no byte either way for a whole idle timeout is
-        closed (a peer that never sends its FIN must not hold it, and with it this
-        session, for ever); the control connection stays."""
-        established = [
-            action
-            for action in getattr(self.session, "actions", ())
-            if self.data.state(action).established and not self.data.state(action).closed
-        ]
-        moved = [getattr(action, "bytesMoved", None) for action in established]
-        if None in moved:
-            return  # actions that cannot tell: the transfer is left to run
-        total = sum(m for m in moved if m is not None)
-        if total != self._dataMoved:
-            self._dataMoved = total
-            return
-        self._dataMoved = None
-        for action in established:
-            log.warn(
-                "{session}: data connection idle for {idle:g} s; closing it",
-                session=self.session.sessionId,
-                idle=self.options.idleTimeout,
-            )
-            action.cancel()
-
     def _touch(self) -> None:
+        """The control connection is not idle: its idle timeout counts from now."""
         if self._idle is not None and self._idle.active():
             self._idle.reset(self.options.idleTimeout)
         else:
@@ -593,9 +439,5 @@ class FTPSessionFilter:
 
     def _idleExpired(self) -> None:
         self._idle = None
-        if self.data.transferring:
+        if self.lifetime.idleExpired():
             self._touch()
-            self._closeIdleDataConnections()
-            return
-        self.reply(421, f"idle for {self.options.idleTimeout:g} s; closing control connection")
-        self.closeAfterReplies("idle timeout")

@@ -16,11 +16,12 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from twisted.python.failure import Failure
 
 from fwxtwisted.address import Address
+from fwxtwisted.filters.ftp.channel import ControlChannel, ReplySlot
 from fwxtwisted.filters.ftp.commands import Command
 from fwxtwisted.filters.ftp.dataaddress import (
     DataAddressError,
@@ -37,14 +38,15 @@ from fwxtwisted.filters.ftp.dataaddress import (
 from fwxtwisted.filters.ftp.options import DataPolicy
 from fwxtwisted.filters.ftp.protocols import FTP_DATA
 from fwxtwisted.filters.ftp.replies import Reply, formatReply
-from fwxtwisted.filters.ftp.replyqueue import ReplySlot
 from fwxtwisted.interfaces import (
+    TLS_UNFINISHED,
     ActionState,
     Connect,
     FirewallEvent,
     FirewallNotification,
     IFirewallAction,
     IJoin,
+    LegTLS,
     Listen,
     RedirectFlags,
     Redirection,
@@ -52,13 +54,17 @@ from fwxtwisted.interfaces import (
 )
 from fwxtwisted.logs import Logger
 
-if TYPE_CHECKING:
-    from fwxtwisted.filters.ftp.control import FTPSessionFilter
-
 log = Logger()
 
 _AddressHandler = Callable[[Address], None]
 _ReplyHandler = Callable[[Reply], None]
+
+
+class DataTLS(Protocol):
+    """Where a data channel's TLS comes from (the session's FTPS state)."""
+
+    def dataTLS(self, clientIsAccepted: bool = True) -> dict[Side, LegTLS]:
+        """TLS for a data channel's legs, by relay side (see L{FTPSecurity.dataTLS})."""
 
 
 @dataclass
@@ -68,15 +74,19 @@ class DataState:
     established: bool = False
     closed: bool = False
     bytes: int = 0
+    #: Why its transfer cannot be whole although the connection closed (a peer left
+    #: before its TLS handshake ended), else None.
+    failure: str | None = None
 
 
 class DataChannels:
     """The data-channel half of the FTP filter, one per session."""
 
-    def __init__(self, control: FTPSessionFilter) -> None:
-        self._control = control
-        self._session = control.session
-        self._options = control.options
+    def __init__(self, channel: ControlChannel, tls: DataTLS) -> None:
+        self._channel = channel
+        self._tls = tls
+        self._session = channel.session
+        self._options = channel.options
         #: The newest data channel (the one a transfer command will use).
         self.current: IFirewallAction | None = None
         #: The reply slot of the newest PASV/EPSV/PORT/EPRT that asked for a channel.
@@ -107,28 +117,30 @@ class DataChannels:
         elif notification.event is FirewallEvent.CONNECTION_TERMINATING:
             state.closed = True
             state.bytes = notification.counts.fromClient + notification.counts.fromServer
+            if notification.reason is not None and TLS_UNFINISHED in notification.reason:
+                state.failure = notification.reason
 
     # Client commands.
 
     def passive(self, command: Command) -> None:
         """PASV or EPSV from the client."""
-        control = self._control
+        channel = self._channel
         internal = self._session.internalAddress
         argument = command.argument.strip().upper()
         if command.verb == "EPSV" and argument == "ALL":
             self._epsvAll = True
-            control.reply(200, "EPSV ALL ok; only EPSV from now on")
+            channel.reply(200, "EPSV ALL ok; only EPSV from now on")
             return
         # RFC 2428: EPSV names the network protocol the data connection must use.
         family = "2" if internal.isIPv6 else "1"
         if command.verb == "EPSV" and argument not in ("", family):
-            control.reply(522, f"network protocol not supported, use ({family})")
+            channel.reply(522, f"network protocol not supported, use ({family})")
             return
         if command.verb == "PASV" and (self._epsvAll or internal.isIPv6):
-            control.reply(501, "PASV is not possible here; use EPSV")
+            channel.reply(501, "PASV is not possible here; use EPSV")
             return
         self._cancelUnused()
-        slot = self._newest = control.replies.reserve()
+        slot = self._newest = channel.replies.reserve()
         if self._options.dataPolicy is DataPolicy.ACTIVE:
             self._passiveClientActiveServer(command, slot)
         else:
@@ -138,17 +150,17 @@ class DataChannels:
 
     def active(self, command: Command) -> None:
         """PORT or EPRT from the client."""
-        control = self._control
+        channel = self._channel
         if self._epsvAll:
-            control.reply(501, f"{command.verb} refused after EPSV ALL")
+            channel.reply(501, f"{command.verb} refused after EPSV ALL")
             return
         try:
             target = (parsePort if command.verb == "PORT" else parseEprt)(command.argument)
         except UnsupportedNetworkProtocolError:
-            control.reply(522, "network protocol not supported, use (1,2)")
+            channel.reply(522, "network protocol not supported, use (1,2)")
             return
         except DataAddressError as e:
-            control.reply(501, str(e))
+            channel.reply(501, str(e))
             return
         refusal = self.refusal(target)
         if refusal is not None:
@@ -159,10 +171,10 @@ class DataChannels:
                 target=str(target),
                 reason=refusal,
             )
-            control.reply(500, f"Illegal {command.verb} command: {refusal}")
+            channel.reply(500, f"Illegal {command.verb} command: {refusal}")
             return
         self._cancelUnused()
-        slot = self._newest = control.replies.reserve()
+        slot = self._newest = channel.replies.reserve()
         if self._options.dataPolicy is DataPolicy.PASSIVE:
             self._askServerPassive(
                 "EPSV" if command.verb == "EPRT" else "PASV",
@@ -203,7 +215,7 @@ class DataChannels:
             context=self,
             protocolId=FTP_DATA.protocolId,
             portRange=self._options.passivePorts,
-            tls=self._control.security.dataTLS(clientIsAccepted=True),
+            tls=self._tls.dataTLS(clientIsAccepted=True),
         )
 
         def ready(redirection: Redirection) -> None:
@@ -223,7 +235,7 @@ class DataChannels:
             flags=RedirectFlags.TIMEOUT,
             context=self,
             protocolId=FTP_DATA.protocolId,
-            tls=self._control.security.dataTLS(clientIsAccepted=False),
+            tls=self._tls.dataTLS(clientIsAccepted=False),
         )
 
         def ready(redirection: Redirection) -> None:
@@ -246,7 +258,7 @@ class DataChannels:
             ),
             Listen(self._externalIP(), server.host),
             context=self,
-            tls=self._control.security.dataTLS(),
+            tls=self._tls.dataTLS(),
         )
 
         def ready(join: IJoin) -> None:
@@ -259,7 +271,7 @@ class DataChannels:
                     self._replyPassive(command, slot, forClient)
                 else:
                     join.cancel()
-                    self._control.replies.complete(slot, reply.toBytes())
+                    self._channel.replies.complete(slot, reply.toBytes())
 
             self._sendActive(
                 "EPRT" if command.verb == "EPSV" else "PORT",
@@ -279,12 +291,12 @@ class DataChannels:
             Connect(target, self._session.internalAddress.host),
             Connect(server, self._externalIP()),
             context=self,
-            tls=self._control.security.dataTLS(),
+            tls=self._tls.dataTLS(),
         )
 
         def ready(join: IJoin) -> None:
             self._use(join, slot)
-            self._control.replies.complete(
+            self._channel.replies.complete(
                 slot, formatReply(200, f"{command.verb} command successful")
             )
 
@@ -303,7 +315,7 @@ class DataChannels:
                     self._serverLacksEpsv = True
                     self._askServerPassive("PASV", slot, then)
                     return
-                self._control.replies.complete(slot, reply.toBytes())
+                self._channel.replies.complete(slot, reply.toBytes())
                 return
             try:
                 if useEpsv:
@@ -316,18 +328,18 @@ class DataChannels:
                     session=self._session.sessionId,
                     error=str(e),
                 )
-                self._control.replies.complete(
+                self._channel.replies.complete(
                     slot, formatReply(425, "cannot read the server's passive reply")
                 )
                 return
             if port == 0:
-                self._control.replies.complete(
+                self._channel.replies.complete(
                     slot, formatReply(425, "the server offered data port 0")
                 )
                 return
             then(Address(server.host, port))
 
-        self._control.sendToServer(Command("EPSV" if useEpsv else "PASV"), slot, answered)
+        self._channel.sendToServer(Command("EPSV" if useEpsv else "PASV"), slot, answered)
 
     def _sendActive(
         self,
@@ -357,9 +369,9 @@ class DataChannels:
                 return
             if not reply.isPositive:
                 action.cancel()
-            self._control.replies.complete(slot, reply.toBytes())
+            self._channel.replies.complete(slot, reply.toBytes())
 
-        self._control.sendToServer(Command("EPRT" if useEprt else "PORT", argument), slot, answered)
+        self._channel.sendToServer(Command("EPRT" if useEprt else "PORT", argument), slot, answered)
 
     # Helpers.
 
@@ -369,7 +381,7 @@ class DataChannels:
         else:
             host = self._options.advertiseAddress or listening.host
             data = formatReply(227, formatPasvReply(Address(host, listening.port)))
-        self._control.replies.complete(slot, data)
+        self._channel.replies.complete(slot, data)
 
     def _use(self, action: IFirewallAction, slot: ReplySlot) -> None:
         if slot is not self._newest:
@@ -403,7 +415,7 @@ class DataChannels:
             session=self._session.sessionId,
             error=failure.getErrorMessage(),
         )
-        self._control.replies.complete(
+        self._channel.replies.complete(
             slot, formatReply(425, f"cannot open data connection: {failure.getErrorMessage()}")
         )
 

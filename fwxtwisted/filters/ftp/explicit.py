@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 
 from fwxtwisted.address import Address, parsePort
+from fwxtwisted.filters.ftp.channel import ControlChannel
 from fwxtwisted.filters.ftp.commands import Command
 from fwxtwisted.filters.ftp.replies import Reply, formatReply
 from fwxtwisted.logs import Logger
-
-if TYPE_CHECKING:
-    from fwxtwisted.filters.ftp.control import FTPSessionFilter
 
 log = Logger()
 
@@ -49,83 +47,92 @@ def parseExplicitUser(argument: str) -> tuple[str, Address]:
     return name, Address(host, port)
 
 
+class UpstreamSecurity(Protocol):
+    """The TLS toward the server, as the login needs it (L{FTPSecurity} meets it)."""
+
+    def secureUpstreamIfWanted(self, name: str | None = None) -> Deferred[Any]:
+        """AUTH TLS toward the server (whose certificate must name C{name}) when
+        policy wants it."""
+
+
 class ExplicitLogin:
     """An explicit proxy's session before its upstream exists: the gateway greets, reads
     USER name@host[:port], checks the allow-list, connects, secures the server side by
-    policy, then logs in as name.  The client's next commands wait meanwhile."""
+    policy, then logs in as name.  The client's next commands wait meanwhile.
 
-    def __init__(self, control: FTPSessionFilter) -> None:
-        self._control = control
+    It writes nothing of the filter's: the Deferred of a login fires with the name
+    logged in as once the server is connected, greeted, secured and sent C{USER}
+    (None when the login went no further)."""
+
+    def __init__(self, channel: ControlChannel, security: UpstreamSecurity) -> None:
+        self._channel = channel
+        self._security = security
 
     def command(self, command: Command) -> Deferred[Any] | None:
         """A command before the upstream exists: only USER name@host, NOOP and QUIT."""
-        control = self._control
+        channel = self._channel
         if command.verb == "QUIT":
-            control.reply(221, "Goodbye")
-            control.closeAfterReplies("client quit before logging in")
+            channel.reply(221, "Goodbye")
+            channel.closeAfterReplies("client quit before logging in")
         elif command.verb == "USER":
             return self._login(command)
         elif command.verb == "NOOP":
-            control.reply(200, "NOOP ok")
+            channel.reply(200, "NOOP ok")
         else:
-            control.reply(530, "log in first: USER name@host[:port]")
+            channel.reply(530, "log in first: USER name@host[:port]")
         return None
 
     def _login(self, command: Command) -> Deferred[Any] | None:
-        control = self._control
+        channel = self._channel
         try:
             name, destination = parseExplicitUser(command.argument)
         except ValueError as e:
-            control.reply(501, str(e))
+            channel.reply(501, str(e))
             return None
-        slot = control.replies.reserve()
+        slot = channel.replies.reserve()
 
         def resolved(ip: str) -> Deferred[Any] | None:
             target = Address(ip, destination.port)
-            if not control.options.allows(target):
+            if not channel.options.allows(target):
                 log.warn(
                     "{session}: explicit destination {target} refused by allow-list",
-                    session=control.session.sessionId,
+                    session=channel.session.sessionId,
                     target=str(target),
                 )
-                control.replies.complete(
+                channel.replies.complete(
                     slot,
                     formatReply(530, f"destination {destination} is not allowed"),
                 )
                 return None
-            waiter: Deferred[Reply] = Deferred()
-            control.greetingWaiter = waiter
-            connecting: Deferred[Any] = control.session.connectUpstream(target)
+            waiter = channel.awaitGreeting()
+            connecting: Deferred[Any] = channel.session.connectUpstream(target)
             connecting.addCallback(lambda _: waiter)
             connecting.addCallback(greeted)
-            connecting.addErrback(control.upstreamUnreachable, slot)
+            connecting.addErrback(channel.upstreamUnreachable, slot)
             return connecting
 
         def greeted(greeting: Reply) -> Deferred[Any] | None:
             if not greeting.isPositive:
-                control.replies.complete(
+                channel.replies.complete(
                     slot,
                     formatReply(
                         421, f"server refused the session: {greeting.text.splitlines()[-1]}"
                     ),
                 )
-                control.closeAfterReplies("server refused the session")
+                channel.closeAfterReplies("server refused the session")
                 return None
-            control.security.upstreamName = destination.host
 
-            def login(_: object) -> None:
-                control.upstreamReady = True
-                control.upstreamUp()
-                control.user = name
-                control.sendToServer(Command("USER", name), slot, None)
+            def login(_: object) -> str:
+                channel.sendToServer(Command("USER", name), slot, None)
+                return name
 
-            securing = control.security.secureUpstreamIfWanted()
-            securing.addCallbacks(login, control.upstreamUnreachable, errbackArgs=(slot,))
+            securing = self._security.secureUpstreamIfWanted(destination.host)
+            securing.addCallbacks(login, channel.upstreamUnreachable, errbackArgs=(slot,))
             return securing
 
         def unresolved(failure: Failure) -> None:
-            control.replies.complete(slot, formatReply(530, f"cannot resolve {destination.host}"))
+            channel.replies.complete(slot, formatReply(530, f"cannot resolve {destination.host}"))
 
-        lookup = control.session.resolveHost(destination.host)
+        lookup = channel.session.resolveHost(destination.host)
         lookup.addCallbacks(resolved, unresolved)
         return lookup

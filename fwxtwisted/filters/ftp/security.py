@@ -3,19 +3,17 @@ TLS toward the server by policy, and the TLS of each data channel's two legs."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from twisted.internet.defer import Deferred, succeed
 
+from fwxtwisted.filters.ftp.channel import ControlChannel
 from fwxtwisted.filters.ftp.commands import Command
 from fwxtwisted.filters.ftp.options import UpstreamTLS
 from fwxtwisted.filters.ftp.replies import Reply
 from fwxtwisted.interfaces import LegTLS, Side
 from fwxtwisted.logs import Logger
 from fwxtwisted.net.tls import ContextOf, ResumingClient, sessionReused
-
-if TYPE_CHECKING:
-    from fwxtwisted.filters.ftp.control import FTPSessionFilter
 
 log = Logger()
 
@@ -24,6 +22,9 @@ SECURITY_VERBS = frozenset({"AUTH", "PBSZ", "PROT", "CCC", "ADAT", "MIC", "CONF"
 
 #: Verbs refused once either side of the control connection speaks TLS.
 REFUSED_UNDER_TLS = frozenset({"REIN"})
+
+#: The server's FEAT lines about TLS, replaced by what the gateway itself offers.
+_HIDDEN_FEATURES = tuple(f.encode() for f in ("AUTH", "PBSZ", "PROT", "CCC"))
 
 #: The reply vsftpd gives, and clients know, for a data connection that did not resume.
 REUSE_REFUSAL = "SSL connection failed: session reuse required"
@@ -36,10 +37,10 @@ class UpstreamRefused(Exception):
 class FTPSecurity:
     """The TLS state of one FTP session, each side on its own."""
 
-    def __init__(self, control: FTPSessionFilter) -> None:
-        self._control = control
-        self._session = control.session
-        self._options = control.options
+    def __init__(self, channel: ControlChannel) -> None:
+        self._channel = channel
+        self._session = channel.session
+        self._options = channel.options
         #: The client's control connection is TLS (AUTH TLS, or an implicit listener).
         self.clientTLS = self._session.isTLS(Side.CLIENT)
         #: The client asked for protected data (PROT P).
@@ -67,46 +68,61 @@ class FTPSecurity:
     def clientCommand(self, command: Command) -> Deferred[Any] | None:
         """Answer AUTH, PBSZ, PROT (and refuse their kin); a Deferred while the server
         side is being secured, which holds the client's next commands."""
-        control = self._control
+        channel = self._channel
         verb, argument = command.verb, command.argument.strip().upper()
         if verb == "AUTH":
             if not self.offersTLS:
-                control.reply(534, "TLS is not offered by this gateway")
+                channel.reply(534, "TLS is not offered by this gateway")
             elif argument not in ("TLS", "SSL", "TLS-C", "TLS-P"):
-                control.reply(504, f"AUTH {argument} not supported; use AUTH TLS")
+                channel.reply(504, f"AUTH {argument} not supported; use AUTH TLS")
             elif self.clientTLS:
-                control.reply(503, "already using TLS")
+                channel.reply(503, "already using TLS")
             else:
-                control.reply(234, f"AUTH {argument} successful")
-                self._session.startTLS(
-                    Side.CLIENT, LegTLS(self._options.serverTLSOptions, asServer=True)
+                channel.reply(234, f"AUTH {argument} successful")
+                channel.switchToTLS(
+                    Side.CLIENT,
+                    LegTLS(self._options.serverTLSOptions, asServer=True),
+                    f"AUTH {argument}",
                 )
-                control.discardClear(Side.CLIENT, f"AUTH {argument}")
                 self.clientTLS = True
                 return self.secureUpstreamIfWanted()
         elif verb == "PBSZ":
             if not self.clientTLS:
-                control.reply(503, "PBSZ needs a TLS control connection (AUTH TLS first)")
+                channel.reply(503, "PBSZ needs a TLS control connection (AUTH TLS first)")
             else:
-                control.reply(200, "PBSZ=0")
+                channel.reply(200, "PBSZ=0")
         elif verb == "PROT":
             if not self.clientTLS:
-                control.reply(503, "PROT needs a TLS control connection (AUTH TLS first)")
+                channel.reply(503, "PROT needs a TLS control connection (AUTH TLS first)")
             elif argument == "P":
                 self.clientProtected = True
-                control.reply(200, "PROT now Private")
+                channel.reply(200, "PROT now Private")
             elif argument == "C" and self._options.requireTLS and not self._options.allowClearData:
-                control.reply(534, "PROT C refused: this gateway requires protected data (PROT P)")
+                channel.reply(534, "PROT C refused: this gateway requires protected data (PROT P)")
             elif argument == "C":
                 self.clientProtected = False
-                control.reply(200, "PROT now Clear")
+                channel.reply(200, "PROT now Clear")
             else:
-                control.reply(536, f"PROT {argument} not supported; use P or C")
+                channel.reply(536, f"PROT {argument} not supported; use P or C")
         elif verb == "REIN":
-            control.reply(502, "REIN refused: it cannot undo TLS; close and reconnect instead")
+            channel.reply(502, "REIN refused: it cannot undo TLS; close and reconnect instead")
         else:
-            control.reply(502, f"{verb} not implemented")
+            channel.reply(502, f"{verb} not implemented")
         return None
+
+    def features(self, reply: Reply) -> Reply:
+        """The server's FEAT reply as the client is to see it: TLS is each side's own,
+        so the server's TLS lines give way to what the gateway offers."""
+        if not reply.isPositive or len(reply.lines) < 3:
+            return reply
+        middle = [
+            line
+            for line in reply.lines[1:-1]
+            if not line.strip().upper().startswith(_HIDDEN_FEATURES)
+        ]
+        if self.offersTLS:
+            middle += [b" AUTH TLS", b" PBSZ", b" PROT"]
+        return Reply(reply.code, (reply.lines[0], *middle, reply.lines[-1]))
 
     def refusesLogin(self) -> bool:
         """True when policy wants TLS before credentials and the client has none."""
@@ -114,8 +130,13 @@ class FTPSecurity:
 
     # The server side.
 
-    def secureUpstreamIfWanted(self) -> Deferred[Any]:
-        """AUTH TLS toward the server when policy wants it and the server leg is up."""
+    def secureUpstreamIfWanted(self, name: str | None = None) -> Deferred[Any]:
+        """AUTH TLS toward the server when policy wants it and the server leg is up.
+
+        @param name: the name the server's certificate must carry, when known now.
+        """
+        if name is not None:
+            self.upstreamName = name
         if self.upstreamTLS or not self.wantUpstreamTLS or self._session.serverAddress is None:
             return succeed(None)
         return self.secureUpstream()
@@ -135,12 +156,13 @@ class FTPSecurity:
                 done.errback(UpstreamRefused(f"the server refused AUTH TLS: {_last(reply)}"))
                 return
             self.upstreamTLS = True
-            self._session.startTLS(
-                Side.SERVER, LegTLS(self._creator(), asServer=False, check=handshaken)
+            self._channel.switchToTLS(
+                Side.SERVER,
+                LegTLS(self._creator(), asServer=False, check=handshaken),
+                f"its {reply.code}",
             )
-            self._control.discardClear(Side.SERVER, f"its {reply.code}")
 
-        self._control.sendToServer(Command("AUTH", "TLS"), None, answered)
+        self._channel.sendToServer(Command("AUTH", "TLS"), None, answered)
         return done
 
     def protectUpstream(self) -> Deferred[Any]:
@@ -157,9 +179,9 @@ class FTPSecurity:
             done.callback(None)
 
         def sized(reply: Reply) -> None:
-            self._control.sendToServer(Command("PROT", "P"), None, protected)
+            self._channel.sendToServer(Command("PROT", "P"), None, protected)
 
-        self._control.sendToServer(Command("PBSZ", "0"), None, sized)
+        self._channel.sendToServer(Command("PBSZ", "0"), None, sized)
         return done
 
     # Data channels.

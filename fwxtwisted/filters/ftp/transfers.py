@@ -122,14 +122,24 @@ class TransferLog:
         transfer.established, transfer.dataClosed = state.established, state.closed
         self._open.append(transfer)
 
+    def actionOf(self, command: Command) -> IFirewallAction | None:
+        """The data channel of the transfer C{command} started, awaiting its reply."""
+        transfer = self._awaitingReply(command)
+        return transfer.action if transfer is not None else None
+
     def replied(self, command: Command, reply: Reply) -> None:
         """The final reply to a transfer command."""
+        transfer = self._awaitingReply(command)
+        if transfer is not None:
+            transfer.result = f"{reply.code} {reply.text.splitlines()[-1].strip()}"
+            transfer.ended = self._now()
+            self._follow(transfer)
+
+    def _awaitingReply(self, command: Command) -> Transfer | None:
         for transfer in self._open:
             if transfer.command == command.verb and transfer.result is None:
-                transfer.result = f"{reply.code} {reply.text.splitlines()[-1].strip()}"
-                transfer.ended = self._now()
-                self._follow(transfer)
-                return
+                return transfer
+        return None
 
     def dataChanged(self, action: IFirewallAction | None) -> None:
         """Something happened to the connection of C{action}."""
