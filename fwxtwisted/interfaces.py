@@ -28,7 +28,6 @@ __all__ = [
     "IDatagramPorts",
     "IFilter",
     "IFirewallAction",
-    "IFutureConnectSession",
     "IJoin",
     "IPrimaryEventsOptional",
     "ISession",
@@ -384,33 +383,6 @@ class ISession(Interface):
             their addresses are in C{action.listeningAddresses} by side.
         """
 
-    def startTLS(side: Side, tls: LegTLS) -> None:
-        """Start TLS on the primary connection's leg of C{side} now (after FTP's AUTH TLS,
-        say): what was written to it before goes in clear, what follows encrypted."""
-
-    def isTLS(side: Side) -> bool:
-        """True when the primary's leg of C{side} speaks TLS (started here, or accepted
-        on a TLS listener)."""
-
-    def tlsConnection(side: Side) -> object:
-        """The pyOpenSSL connection of the primary's TLS leg of C{side}, else None."""
-
-    def close(reason: str | None = None) -> None:
-        """End the session: cancel every permission, close both legs. Idempotent."""
-
-    def whenClosed() -> Deferred[None]:
-        """A Deferred firing once the session is fully over."""
-
-
-class IFutureConnectSession(Interface):
-    """What a session of a transparent gateway offers: letting a flow through the gateway
-    that the control protocol announced (IFWXSession::AllowFutureConnect; FTP active
-    mode and passive mode to the server's real address, RTSP's UDP toward a player).
-
-    Provided by the gateway's session next to L{ISession}; kept apart so that test
-    fakes providing L{ISession} (fwxtwisted.testing) stay complete without it.
-    """
-
     def allowFutureConnect(
         source: Address,
         destination: Address,
@@ -446,6 +418,23 @@ class IFutureConnectSession(Interface):
             permitted already), C{NftError}, C{TooManyPendingRedirects},
             C{SessionClosed}, or C{ValueError} (UDP, not IP literals, families differ).
         """
+
+    def startTLS(side: Side, tls: LegTLS) -> None:
+        """Start TLS on the primary connection's leg of C{side} now (after FTP's AUTH TLS,
+        say): what was written to it before goes in clear, what follows encrypted."""
+
+    def isTLS(side: Side) -> bool:
+        """True when the primary's leg of C{side} speaks TLS (started here, or accepted
+        on a TLS listener)."""
+
+    def tlsConnection(side: Side) -> object:
+        """The pyOpenSSL connection of the primary's TLS leg of C{side}, else None."""
+
+    def close(reason: str | None = None) -> None:
+        """End the session: cancel every permission, close both legs. Idempotent."""
+
+    def whenClosed() -> Deferred[None]:
+        """A Deferred firing once the session is fully over."""
 
 
 class ITransparentFilter(Interface):

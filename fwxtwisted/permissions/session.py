@@ -27,7 +27,6 @@ from fwxtwisted.interfaces import (
     IDataFilter,
     IDatagramPorts,
     IFirewallAction,
-    IFutureConnectSession,
     IJoin,
     ISession,
     ISessionFilter,
@@ -64,7 +63,7 @@ _Redirect = TCPRedirectAction | UDPRedirectAction
 _Action = _Redirect | JoinAction | DatagramPorts | FutureConnectAction
 
 
-@implementer(ISession, IFutureConnectSession)
+@implementer(ISession)
 class Session:
     """The gateway's side of one primary connection.
 
@@ -445,7 +444,7 @@ class Session:
         dataFilterFactory: Callable[[], Sequence[IDataFilter]] | None = None,
     ) -> Deferred[IFirewallAction]:
         """Let the next flow from C{source} to C{destination} through the gateway (see
-        L{IFutureConnectSession})."""
+        L{ISession.allowFutureConnect})."""
         if self.closed:
             return fail(SessionClosed(f"session {self.sessionId} is closed"))
         registry = self._gateway.futureConnects

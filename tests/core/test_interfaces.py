@@ -127,6 +127,11 @@ def test_fakes() -> None:
     assert isinstance(join, FakeJoin)
     verify(IJoin, join)
     verify(IDatagramPorts, session.openDatagramPorts(2, evenBase=True))
+    allowed: list[object] = []
+    session.allowFutureConnect(Address(LOCAL, 0), UPSTREAM).addCallback(allowed.append)
+    [future] = allowed
+    assert isinstance(future, FakeFirewallAction)
+    verify(IFirewallAction, future)
 
 
 def test_fake_and_real_session_take_the_same_arguments() -> None:
