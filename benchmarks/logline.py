@@ -27,7 +27,7 @@ from twisted.logger import LogPublisher, textFileLogObserver  # noqa: E402
 from twisted.python.logfile import LogFile  # noqa: E402
 
 from fwxtwisted.logs import Logger  # noqa: E402
-from fwxtwisted.permissions.session import CLOSED_LINE  # noqa: E402
+from fwxtwisted.permissions.closing import CLOSED_LINE  # noqa: E402
 
 #: The fields of the session's line for a short connection.
 FIELDS: dict[str, object] = {

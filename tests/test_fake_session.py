@@ -67,11 +67,11 @@ def events(sessionFilter: RecordingSessionFilter) -> list[FirewallEvent]:
 
 def test_publicNamesAreTheRealObjects() -> None:
     """Every name in __all__ is there, and is the object of its private module."""
-    from fwxtwisted.testing import _actions, _calls, _chain, _datagrams, _session
+    from fwxtwisted.testing import _actions, _calls, _chain, _datagrams, _future, _session
 
     assert sorted(fwxtwisted.testing.__all__) == sorted(set(fwxtwisted.testing.__all__))
     origins = {}
-    for module in (_actions, _calls, _chain, _datagrams, _session):
+    for module in (_actions, _calls, _chain, _datagrams, _future, _session):
         for name in dir(module):
             origins.setdefault(name, getattr(module, name))
     for name in fwxtwisted.testing.__all__:
@@ -282,3 +282,51 @@ def test_permissionEvents() -> None:
     [multiple] = resultOf(session.redirectConnections([SERVER], flags=flags)).actions
     session.connectThrough(multiple)
     assert multiple.state is ActionState.LISTENING
+
+
+def test_allowFutureConnectRecordedAndAnswered() -> None:
+    """allowFutureConnect waits in allowCalls for grant()/fail(); the action routes its
+    events to the session filter the call named, and close cancels it."""
+    session = FakeSession()
+    other = RecordingSessionFilter()
+    session.sessionFilter = RecordingSessionFilter()
+    source, destination = Address("::ffff:192.0.2.10", 0), Address("203.0.113.50", 2121)
+    waiting = session.allowFutureConnect(source, destination, context="data", sessionFilter=other)
+    [call] = session.allowCalls
+    assert call.pending and not waiting.called
+    assert call.source == Address("192.0.2.10", 0)  # normalized, as the real session does
+    action = call.grant()
+    assert resultOf(waiting) is action and session.actions == [action]
+    assert (action.internalAddress, action.connectAddress) == (destination, destination)
+    assert action.expectedPeer == "192.0.2.10" and action.context == "data"
+    assert action.externalAddress == session.externalAddress
+    session.connectThrough(action)
+    assert events(other)[0] is FirewallEvent.ACCEPTED_CONNECTION
+    assert session.sessionFilter.events == []
+    failing = session.allowFutureConnect(source, destination.withPort(2122))
+    session.allowCalls[-1].fail(FWXError("no nftables table"))
+    assert failureOf(failing).check(FWXError)
+    pending = session.allowFutureConnect(source, destination.withPort(2123))
+    session.close("over")
+    assert failureOf(pending).check(SessionClosed)
+    assert action.state is ActionState.CANCELLED
+    late = session.allowFutureConnect(source, destination)
+    assert failureOf(late).check(SessionClosed) and len(session.allowCalls) == 4
+
+
+def test_allowFutureConnectAutoGrantAndRefusals() -> None:
+    session = FakeSession(autoGrant=True, maxPendingRedirects=1)
+    client = Address("192.0.2.10", 0)
+    for source, destination, transport in (
+        (client, Address("203.0.113.50", 53), Transport.UDP),
+        (client, Address("ftp.example", 21), Transport.TCP),
+        (client, Address("2001:db8::1", 21), Transport.TCP),
+        (client, Address("203.0.113.50", 0), Transport.TCP),
+    ):
+        refused = session.allowFutureConnect(source, destination, transport=transport)
+        assert failureOf(refused).check(ValueError), destination
+    assert session.allowCalls == []
+    action = resultOf(session.allowFutureConnect(client, Address("203.0.113.50", 21)))
+    assert action.state is ActionState.LISTENING and session.allowCalls[0].action is action
+    crowded = session.allowFutureConnect(client, Address("203.0.113.50", 22))
+    assert failureOf(crowded).check(TooManyPendingRedirects)

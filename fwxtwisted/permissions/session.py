@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from twisted.internet import error
@@ -12,60 +11,32 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from fwxtwisted.address import Address, isIPLiteral, normalizeHost
-from fwxtwisted.errors import (
-    FWXError,
-    PortRangeExhausted,
-    SessionClosed,
-    TooManyPendingRedirects,
-    UpstreamTimeout,
-)
+from fwxtwisted.errors import FWXError, SessionClosed, UpstreamTimeout
 from fwxtwisted.interfaces import (
-    ActionState,
     ByteCounts,
     FirewallEvent,
     FirewallNotification,
     IDataFilter,
-    IDatagramPorts,
-    IFirewallAction,
-    IFutureConnectSession,
-    IJoin,
     ISession,
     ISessionFilter,
-    LegSpec,
     LegTLS,
-    Listen,
-    RedirectFlags,
-    Redirection,
     Side,
-    Transport,
 )
 from fwxtwisted.logs import Logger
 from fwxtwisted.metrics import hooks
 from fwxtwisted.net.connect import connectFrom, describeConnectFailure, keepUrgentInline
 from fwxtwisted.net.tls import tlsConnectionOf
-from fwxtwisted.permissions.datagrams import DatagramPorts, openDatagramPorts
-from fwxtwisted.permissions.future import FutureConnectAction
+from fwxtwisted.permissions.allowfuture import AllowsFutureConnects
+from fwxtwisted.permissions.closing import logSessionClosed
 from fwxtwisted.permissions.gateway import Gateway
-from fwxtwisted.permissions.join import JoinAction
-from fwxtwisted.permissions.redirect import TCPRedirectAction
-from fwxtwisted.permissions.udp import UDPRedirectAction, udpOptionsProblem
+from fwxtwisted.permissions.grants import Action, GrantsPermissions
 from fwxtwisted.relay.relay import Relay, RelayLeg
 
 log = Logger()
 
-#: The one info line of a session, at its end (the C{session.closed} event).
-CLOSED_LINE = (
-    "{session}: {client} to {server} from {external} (listener {listener}) closed "
-    "({reason}) after {duration:.3f} s: {fromClient} bytes from client, "
-    "{fromServer} from server"
-)
 
-_Redirect = TCPRedirectAction | UDPRedirectAction
-_Action = _Redirect | JoinAction | DatagramPorts | FutureConnectAction
-
-
-@implementer(ISession, IFutureConnectSession)
-class Session:
+@implementer(ISession)
+class Session(GrantsPermissions, AllowsFutureConnects):
     """The gateway's side of one primary connection.
 
     The service makes it when a client connects, hands L{clientLeg} to the listening
@@ -107,7 +78,7 @@ class Session:
         self._sessionFilter: ISessionFilter | None = None
         #: The session filter takes the primary connection's events (see L{start}).
         self._eventsWanted = True
-        self._actions: list[_Action] = []
+        self._actions: list[Action] = []
         self._closeWaiters: list[Deferred[None]] = []
         #: Closed, and the connections of its permissions are over too.
         self._over = False
@@ -155,7 +126,7 @@ class Session:
         return resolved
 
     @property
-    def actions(self) -> Sequence[_Action]:
+    def actions(self) -> Sequence[Action]:
         """The permissions of this session that are not finished yet."""
         return tuple(self._actions)
 
@@ -233,286 +204,6 @@ class Session:
     def attachDataFilter(self, dataFilter: IDataFilter, priority: int = 0) -> None:
         self.primary.attachDataFilter(dataFilter, priority)
 
-    def redirectConnections(
-        self,
-        connectAddresses: Sequence[Address],
-        internalAddress: Address | None = None,
-        proxyExternalAddress: str | None = None,
-        transport: Transport = Transport.TCP,
-        flags: RedirectFlags = RedirectFlags.TIMEOUT,
-        protocolId: uuid.UUID | None = None,
-        sessionFilter: ISessionFilter | None = None,
-        context: object = None,
-        expectedPeer: str | None = None,
-        portRange: tuple[int, int] | None = None,
-        tls: Mapping[Side, LegTLS] | None = None,
-        dataFilterFactory: Callable[[], Sequence[IDataFilter]] | None = None,
-        *,
-        outboundPorts: IDatagramPorts | None = None,
-        peerAddresses: Sequence[Address] | None = None,
-        udpIdleTimeout: float | None = None,
-    ) -> Deferred[Redirection]:
-        if self.closed:
-            return fail(SessionClosed(f"session {self.sessionId} is closed"))
-        if not connectAddresses:
-            return fail(ValueError("redirectConnections needs at least one connect address"))
-        if transport is Transport.UDP and (tls or dataFilterFactory):
-            return fail(ValueError("TLS and data filters apply to TCP redirections only"))
-        problem = udpOptionsProblem(
-            len(connectAddresses), transport, flags, outboundPorts, peerAddresses
-        )
-        if problem is not None:
-            return fail(ValueError(problem))
-        crowded = self._tooManyPending(len(connectAddresses))
-        if crowded is not None:
-            hooks.observer.permissionRefused(self, transport.value, "too_many_pending")
-            return fail(crowded)
-        listenHost = internalAddress.host if internalAddress is not None else None
-        if not listenHost:
-            assert self.internalAddress is not None
-            listenHost = self.internalAddress.host
-        listenPort = internalAddress.port if internalAddress is not None else 0
-        external = (
-            proxyExternalAddress if proxyExternalAddress is not None else self.externalAddress
-        )
-        peer = expectedPeer if expectedPeer is not None else self.clientAddress.host
-        target = sessionFilter if sessionFilter is not None else self._sessionFilter
-        actionType: type[_Redirect] = (
-            TCPRedirectAction if transport is Transport.TCP else UDPRedirectAction
-        )
-        actions: list[_Redirect] = [
-            actionType(
-                self._gateway,
-                connectAddress,
-                external,
-                peer,
-                flags,
-                context,
-                lambda notification: self._notify(target, notification),
-                label=self.sessionId,
-            )
-            for connectAddress in connectAddresses
-        ]
-        for action in actions:
-            if isinstance(action, TCPRedirectAction):
-                action.tls = dict(tls or {})
-                action.dataFilterFactory = dataFilterFactory
-        ports = self._gateway.ports
-        even = RedirectFlags.EVEN_PORTS in flags
-        try:
-            if listenPort:
-                ports.bindExact(
-                    listenHost,
-                    listenPort,
-                    len(actions),
-                    lambda i, port: actions[i].bind(listenHost, port),
-                    even,
-                )
-            else:
-                ports.bindRun(
-                    listenHost,
-                    len(actions),
-                    lambda i, port: actions[i].bind(listenHost, port),
-                    portRange,
-                    even,
-                )
-        except (PortRangeExhausted, FWXError) as e:
-            log.warn("{session}: redirect refused: {error}", session=self.sessionId, error=str(e))
-            hooks.observer.permissionRefused(self, transport.value, _refusalKind(e))
-            return fail(e)
-        for index, action in enumerate(actions):
-            if isinstance(action, UDPRedirectAction):
-                action.idleTimeout = udpIdleTimeout
-                if peerAddresses is not None:
-                    action.expectPeer(peerAddresses[index])
-                if isinstance(outboundPorts, DatagramPorts):
-                    action.useOutbound(outboundPorts, index)
-        for action in actions:
-            action.start(self._gateway.settings.redirectTimeout)
-            self._actions.append(action)
-            action.whenFinished().addCallback(self._actionFinished, action)
-        used = None if listenPort else portRange or ports.rangeFor(listenHost)
-        hooks.observer.permissionsGranted(self, actions, [used] * len(actions))
-        first = actions[0].internalAddress
-        assert first is not None
-        log.debug(
-            "{session}: redirect {internal} -> {targets}",
-            session=self.sessionId,
-            internal=str(first),
-            targets=", ".join(str(a) for a in connectAddresses),
-        )
-        return succeed(Redirection(first, tuple(actions)))
-
-    def openDatagramPorts(
-        self,
-        count: int,
-        host: str | None = None,
-        *,
-        evenBase: bool = False,
-        expectedPeer: str | None = None,
-        portRange: tuple[int, int] | None = None,
-    ) -> DatagramPorts:
-        """Bind C{count} UDP sockets on consecutive ports (see L{ISession.openDatagramPorts})."""
-        if self.closed:
-            raise SessionClosed(f"session {self.sessionId} is closed")
-        bindHost = host if host is not None else self.externalAddress
-        if bindHost is None:
-            raise ValueError("no external address yet: connect upstream first, or name host")
-        peer = expectedPeer
-        if peer is None:
-            if host is None or normalizeHost(host) == self.externalAddress:
-                if self.serverAddress is None:
-                    raise ValueError("no upstream yet to expect datagrams from: name expectedPeer")
-                peer = self.serverAddress.host
-            else:
-                peer = self.clientAddress.host
-        ports = openDatagramPorts(
-            self._gateway, bindHost, count, peer, evenBase, portRange, self.sessionId
-        )
-        self._actions.append(ports)
-        ports.whenFinished().addCallback(self._actionFinished, ports)
-        used = portRange or self._gateway.ports.rangeFor(ports.host)
-        hooks.observer.datagramPortsOpened(self, ports, used)
-        return ports
-
-    def joinConnections(
-        self,
-        client: LegSpec,
-        server: LegSpec,
-        flags: RedirectFlags = RedirectFlags.TIMEOUT,
-        sessionFilter: ISessionFilter | None = None,
-        context: object = None,
-        tls: Mapping[Side, LegTLS] | None = None,
-    ) -> Deferred[IJoin]:
-        """Relay one connection between two legs, each accepted (L{Listen}) or connected
-        (L{Connect}): the shapes redirectConnections cannot make.
-
-        @return: a Deferred firing with the action once its listening legs are bound
-            (see C{action.listeningAddresses}); it fails like redirectConnections.
-        """
-        if self.closed:
-            return fail(SessionClosed(f"session {self.sessionId} is closed"))
-        crowded = self._tooManyPending(1)
-        if crowded is not None:
-            hooks.observer.permissionRefused(self, "tcp", "too_many_pending")
-            return fail(crowded)
-        target = sessionFilter if sessionFilter is not None else self._sessionFilter
-        action = JoinAction(
-            self._gateway,
-            client,
-            server,
-            flags,
-            context,
-            lambda notification: self._notify(target, notification),
-            label=self.sessionId,
-            tls=tls,
-        )
-        ports = self._gateway.ports
-        used: list[tuple[int, int] | None] = []
-        try:
-            for side in action.listeningSides():
-                spec = client if side is Side.CLIENT else server
-                assert isinstance(spec, Listen)
-                bindOne = lambda i, port, side=side: action.bind(side, port)  # noqa: E731
-                if spec.port:
-                    ports.bindExact(spec.host, spec.port, 1, bindOne)
-                else:
-                    ports.bindRun(spec.host, 1, bindOne, spec.portRange)
-                used.append(None if spec.port else spec.portRange or ports.rangeFor(spec.host))
-        except FWXError as e:
-            action.cancel()
-            log.warn("{session}: data join refused: {error}", session=self.sessionId, error=str(e))
-            hooks.observer.permissionRefused(self, "tcp", _refusalKind(e))
-            return fail(e)
-        action.start(self._gateway.settings.redirectTimeout)
-        self._actions.append(action)
-        action.whenFinished().addCallback(self._actionFinished, action)
-        hooks.observer.permissionsGranted(self, [action], used)
-        joined: Deferred[IJoin] = succeed(action)
-        return joined
-
-    def allowFutureConnect(
-        self,
-        source: Address,
-        destination: Address,
-        flags: RedirectFlags = RedirectFlags.TIMEOUT,
-        proxyExternalAddress: str | None = None,
-        transport: Transport = Transport.TCP,
-        protocolId: uuid.UUID | None = None,
-        sessionFilter: ISessionFilter | None = None,
-        context: object = None,
-        tls: Mapping[Side, LegTLS] | None = None,
-        dataFilterFactory: Callable[[], Sequence[IDataFilter]] | None = None,
-    ) -> Deferred[IFirewallAction]:
-        """Let the next flow from C{source} to C{destination} through the gateway (see
-        L{IFutureConnectSession})."""
-        if self.closed:
-            return fail(SessionClosed(f"session {self.sessionId} is closed"))
-        registry = self._gateway.futureConnects
-        if registry is None:
-            return fail(
-                FWXError(
-                    "allowFutureConnect needs the gateway's nftables table "
-                    "(a transparent listener, nft, CAP_NET_ADMIN)"
-                )
-            )
-        if transport is not Transport.TCP:
-            return fail(ValueError("allowFutureConnect: TCP flows only (UDP is not done yet)"))
-        if not (isIPLiteral(source.host) and isIPLiteral(destination.host)):
-            return fail(ValueError("allowFutureConnect: source and destination are IP literals"))
-        source = Address(normalizeHost(source.host), source.port)
-        destination = Address(normalizeHost(destination.host), destination.port)
-        if source.isIPv6 != destination.isIPv6 or not destination.port:
-            return fail(ValueError(f"allowFutureConnect: {source} -> {destination} cannot be"))
-        crowded = self._tooManyPending(1)
-        if crowded is not None:
-            return fail(crowded)
-        target = sessionFilter if sessionFilter is not None else self._sessionFilter
-        external = (
-            proxyExternalAddress if proxyExternalAddress is not None else self.externalAddress
-        )
-        action = FutureConnectAction(
-            self._gateway,
-            destination,
-            external,
-            source.host,
-            flags,
-            context,
-            lambda notification: self._notify(target, notification),
-            label=self.sessionId,
-            source=source,
-            registry=registry,
-        )
-        action.tls = dict(tls or {})
-        action.dataFilterFactory = dataFilterFactory
-        try:
-            registered = action.register()
-        except FWXError as e:
-            return fail(e)
-        action.start(self._gateway.settings.redirectTimeout)
-        self._actions.append(action)
-        action.whenFinished().addCallback(self._actionFinished, action)
-        log.debug(
-            "{session}: future connect {source} -> {destination}",
-            session=self.sessionId,
-            source=str(source),
-            destination=str(destination),
-        )
-
-        def refused(failure: Failure) -> Failure:
-            log.warn(
-                "{session}: future connect {source} -> {destination} refused: {error}",
-                session=self.sessionId,
-                source=str(source),
-                destination=str(destination),
-                error=failure.getErrorMessage(),
-            )
-            action.cancel()
-            return failure
-
-        permitted: Deferred[IFirewallAction] = registered.addCallbacks(lambda _: action, refused)
-        return permitted
-
     def startTLS(self, side: Side, tls: LegTLS) -> None:
         self.primary.startTLS(side, tls)
 
@@ -583,25 +274,6 @@ class Session:
             log.failure("{session}: session filter failed to start", session=self.sessionId)
             self.abort("session filter failed")
 
-    def _tooManyPending(self, more: int) -> TooManyPendingRedirects | None:
-        limit = self._gateway.settings.maxPendingRedirects
-        pending = sum(
-            1
-            for a in self._actions
-            if a.state is ActionState.LISTENING and not isinstance(a, DatagramPorts)
-        )
-        if pending + more <= limit:
-            return None
-        log.warn(
-            "{session}: refused {more} more permission(s): {pending} unused already",
-            session=self.sessionId,
-            more=more,
-            pending=pending,
-        )
-        return TooManyPendingRedirects(
-            f"{pending} unused permissions already (at most {limit} per session)"
-        )
-
     def _primaryLegLost(self, side: Side, reason: str) -> None:
         if not self._eventsWanted:
             return
@@ -631,7 +303,7 @@ class Session:
                 event=notification.event.name,
             )
 
-    def _actionFinished(self, _: object, action: _Action) -> None:
+    def _actionFinished(self, _: object, action: Action) -> None:
         if action in self._actions:
             self._actions.remove(action)
 
@@ -644,19 +316,15 @@ class Session:
             return
         self.closed = True
         self._cancelActions()
-        # The one event of a session at info level: who, where, how long, how much.
-        log.info(
-            CLOSED_LINE,
-            fwx_event="session.closed",
-            session=self.sessionId,
-            client=str(self.clientAddress),
-            server=str(self.serverAddress) if self.serverAddress else "no upstream",
-            external=self.externalAddress or "any",
-            listener=self._listener or "-",
-            reason=reason or "normal close",
-            duration=self._gateway.clock.seconds() - self._startedAt,
-            fromClient=counts.fromClient,
-            fromServer=counts.fromServer,
+        logSessionClosed(
+            self.sessionId,
+            self.clientAddress,
+            self.serverAddress,
+            self.externalAddress,
+            self._listener,
+            reason,
+            self._gateway.clock.seconds() - self._startedAt,
+            counts,
         )
         if self._eventsWanted:
             self._notify(
@@ -692,8 +360,3 @@ class Session:
         waiters, self._closeWaiters = self._closeWaiters, []
         for waiter in waiters:
             waiter.callback(None)
-
-
-def _refusalKind(error: Exception) -> str:
-    """The C{reason} label of a permission refused for want of ports."""
-    return "ports_exhausted" if isinstance(error, PortRangeExhausted) else "port_unavailable"

@@ -14,9 +14,11 @@ from fwxtwisted.testing._actions import (
 from fwxtwisted.testing._calls import JoinCall, RedirectCall, UpstreamConnect
 from fwxtwisted.testing._chain import AttachedDataFilter
 from fwxtwisted.testing._datagrams import FakeDatagramPorts, SentDatagram
+from fwxtwisted.testing._future import AllowCall
 from fwxtwisted.testing._session import FakeSession
 
 __all__ = [
+    "AllowCall",
     "DEFAULT_CLIENT",
     "DEFAULT_EXTERNAL_IP",
     "DEFAULT_INTERNAL",

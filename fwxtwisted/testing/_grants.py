@@ -25,6 +25,7 @@ from fwxtwisted.interfaces import (
     Transport,
 )
 from fwxtwisted.testing._calls import JoinCall, RedirectCall
+from fwxtwisted.testing._future import AllowCall
 
 
 class GrantsPermissions:
@@ -42,6 +43,7 @@ class GrantsPermissions:
     actions: list[IFirewallAction]
     redirectCalls: list[RedirectCall]
     joinCalls: list[JoinCall]
+    allowCalls: list[AllowCall]
 
     def redirectConnections(
         self,
@@ -159,6 +161,7 @@ class GrantsPermissions:
         pending = sum(1 for a in self.actions if a.state is ActionState.LISTENING)
         pending += sum(len(c.connectAddresses) for c in self.redirectCalls if c.pending)
         pending += sum(1 for j in self.joinCalls if j.pending)
+        pending += sum(1 for a in self.allowCalls if a.pending)
         if pending + more <= self.maxPendingRedirects:
             return None
         return TooManyPendingRedirects(
@@ -180,7 +183,21 @@ class GrantsPermissions:
         for join in self.joinCalls:
             if join.join is action:
                 return join.sessionFilter
+        for allowed in self.allowCalls:
+            if allowed.action is action:
+                return allowed.sessionFilter
         return None
+
+    def _failPending(self, error: Exception) -> None:
+        """Fail every call the test has not answered yet (the session closed)."""
+        calls: list[RedirectCall | JoinCall | AllowCall] = [
+            *self.redirectCalls,
+            *self.joinCalls,
+            *self.allowCalls,
+        ]
+        for call in calls:
+            if call.pending:
+                call.deferred.errback(error)
 
 
 def _datagramRefusal(

@@ -39,6 +39,7 @@ from fwxtwisted.testing._calls import JoinCall, RedirectCall, UpstreamConnect
 from fwxtwisted.testing._chain import AttachedDataFilter, CheckedChain
 from fwxtwisted.testing._datagrams import FakeDatagramPorts, OpensDatagramPorts
 from fwxtwisted.testing._events import PlaysPermissions
+from fwxtwisted.testing._future import AllowCall, AllowsFutureConnects
 from fwxtwisted.testing._grants import GrantsPermissions
 from fwxtwisted.testing._peers import PlaysPeers
 
@@ -52,7 +53,9 @@ CLEAN_CLOSE = "Connection was closed cleanly."
 
 
 @implementer(ISession)
-class FakeSession(PlaysPeers, GrantsPermissions, OpensDatagramPorts, PlaysPermissions):
+class FakeSession(
+    PlaysPeers, GrantsPermissions, AllowsFutureConnects, OpensDatagramPorts, PlaysPermissions
+):
     """An L{ISession} that records what the filter asks for and plays its primary
     connection.
 
@@ -69,15 +72,16 @@ class FakeSession(PlaysPeers, GrantsPermissions, OpensDatagramPorts, PlaysPermis
 
     By default nothing fires by itself: every Deferred the filter gets waits for the
     test, so the fake works the same under trial's C{SynchronousTestCase} and under
-    plain pytest.  With C{autoGrant=True} redirects and joins are granted at once, as
-    the real session does (its Deferred has fired when C{redirectConnections} returns),
-    on ports counted up from C{firstPort}.
+    plain pytest.  With C{autoGrant=True} redirects, joins and future connects are
+    granted at once, as the real session does (its Deferred has fired when
+    C{redirectConnections} returns), on ports counted up from C{firstPort}.
 
     It fails where L{Session} fails, in the same shape: a redirect with no connect
     address, or UDP with TLS or a data filter, is a failed Deferred (C{ValueError});
     more unused permissions than C{maxPendingRedirects} fail with
-    C{TooManyPendingRedirects}; after close with C{SessionClosed};
-    C{connectUpstream} with no address raises C{ValueError} at once.
+    C{TooManyPendingRedirects}; after close with C{SessionClosed}; so is an
+    C{allowFutureConnect} for UDP, or not between IP literals of one family
+    (C{ValueError}); C{connectUpstream} with no address raises C{ValueError} at once.
 
     The primary connection's events (action None) come as the real session sends
     them: CONNECT_TCP from L{succeedUpstream}, CONNECT_FAILED from L{failUpstream},
@@ -102,6 +106,7 @@ class FakeSession(PlaysPeers, GrantsPermissions, OpensDatagramPorts, PlaysPermis
     @ivar redirectCalls: every L{RedirectCall}, oldest first (one refused for its
         arguments or the pending limit is not recorded).
     @ivar joinCalls: every L{JoinCall}, oldest first.
+    @ivar allowCalls: every L{AllowCall} (allowFutureConnect), oldest first.
     @ivar upstreamConnects: every L{UpstreamConnect}, oldest first.
     @ivar actions: every action of a succeeded redirect or join; L{close} cancels them.
     @ivar sessionFilter: the filter attached by L{attachFilter}, or set by the test.
@@ -159,6 +164,7 @@ class FakeSession(PlaysPeers, GrantsPermissions, OpensDatagramPorts, PlaysPermis
         self.sessionFilter: ISessionFilter | None = None
         self.redirectCalls: list[RedirectCall] = []
         self.joinCalls: list[JoinCall] = []
+        self.allowCalls: list[AllowCall] = []
         self.upstreamConnects: list[UpstreamConnect] = []
         self.actions: list[IFirewallAction] = []
         self.datagramPorts: list[FakeDatagramPorts] = []
@@ -380,12 +386,7 @@ class FakeSession(PlaysPeers, GrantsPermissions, OpensDatagramPorts, PlaysPermis
         self.closed = True
         self.closeReason = reason
         closedError = SessionClosed(f"session {self.sessionId} closed: {reason}")
-        for call in self.redirectCalls:
-            if call.pending:
-                call.deferred.errback(closedError)
-        for join in self.joinCalls:
-            if join.pending:
-                join.deferred.errback(closedError)
+        self._failPending(closedError)
         for connect in self.upstreamConnects:
             if not connect.deferred.called:
                 connect.deferred.errback(closedError)

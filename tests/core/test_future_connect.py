@@ -12,6 +12,7 @@ import support
 from support import LOCAL, Network, Peer, recordingSession, within
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, succeed
+from zope.interface.verify import verifyObject
 
 from fwxtwisted.address import Address
 from fwxtwisted.errors import FWXError
@@ -68,7 +69,7 @@ async def test_permitted_flow_passes_once(net: Network, redirectedTo: list[Addre
         action = await within(
             session.allowFutureConnect(Address(LOCAL, 0), destination, context="ctx")
         )
-        assert IFirewallAction.providedBy(action)
+        assert verifyObject(IFirewallAction, action)
         assert action.internalAddress == destination and action.expectedPeer == LOCAL
         assert table.calls[-1] == ("add", f"{LOCAL}:0", str(destination), 65.0)
 

@@ -4,6 +4,7 @@ real cannot drift apart: verifyObject on objects built by a real Session on loop
 from __future__ import annotations
 
 import inspect
+import types
 
 import pytest_twisted
 import support
@@ -13,6 +14,7 @@ from twisted.plugin import IPlugin
 from zope.interface import Interface
 from zope.interface.verify import verifyObject
 
+from fwxtwisted import _values, interfaces
 from fwxtwisted.address import Address
 from fwxtwisted.filters.forwarding import ForwardingSessionFilter
 from fwxtwisted.filters.ftp.control import FTPSessionFilter
@@ -125,6 +127,11 @@ def test_fakes() -> None:
     assert isinstance(join, FakeJoin)
     verify(IJoin, join)
     verify(IDatagramPorts, session.openDatagramPorts(2, evenBase=True))
+    allowed: list[object] = []
+    session.allowFutureConnect(Address(LOCAL, 0), UPSTREAM).addCallback(allowed.append)
+    [future] = allowed
+    assert isinstance(future, FakeFirewallAction)
+    verify(IFirewallAction, future)
 
 
 def test_fake_and_real_session_take_the_same_arguments() -> None:
@@ -136,3 +143,33 @@ def test_fake_and_real_session_take_the_same_arguments() -> None:
             continue  # an attribute
         # Parameters and defaults are the contract; a return type may be more precise.
         assert inspect.signature(fake).parameters == inspect.signature(real).parameters, name
+
+
+def definedIn(module: types.ModuleType) -> set[str]:
+    """The public names C{module} defines itself (not what it imports)."""
+    names = set()
+    for name, value in vars(module).items():
+        if name.startswith("_") or inspect.ismodule(value):
+            continue
+        if isinstance(value, str) and name.isupper():
+            # A constant: defined where it is assigned, the private module for a value.
+            if module is _values or name not in _values.__all__:
+                names.add(name)
+            continue
+        parts = value.__args__ if isinstance(value, types.UnionType) else (value,)
+        if all(getattr(part, "__module__", None) == module.__name__ for part in parts):
+            names.add(name)
+    return names
+
+
+def test_value_types_are_public_in_interfaces() -> None:
+    """The value types live in the private _values; interfaces re-exports each one, the
+    same object, and its __all__ names every public name of both, once."""
+    assert sorted(_values.__all__) == sorted(definedIn(_values))
+    for name in _values.__all__:
+        assert getattr(interfaces, name) is getattr(_values, name), name
+    assert len(interfaces.__all__) == len(set(interfaces.__all__))
+    assert set(interfaces.__all__) == definedIn(interfaces) | definedIn(_values)
+    assert definedIn(interfaces) == {n for n in interfaces.__all__ if n.startswith("I")}
+    for name in interfaces.__all__:
+        assert getattr(interfaces, name) is not None, name

@@ -24,7 +24,6 @@ from fwxtwisted.app.config import parseConfig
 from fwxtwisted.filters.forwarding import ForwardingSessionFilter
 from fwxtwisted.interfaces import (
     IFilter,
-    IFutureConnectSession,
     ISession,
     ISessionFilter,
     ITransparentFilter,
@@ -41,7 +40,7 @@ class GrantingSessionFilter(ForwardingSessionFilter):
     def sessionStarted(self) -> None:
         session = self.session
         assert session.defaultUpstream is not None
-        granting = IFutureConnectSession(session).allowFutureConnect(
+        granting = session.allowFutureConnect(
             Address(session.clientAddress.host, 0),
             session.defaultUpstream.withPort(OTHER_PORT),
             flags=RedirectFlags.TIMEOUT,
