@@ -80,21 +80,15 @@ class IUDPRedirect(IFirewallAction):
 
 
 class IDatagramPorts(Interface):
-    """C{count} UDP sockets on consecutive ports of one IP, made by
-    L{ISession.openDatagramPorts}: for a filter that sends and receives
-    datagrams itself (RTP carried inside RTSP's interleaved frames), or the outbound
-    sockets a UDP redirect sends from (C{redirectConnections(outboundPorts=...)}),
-    bound before the far side's address is known.
+    """C{count} UDP sockets on consecutive ports of one IP (L{ISession.openDatagramPorts}),
+    bound before the far side is known: a filter's own (RTP inside RTSP's interleaved
+    frames), or the sockets a UDP redirect sends from (C{outboundPorts}).
 
-    Like an L{IFirewallAction}: C{cancel()} is idempotent, the session cancels it at
-    its close, and C{whenFinished()} fires once every socket is closed and its port is
-    back in the pool (bindable again).
-
-    Socket i accepts a datagram only from its expected source: the peer named by
-    L{expect} (IP I{and} port), else any port of C{expectedIP}; and only once it has
-    an owner (a redirect that adopted socket i, else C{onDatagram}).  Anything else is
-    dropped and counted (L{dropped}, L{countsOf}); nothing about it is logged above
-    debug.
+    Like an L{IFirewallAction}: C{cancel()} is idempotent, the session cancels it at its
+    close, C{whenFinished()} fires once every port is back in the pool.  Socket i takes
+    a datagram only from its L{expect}ed peer (IP and port; else any port of
+    C{expectedIP}) and only once it has an owner (an adopting redirect, else
+    C{onDatagram}); anything else is dropped and counted, logged at debug only.
     """
 
     address = Attribute("L{Address} of the first socket; socket i is on port + i.")
@@ -106,10 +100,8 @@ class IDatagramPorts(Interface):
     )
     dropped = Attribute("Datagrams dropped on all sockets so far (int).")
     onDatagram = Attribute(
-        "Set by the owner: C{callable(index, datagram, source)} for every accepted datagram "
-        "on a socket no redirect adopted. None (the default): such datagrams are dropped "
-        "and counted. A redirect given these ports as C{outboundPorts} takes over its "
-        "socket: this callable no longer sees that socket's datagrams."
+        "C{callable(index, datagram, source)}, set by the owner, for each datagram accepted "
+        "on a socket no redirect adopted (None: they are dropped and counted)."
     )
 
     def addressOf(index: int) -> Address:
@@ -307,28 +299,18 @@ class ISession(Interface):
         @param dataFilterFactory: called for each TCP connection; the data filters it
             returns are attached in order (priorities 0, 1, ...), forcing user mode.
         @param sessionFilter: receives L{FirewallNotification}s with C{context}.
-        @param outboundPorts: UDP only: N sockets (from
-            L{ISession.openDatagramPorts}, of C{len(connectAddresses)} ports)
-            the i-th permission sends to its connect address from, instead of an
-            ephemeral socket per peer, so the far side sees a port it was told before
-            (RTSP's C{client_port}).  Each permission adopts its socket: it accepts
-            there only datagrams from its connect address (IP and port), and
-            C{onDatagram} no longer sees that socket.  The socket is closed when the
-            permission ends (cancel, idle timeout, unused expiry); cancelling the
-            ports cancels the permissions.  Not with ALLOW_MULTIPLE.
-        @param peerAddresses: UDP only: the exact peer (IP and port) of each internal
-            port, known in advance (RTSP's C{client_port}).  The mapping is made at
-            once (UDP_DESTINATION is notified before the Deferred fires), so the
-            connect address may send first; datagrams from anyone else on that port
-            are dropped and counted (the first one is logged and notified as
-            REFUSED_CONNECTION, the rest only counted).  Such a mapping lives until
-            the permission is cancelled or nothing passed either way for
-            C{udp_idle_timeout}; then the permission ends (its ports are freed).
-            It never expires unused (it is used at once).  Not with ALLOW_MULTIPLE.
-        @param udpIdleTimeout: UDP only: seconds a mapping lives with nothing passing
-            either way; None: the gateway's C{udp_idle_timeout}; 0: as long as the
-            permission, for a filter that ends it itself (RTSP's session timeout
-            counts RTCP, so a paused stream's silent RTP port must not expire).
+        @param outboundPorts: UDP: N sockets from L{openDatagramPorts}; permission i
+            sends from socket i (the port the far side was told: RTSP's C{client_port})
+            and adopts it: only its connect address is accepted there, and the socket
+            closes with the permission (cancelling the ports cancels the permissions).
+        @param peerAddresses: UDP: the exact peer (IP and port) of each internal port.
+            The mapping is made at once (UDP_DESTINATION before the Deferred fires), so
+            the connect address may send first; anyone else's datagrams are dropped and
+            counted (the first is refused aloud).  It never expires unused.
+        @param udpIdleTimeout: UDP: seconds a mapping lives with nothing passing;
+            None: C{udp_idle_timeout}; 0: as long as the permission (a filter that
+            ends it itself: a paused RTSP stream's silent RTP port must not expire).
+            C{outboundPorts} and C{peerAddresses} are not for ALLOW_MULTIPLE.
         @return: a Deferred firing with a L{Redirection} once every listener is bound.
             It fails with C{PortRangeExhausted}, C{PortUnavailable} (an explicit port is
             taken, or odd with EVEN_PORTS) or C{SessionClosed}, and with C{ValueError}
@@ -347,22 +329,17 @@ class ISession(Interface):
     ) -> IDatagramPorts:
         """Bind C{count} UDP sockets on consecutive ports, synchronously.
 
-        @param host: the IP to bind; None: the session's B{external} address (the
-            server-facing side: RTSP's C{client_port} toward the server).  Pass
-            C{session.internalAddress.host} for the client-facing side.
+        @param host: the IP to bind; None: the session's B{external} address (toward
+            the server); C{session.internalAddress.host} for the client-facing side.
         @param evenBase: the first port is even (RTP even, RTCP odd).
-        @param expectedPeer: the IP accepted until L{IDatagramPorts.expect} names the
-            exact peer of a socket; None: the server's IP when C{host} is the external
-            address, else the client's IP.
-        @param portRange: allocate from this inclusive range instead of the one
-            configured for C{host}.
-        @return: the open L{IDatagramPorts}; it is closed (and its ports freed) by its
-            C{cancel()}, by the session's close, or when the redirects that adopted
-            every socket end.
-        @raise PortRangeExhausted: no free run (with an even base, if asked).
-        @raise SessionClosed: the session is over.
-        @raise ValueError: host None with no external address known yet, or the
-            server's IP needed as the default peer before the upstream is connected.
+        @param expectedPeer: the IP accepted until L{IDatagramPorts.expect} names a
+            socket's exact peer; None: the server's IP on the external address, else
+            the client's.
+        @param portRange: allocate from this inclusive range instead of C{host}'s.
+        @return: the open L{IDatagramPorts}, closed by its C{cancel()}, the session's
+            close, or the end of the redirects that adopted every socket.
+        @raise PortRangeExhausted: no free run.  @raise SessionClosed: the session is
+            over.  @raise ValueError: no external address or server IP known yet.
         """
 
     def joinConnections(
@@ -409,14 +386,11 @@ class ISession(Interface):
             else the first one only (the element is deleted as it is accepted);
             NO_KERNEL_MODE: never the fast path.
         @return: a Deferred firing with the L{IFirewallAction} once the kernel has the
-            flow (its C{internalAddress} and C{connectAddress} are the destination,
-            C{expectedPeer} the source IP), so a filter may announce it then.  Its
-            notifications are those of a redirect (ACCEPTED_CONNECTION, CONNECT_TCP,
-            ESTABLISHED_CONNECTION, CONNECTION_TERMINATING with byte counts,
-            PERMISSION_EXPIRED, REFUSED_CONNECTION) with C{context}.  It fails with
-            C{FWXError} (no transparent listener, hence no kernel table; the flow is
-            permitted already), C{NftError}, C{TooManyPendingRedirects},
-            C{SessionClosed}, or C{ValueError} (UDP, not IP literals, families differ).
+            flow (C{internalAddress} and C{connectAddress}: the destination), with a
+            redirect's notifications and C{context}.  It fails with C{FWXError} (no
+            transparent listener; the flow is permitted already), C{NftError},
+            C{TooManyPendingRedirects}, C{SessionClosed}, or C{ValueError} (UDP, not
+            IP literals, families differ).
         """
 
     def startTLS(side: Side, tls: LegTLS) -> None:
