@@ -6,8 +6,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from fwxtwisted.app.config import GatewayConfig
+from fwxtwisted.app.primary import BoundListener
 from fwxtwisted.app.registry import ProtocolRegistry, discoverFilters
-from fwxtwisted.app.service import BoundListener, FirewallService, ListenFunction
+from fwxtwisted.app.service import FirewallService, ListenFunction
 from fwxtwisted.errors import ConfigError
 from fwxtwisted.interfaces import IFilter, ITransparentFilter
 from fwxtwisted.permissions.gateway import Gateway

@@ -25,7 +25,8 @@ from twisted.logger import ILogObserver, eventAsJSON, globalLogBeginner
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from fwxtwisted.app.service import BoundListener, FirewallService, ListenError
+from fwxtwisted.app.primary import BoundListener
+from fwxtwisted.app.service import FirewallService, ListenError
 from fwxtwisted.app.signals import hurryOnSecondSignal
 from fwxtwisted.app.workers import RETIRE, sessionPrefix
 from fwxtwisted.errors import ConfigError

@@ -20,7 +20,8 @@ from zope.interface import implementer
 
 from fwxtwisted.address import Address
 from fwxtwisted.app.config import ListenerConfig
-from fwxtwisted.app.service import BoundListener, FirewallService
+from fwxtwisted.app.primary import BoundListener
+from fwxtwisted.app.service import FirewallService
 from fwxtwisted.interfaces import (
     FirewallEvent,
     FirewallNotification,

@@ -7,7 +7,8 @@ import pytest_twisted
 from twisted.internet import reactor
 
 from fwxtwisted.app.config import ListenerConfig
-from fwxtwisted.app.service import DEFAULT_BACKLOG, BoundListener, FirewallService, withBacklog
+from fwxtwisted.app.primary import BoundListener
+from fwxtwisted.app.service import DEFAULT_BACKLOG, FirewallService, withBacklog
 from fwxtwisted.filters.tcp import tcpFilter
 from fwxtwisted.permissions.gateway import Gateway
 

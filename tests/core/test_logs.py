@@ -23,7 +23,8 @@ from twisted.logger import (
 from fwxtwisted import logs
 from fwxtwisted.address import Address
 from fwxtwisted.app.config import ListenerConfig, parseConfig
-from fwxtwisted.app.service import BoundListener, FirewallService
+from fwxtwisted.app.primary import BoundListener
+from fwxtwisted.app.service import FirewallService
 from fwxtwisted.errors import ConfigError
 from fwxtwisted.filters.tcp import TCPCommandOptions, tcpFilter
 from fwxtwisted.logs import Logger, SummaryBuffer, logLevel, setLogLevel

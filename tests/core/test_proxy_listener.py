@@ -14,7 +14,8 @@ from twisted.logger import LogEvent, LogLevel, formatEvent, globalLogPublisher
 
 from fwxtwisted.address import Address
 from fwxtwisted.app.config import ListenerConfig
-from fwxtwisted.app.service import BoundListener, FirewallService
+from fwxtwisted.app.primary import BoundListener
+from fwxtwisted.app.service import FirewallService
 from fwxtwisted.net.proxyprotocol import packV2
 from fwxtwisted.permissions.gateway import Gateway
 from fwxtwisted.settings import GatewaySettings

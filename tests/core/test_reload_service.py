@@ -15,7 +15,8 @@ from twisted.internet.interfaces import IListeningPort
 from twisted.internet.protocol import ServerFactory
 
 from fwxtwisted.app.config import ListenerConfig
-from fwxtwisted.app.service import BoundListener, FirewallService, ListenError
+from fwxtwisted.app.primary import BoundListener
+from fwxtwisted.app.service import FirewallService, ListenError
 from fwxtwisted.permissions.gateway import Gateway
 from fwxtwisted.settings import GatewaySettings
 

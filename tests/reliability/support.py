@@ -25,7 +25,8 @@ from zope.interface import implementer
 
 from fwxtwisted.address import Address
 from fwxtwisted.app.config import ListenerConfig
-from fwxtwisted.app.service import BoundListener, FirewallService
+from fwxtwisted.app.primary import BoundListener
+from fwxtwisted.app.service import FirewallService
 from fwxtwisted.filters.ftp.filter import FTPFilter
 from fwxtwisted.filters.ftp.options import parseFTPOptions
 from fwxtwisted.logs import summaries
