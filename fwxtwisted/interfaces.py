@@ -154,6 +154,11 @@ class IDataChannel(Interface):
         """Withdraw this filter's L{pauseReading}; the peer is read again once nothing
         else holds it (a backed-up write buffer, another filter)."""
 
+    def writable(direction: Direction) -> bool:
+        """False while what was written in C{direction} waits in its peer's write
+        buffer past the high-water mark: a filter that writes of its own accord (not
+        in answer to what it read) drops or holds rather than piles up."""
+
 
 class IDataFilter(Interface):
     """Sees, and may rewrite, the bytes of one connection each way (IFWXDataFilter).

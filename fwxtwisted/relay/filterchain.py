@@ -22,11 +22,13 @@ class FilterChain:
         deliverEOF: Callable[[Direction], None],
         abort: Callable[[str], None],
         hold: Callable[[Direction, Hashable, bool], None] | None = None,
+        writable: Callable[[Direction], bool] | None = None,
     ) -> None:
         self._deliver = deliver
         self._deliverEOF = deliverEOF
         self._abort = abort
         self._hold = hold
+        self._writable = writable
         self._filters: list[IDataFilter] = []
         self._priorities: list[int] = []
 
@@ -74,6 +76,10 @@ class FilterChain:
         if self._hold is not None:
             self._hold(direction, ("data filter", id(current)), paused)
 
+    def writable(self, direction: Direction) -> bool:
+        """Whether what leaves the chain in C{direction} drains (always, unwatched)."""
+        return self._writable is None or self._writable(direction)
+
     def _entry(self, direction: Direction) -> IDataFilter:
         return self._filters[0 if direction is Direction.CLIENT_TO_SERVER else -1]
 
@@ -107,3 +113,6 @@ class ChainLink:
 
     def resumeReading(self, direction: Direction) -> None:
         self._chain.holdReading(self._filter, direction, False)
+
+    def writable(self, direction: Direction) -> bool:
+        return self._chain.writable(direction)

@@ -31,6 +31,8 @@ class ReadingControl:
     legs, each for the reasons given, and reads a leg again once none is left."""
 
     _holds: dict[Side, set[Hashable]]
+    #: Legs whose written bytes are backed up now.
+    _backed: set[Side]
     _legs: dict[Side, RelayLeg]
     _lost: set[Side]
     _readEnded: set[Side]
@@ -63,6 +65,10 @@ class ReadingControl:
         leg itself (a filter may answer a peer by itself, as an FTP gateway does: a
         peer that does not read those answers must not be read either, or they pile
         up in its write buffer)."""
+        if backed:
+            self._backed.add(side)
+        else:
+            self._backed.discard(side)
         hold = self.pauseReading if backed else self.resumeReading
         hold(opposite(side), PEER_BACKED)
         if not backed:
@@ -78,6 +84,10 @@ class ReadingControl:
             # bytes written: that handshake needs the leg read.
             return
         self.pauseReading(side, OWN_BACKED)
+
+    def _writable(self, direction: Direction) -> bool:
+        """Whether what is written in C{direction} drains (see IDataChannel.writable)."""
+        return TARGET[direction] not in self._backed
 
     def _filterHold(self, direction: Direction, reason: Hashable, paused: bool) -> None:
         """A data filter pauses or resumes reading the peer that sends C{direction}."""

@@ -98,6 +98,7 @@ class Relay(ReadingControl, TLSLegs, FastPathSwitch):
         self.established = False
         #: Why each leg is not read now; it is read again once none is left.
         self._holds: dict[Side, set[Hashable]] = {}
+        self._backed: set[Side] = set()
 
     @property
     def counts(self) -> ByteCounts:
@@ -129,7 +130,9 @@ class Relay(ReadingControl, TLSLegs, FastPathSwitch):
         if self._fast is not None:
             raise RuntimeError("a data filter cannot join a relay on the fast path")
         if self._chain is None:
-            self._chain = FilterChain(self._deliver, self._deliverEOF, self.abort, self._filterHold)
+            self._chain = FilterChain(
+                self._deliver, self._deliverEOF, self.abort, self._filterHold, self._writable
+            )
         self._chain.attach(dataFilter, priority)
 
     @property

@@ -33,8 +33,9 @@ class CheckedChain(FilterChain):
         abort: Callable[[str], None],
         isClosed: Callable[[], bool],
         hold: Callable[[Direction, Hashable, bool], None] | None = None,
+        writable: Callable[[Direction], bool] | None = None,
     ) -> None:
-        super().__init__(deliver, deliverEOF, abort, hold)
+        super().__init__(deliver, deliverEOF, abort, hold, writable)
         self._isClosed = isClosed
         self._eofSent: dict[int, set[Direction]] = {}
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Hashable
+
 from fwxtwisted.interfaces import ByteCounts, Direction, Side
 from fwxtwisted.testing._chain import CheckedChain
 
@@ -19,6 +21,8 @@ class PlaysPeers:
     _chain: CheckedChain
     _peerEOF: set[Direction]
     _lost: set[Side]
+    readingPaused: set[Direction]
+    _holds: dict[Direction, set[Hashable]]
 
     def clientSends(self, data: bytes) -> None:
         """Bytes from the client: into the chain toward the server."""
@@ -76,3 +80,14 @@ class PlaysPeers:
             self.toServerEOF = True
         else:
             self.toClientEOF = True
+
+    def _hold(self, direction: Direction, holder: Hashable, paused: bool) -> None:
+        holders = self._holds[direction]
+        if paused:
+            holders.add(holder)
+        else:
+            holders.discard(holder)
+        if holders:
+            self.readingPaused.add(direction)
+        else:
+            self.readingPaused.discard(direction)

@@ -177,8 +177,16 @@ class FakeSession(
         #: Directions whose sending peer a data filter asked not to read (pauseReading).
         self.readingPaused: set[Direction] = set()
         self._holds: dict[Direction, set[Hashable]] = {d: set() for d in Direction}
+        #: Directions whose peer does not drain what is written to it (set by the test:
+        #: a data channel's C{writable} is then False).
+        self.backedUp: set[Direction] = set()
         self._chain = CheckedChain(
-            self._deliver, self._deliverEOF, self.close, self._isClosed, self._hold
+            self._deliver,
+            self._deliverEOF,
+            self.close,
+            self._isClosed,
+            self._hold,
+            lambda direction: direction not in self.backedUp,
         )
         self._stages: list[AttachedDataFilter] = []
         self._peerEOF: set[Direction] = set()
@@ -368,17 +376,6 @@ class FakeSession(
 
     def _isClosed(self) -> bool:
         return self.closed
-
-    def _hold(self, direction: Direction, holder: Hashable, paused: bool) -> None:
-        holders = self._holds[direction]
-        if paused:
-            holders.add(holder)
-        else:
-            holders.discard(holder)
-        if holders:
-            self.readingPaused.add(direction)
-        else:
-            self.readingPaused.discard(direction)
 
     def _end(self, reason: str | None, terminating: str | None) -> None:
         if self.closed:

@@ -13,6 +13,7 @@ from support import (
     RecordingFilter,
     RecordingSessionFilter,
     recordingSession,
+    turns,
     within,
 )
 
@@ -190,3 +191,35 @@ async def test_bytes_written_before_either_leg_connects_reach_both_peers(net: Ne
     assert await within(server.waitFor(15)) == b"hello server;up"
     server.send(b"down")
     assert await within(client.waitFor(17)) == b"hello client;down"
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_channel_is_not_writable_while_its_peer_does_not_drain(net: Network) -> None:
+    """A filter that writes of its own accord learns when its peer stops reading, and
+    again when it drains."""
+    writer = PassThroughDataFilter()
+    upstream, upstreamAddress = net.server()
+    recording = RecordingFilter(connectUpstream=True, dataFilters=lambda _: [(0, writer)])
+    running = net.startGateway(recording, upstream=upstreamAddress)
+    client, sessionFilter = await net.openSession(running, recording)
+    await within(sessionFilter.upstream)  # type: ignore[arg-type]
+    assert writer.channel is not None
+    assert writer.channel.writable(S2C)
+    client.transport.pauseProducing()  # type: ignore[union-attr]
+    chunk = b"x" * 65536
+    written = 0
+    for _ in range(2000):  # at most 128 MiB; the socket buffers fill long before
+        if not writer.channel.writable(S2C):
+            break
+        writer.channel.write(S2C, chunk)
+        written += len(chunk)
+        await turns(1)
+    assert not writer.channel.writable(S2C)
+    assert writer.channel.writable(C2S)
+    client.transport.resumeProducing()  # type: ignore[union-attr]
+    await within(client.waitFor(written))
+    for _ in range(200):
+        if writer.channel.writable(S2C):
+            break
+        await turns(1)
+    assert writer.channel.writable(S2C)

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from fwxtwisted.address import Address
+from fwxtwisted.filters.rtsp.control import RTSPSessionFilter
 from fwxtwisted.filters.rtsp.filter import rtspFilter
 from fwxtwisted.filters.rtsp.message import InterleavedFrame
 from fwxtwisted.filters.rtsp.transport import parseTransport
-from fwxtwisted.interfaces import RedirectFlags, Transport
+from fwxtwisted.interfaces import Direction, RedirectFlags, Transport
 from fwxtwisted.testing import DEFAULT_UPSTREAM, FakeSession, SentDatagram
 from tests.rtsp.gateway import request, response
 
@@ -56,3 +57,24 @@ def test_policy_udp_turns_server_datagrams_into_frames() -> None:
     session.clientSends(InterleavedFrame(1, b"rtcp").serialize())
     assert ports.sent == [SentDatagram(1, b"rtcp", Address(server, 6971))]
     assert ports.dropped == 1
+
+
+def test_frames_made_of_datagrams_are_dropped_while_the_client_does_not_drain() -> None:
+    session = FakeSession.forFilter(
+        rtspFilter, {"transport_policy": "udp"}, autoGrant=True, firstPort=30000
+    )
+    session.succeedUpstream()
+    _setup(session, "RTP/AVP/TCP;unicast;interleaved=0-1")
+    (ports,) = session.datagramPorts
+    session.serverSends(response(1, "Transport: RTP/AVP;unicast;server_port=6970-6971"))
+    server = Address(DEFAULT_UPSTREAM.host, 6970)
+    session.backedUp.add(Direction.SERVER_TO_CLIENT)
+    before = len(session.toClient)
+    assert ports.receive(0, b"lost", server)
+    assert len(session.toClient) == before
+    session.backedUp.clear()
+    assert ports.receive(0, b"kept", server)
+    assert session.toClient.endswith(InterleavedFrame(0, b"kept").serialize())
+    sessionFilter = session.sessionFilter
+    assert isinstance(sessionFilter, RTSPSessionFilter)
+    assert sessionFilter.report.congestionDrops == 1

@@ -358,13 +358,23 @@ class RTSPSessionFilter:
         if self._channel is not None:
             self._channel.write(Direction.CLIENT_TO_SERVER, data)
 
+    # Frames made of datagrams (translation): written of the filter's own accord, with
+    # no reading to pause behind them, so a peer that does not drain its connection
+    # loses media (as over UDP) instead of making the gateway hold it.
+
     def _frameToClient(self, frame: InterleavedFrame) -> None:
-        if not self._closing:
-            self._writeClient(frame.serialize())
+        self._writeFrame(Direction.SERVER_TO_CLIENT, frame)
 
     def _frameToServer(self, frame: InterleavedFrame) -> None:
-        if not self._closing:
-            self._writeServer(frame.serialize())
+        self._writeFrame(Direction.CLIENT_TO_SERVER, frame)
+
+    def _writeFrame(self, direction: Direction, frame: InterleavedFrame) -> None:
+        if self._closing or self._channel is None:
+            return
+        if not self._channel.writable(direction):
+            self.report.congestionDrops += 1
+            return
+        self._channel.write(direction, frame.serialize())
 
 
 def _errorResponse(status: int, cseq: str | None, reason: str) -> bytes:

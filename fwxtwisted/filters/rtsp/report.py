@@ -26,6 +26,8 @@ class SessionReport:
         #: Every track the session set up, torn down ones included.
         self._tracks: list[Track] = []
         self._logged = False
+        #: Datagrams not made into frames because the connection did not drain.
+        self.congestionDrops = 0
 
     def request(self, request: Request) -> None:
         """A request went to the server: the first presentation URL is the session's."""
@@ -71,6 +73,7 @@ class SessionReport:
             packets_to_client=sum(t["packets_to_client"] for t in tracks),
             packets_to_server=sum(t["packets_to_server"] for t in tracks),
             dropped=sum(t["dropped"] for t in tracks),
+            congestion_drops=self.congestionDrops,
             duration=duration,
             reason=self.reason or "closed",
         )
