@@ -215,6 +215,20 @@ def test_protCIsRefusedUnderRequireTLS(tls: TlsFiles) -> None:
     )
 
 
+def test_aDataChannelWithoutProtPIsRefusedUnderRequireTLS(tls: TlsFiles) -> None:
+    # RFC 4217: without PROT the level is Clear, so a client that never sends PROT P
+    # would move its data in clear although the operator asked for TLS.
+    session = started(policyOptions(tls, require_tls=True))
+    session.clientSends(b"AUTH TLS\r\n")
+    session.clientSends(b"PBSZ 0\r\nPASV\r\n")
+    assert session.toClient.endswith(
+        b"521 data connections must be protected: send PROT P first\r\n"
+    )
+    assert b"PASV" not in session.toServer
+    session.clientSends(b"PROT P\r\nEPSV\r\n")
+    assert session.toClient.endswith(b"200 PROT now Private\r\n")
+
+
 def test_protCIsAcceptedUnderRequireTLSWithAllowClearData(tls: TlsFiles) -> None:
     session = started(policyOptions(tls, require_tls=True, allow_clear_data=True))
     session.clientSends(b"AUTH TLS\r\n")

@@ -327,6 +327,9 @@ class FTPSessionFilter:
         if not self.upstreamReady:
             return self._beforeUpstream(command)
         if verb in ("PASV", "EPSV", "PORT", "EPRT"):
+            if self.security.refusesClearData():
+                channel.reply(521, "data connections must be protected: send PROT P first")
+                return None
             return self._dataCommand(command)
         if verb in ("LPRT", "LPSV"):
             channel.reply(502, f"{verb} not implemented; use EPSV or EPRT")

@@ -128,6 +128,12 @@ class FTPSecurity:
         """True when policy wants TLS before credentials and the client has none."""
         return self._options.requireTLS and not self.clientTLS
 
+    def refusesClearData(self) -> bool:
+        """True when policy wants protected data and the client has not asked for it:
+        RFC 4217's default protection level is Clear, so no PROT at all means clear."""
+        opts = self._options
+        return opts.requireTLS and not opts.allowClearData and not self.clientProtected
+
     # The server side.
 
     def secureUpstreamIfWanted(self, name: str | None = None) -> Deferred[Any]:
