@@ -58,7 +58,12 @@ class _Mapping(DatagramProtocol):
         self.lastActive = 0.0
 
     def datagramReceived(self, datagram: bytes, addr: tuple[str, int]) -> None:
-        self.action._fromServer(self, datagram, Address(normalizeHost(addr[0]), addr[1]))
+        action = self.action
+        connect = action.connectAddress
+        if addr[1] == connect.port and addr[0] == connect.host:
+            action._fromServer(self, datagram, connect)  # the common case: no parsing
+        else:
+            action._fromServer(self, datagram, Address(normalizeHost(addr[0]), addr[1]))
 
 
 @implementer(IUDPRedirect)
