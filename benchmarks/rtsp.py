@@ -36,6 +36,7 @@ from benchmarks.procs import (
     stolenPercent,
 )
 from benchmarks.report import Column, Row, Section
+from fwxtwisted.net.quietport import UDP_RECEIVE_BUFFER
 from tests.peers import Gateway, runGateway
 
 RTSPLOAD = PROJECT_ROOT / "benchmarks" / "rtspload.py"
@@ -422,8 +423,8 @@ def runRate(ctx: Context) -> Section:
         "One flow of RTP-sized datagrams (1,200-1,400 bytes, cycled; RTP header, run id and "
         "a sequence number in each) from the media server's socket to the player's, "
         "counted at the player. Load: `benchmarks/rtspload.py` (Python, its own processes: "
-        "`blast` paces the offered rate, `sink` counts; SO_RCVBUF 4 MiB at the sink; the "
-        "relays keep their defaults).",
+        "`blast` paces the offered rate, `sink` counts; SO_RCVBUF 4 MiB at the sink; both "
+        "relays receive with a 2 MiB SO_RCVBUF, the gateway's own setting).",
         f"Each run: flat out first, then {SEARCH_STEPS} offered rates (the first at 95 % of "
         "the flat-out delivered rate, then halving the interval between the highest rate "
         "with < 0.1 % loss and the lowest without); a row's figures are those of its "
@@ -460,7 +461,9 @@ def runRate(ctx: Context) -> Section:
             [
                 socatPath,
                 "-u",
-                f"UDP4-RECV:{socatPort},bind={EXTERNAL}",
+                # The receive buffer the gateway's relay sockets ask for (2 MiB):
+                # loss at a rate is then the relay's speed, not its buffer.
+                f"UDP4-RECV:{socatPort},bind={EXTERNAL},rcvbuf={UDP_RECEIVE_BUFFER}",
                 f"UDP4-SENDTO:{LOOPBACK}:{media.sink.ports[0]}",
             ],
             ctx.logDir,
