@@ -1,0 +1,170 @@
+"""twistd fwx ftp --transparent between three namespaces (root; see netns.py): vsftpd
+in the server namespace, curl and a raw client in the client namespace.
+
+The client talks to the server's address; the gateway takes the control connection
+(examples/transparent.nft) and, for a passive transfer, passes the server's 227/229
+unchanged after letting that one data flow through (allowFutureConnect).  Active
+transfers go through a listener of the gateway's, as in reverse-proxy mode (vsftpd
+refuses a PORT naming another IP than the control connection's source: the gateway).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.peers import requirePeer
+from tests.transparent.netns import (
+    CLIENT4,
+    CLIENT6,
+    GATEWAY_LAN4,
+    GATEWAY_LAN6,
+    GATEWAY_WAN4,
+    GATEWAY_WAN6,
+    INTERCEPTED_PORT,
+    LISTEN_PORT,
+    SERVER4,
+    SERVER6,
+    Namespaces,
+    NetnsProcess,
+    NetnsVsftpd,
+    elements,
+    namespaces,
+    twistd,
+)
+
+SIZE = 64 << 20
+PASV_PORTS = (30000, 30099)
+FTPPEERS = str(Path(__file__).with_name("ftppeers.py"))
+READY = "allowFutureConnect: nftables table"
+
+
+@pytest.fixture(scope="module")
+def ns() -> Iterator[Namespaces]:
+    for tool in ("vsftpd", "curl"):
+        requirePeer(tool)
+    with tempfile.TemporaryDirectory(prefix="fwx-tftp-") as top, namespaces("p") as made:
+        root = Path(top) / "root"
+        root.mkdir()
+        payload = os.urandom(SIZE)
+        (root / "big").write_bytes(payload)
+        (root / "big").chmod(0o644)
+        made.digest = hashlib.sha256(payload).hexdigest()  # type: ignore[attr-defined]
+        made.downloads = Path(top)  # type: ignore[attr-defined]
+        servers = {}
+        for host in (SERVER4, SERVER6):
+            servers[host] = NetnsVsftpd(made, made.server, root, host, INTERCEPTED_PORT, PASV_PORTS)
+        with servers[SERVER4], servers[SERVER6]:
+            made.vsftpd = servers  # type: ignore[attr-defined]
+            yield made
+
+
+def gatewayProcess(ns: Namespaces) -> NetnsProcess:
+    argv = twistd("ftp", "--listen", f"tcp6:{LISTEN_PORT}", "--transparent", "--external-address",
+                  GATEWAY_WAN4, "--external-address", GATEWAY_WAN6)  # fmt: skip
+    return NetnsProcess(ns.gateway, argv, "gateway").start()
+
+
+@pytest.fixture(scope="module")
+def gateway(ns: Namespaces) -> Iterator[NetnsProcess]:
+    with gatewayProcess(ns) as process:
+        process.waitFor(READY)
+        yield process
+
+
+MODES = {
+    "EPSV": [],
+    "PASV": ["--disable-epsv"],
+    "EPRT": ["-P", "{client}"],
+    "PORT": ["-P", "{client}", "--disable-eprt"],
+}
+
+
+@pytest.mark.parametrize(
+    "mode,server,client",
+    [(mode, SERVER4, CLIENT4) for mode in MODES]
+    + [("EPSV", SERVER6, CLIENT6), ("EPRT", SERVER6, CLIENT6)],
+)
+def test_curl_download_intact(
+    ns: Namespaces, gateway: NetnsProcess, mode: str, server: str, client: str
+) -> None:
+    target = ns.downloads / f"{mode}-{server}"  # type: ignore[attr-defined]
+    host = f"[{server}]" if ":" in server else server
+    flags = [flag.format(client=client) for flag in MODES[mode]]
+    argv = ["curl", "-sS", "-v", "-g", "--max-time", "30", *flags, "-o", str(target),
+            f"ftp://{host}:{INTERCEPTED_PORT}/big"]  # fmt: skip
+    done = ns.exec(ns.client, "sh", "-c", " ".join(argv) + " 2>&1", timeout=40, check=False)
+    assert target.exists(), (done, gateway.log())
+    assert hashlib.sha256(target.read_bytes()).hexdigest() == ns.digest, done  # type: ignore[attr-defined]
+    target.unlink()
+    assert f"< {'227' if mode == 'PASV' else '229' if mode == 'EPSV' else '200'} " in done, done
+    if mode in ("PASV", "EPSV"):
+        # The client talked to the server only: no address of the gateway in sight.
+        for own in (GATEWAY_LAN4, GATEWAY_WAN4, GATEWAY_LAN6, GATEWAY_WAN6):
+            assert own not in done, done
+    if mode == "PASV":
+        assert "(203,0,113,2," in done, done
+    external = GATEWAY_WAN6 if ":" in server else GATEWAY_WAN4
+    assert ns.vsftpd[server].clients() == {external}  # type: ignore[attr-defined]
+
+
+def test_lftp_passive(ns: Namespaces, gateway: NetnsProcess) -> None:
+    requirePeer("lftp")
+    target = ns.downloads / "lftp"  # type: ignore[attr-defined]
+    script = f"set net:max-retries 1; set net:timeout 10; get -O {target.parent} big -o lftp"
+    ns.exec(ns.client, "lftp", "-e", f"{script}; quit",
+            f"ftp://anonymous:x@{SERVER4}:{INTERCEPTED_PORT}", timeout=40)  # fmt: skip
+    assert hashlib.sha256(target.read_bytes()).hexdigest() == ns.digest  # type: ignore[attr-defined]
+    target.unlink()
+
+
+def test_data_port_is_single_use(ns: Namespaces, gateway: NetnsProcess) -> None:
+    output = ns.exec(ns.client, sys.executable, FTPPEERS, "once", SERVER4,
+                     str(INTERCEPTED_PORT), timeout=30)  # fmt: skip
+    result = json.loads(output.strip().splitlines()[-1])
+    assert "(203,0,113,2," in result["reply"], result
+    assert result["first"] == "open", (result, gateway.log())
+    # The element went with the first connection: the kernel dropped the second SYN
+    # (the forward policy), it reached neither the gateway nor the server.
+    assert result["second"] == "timeout", (result, gateway.log())
+    assert elements(ns) == []
+
+
+def test_unpermitted_port_refused(ns: Namespaces, gateway: NetnsProcess) -> None:
+    """A port vsftpd offers passive connections on, never offered to this client."""
+    probe = "import socket,sys; socket.create_connection((sys.argv[1], 30050), timeout=3)"
+    probe += "; print('open')"
+    done = ns.exec(ns.client, sys.executable, "-c", probe, SERVER4, timeout=20, check=False)
+    assert "open" not in done
+    assert elements(ns) == []
+
+
+def test_sigkill_then_restart_then_sigterm_leave_nothing(
+    ns: Namespaces, gateway: NetnsProcess
+) -> None:
+    gateway.signal(signal.SIGTERM)
+    assert "fwxtwisted" not in ns.tables()
+    with gatewayProcess(ns) as killed:
+        killed.waitFor(READY)
+        holder = NetnsProcess(
+            ns.client, [sys.executable, FTPPEERS, "hold", SERVER4, str(INTERCEPTED_PORT)], "holder"
+        )
+        with holder.start():
+            holder.waitFor("held")
+            assert len(elements(ns)) == 1
+            killed.signal(signal.SIGKILL)
+            assert len(elements(ns)) == 1  # what a crash leaves
+    with gatewayProcess(ns) as again:
+        again.waitFor(READY)
+        assert elements(ns) == []
+        again.signal(signal.SIGTERM)
+        assert "Server Shut Down." in again.log()
+    assert "fwxtwisted" not in ns.tables()
