@@ -35,10 +35,10 @@ from fwxtwisted.filters.ftp.dataaddress import (
     parsePasvReply,
     parsePort,
 )
-from fwxtwisted.filters.ftp.options import DataPolicy, TransparentData
+from fwxtwisted.filters.ftp.options import DataPolicy
 from fwxtwisted.filters.ftp.protocols import FTP_DATA
 from fwxtwisted.filters.ftp.replies import Reply, formatReply
-from fwxtwisted.filters.ftp.transparent import PermittedPassive, ownAddressToward
+from fwxtwisted.filters.ftp.transparent import TransparentPassive, ownAddressToward
 from fwxtwisted.interfaces import (
     TLS_UNFINISHED,
     ActionState,
@@ -97,9 +97,9 @@ class DataChannels:
         self._serverLacksEpsv = False
         self._serverLacksEprt = False
         self._ownIP: str | None = None
-        self._permitted: PermittedPassive | None = None
-        if self._options.transparentData is TransparentData.PERMIT:
-            self._permitted = PermittedPassive(
+        self._transparent: TransparentPassive | None = None
+        if self._options.transparentData is not None:
+            self._transparent = TransparentPassive(
                 channel, self._tls.dataTLS, self._use, self._cannotOpen, self
             )
 
@@ -148,8 +148,8 @@ class DataChannels:
             return
         self._cancelUnused()
         slot = self._newest = channel.replies.reserve()
-        if self._permitted is not None:
-            self._permitted.passive(command, slot)
+        if self._transparent is not None and self._transparent.handled(command, slot):
+            pass
         elif self._options.dataPolicy is DataPolicy.ACTIVE:
             self._passiveClientActiveServer(command, slot)
         else:

@@ -83,9 +83,11 @@ def ownAddressToward(host: str) -> str:
         return normalizeHost(str(probe.getsockname()[0]))
 
 
-class PermittedPassive:
-    """PASV/EPSV under C{transparent_data = "permit"}: the server's reply unchanged,
-    after the gateway let the client's one data connection to the server through."""
+class TransparentPassive:
+    """PASV/EPSV on a transparent listener.  Under C{transparent_data = "permit"}: the
+    server's reply unchanged, after the gateway let the client's one data connection
+    to the server through.  Under C{"relay"}, EPSV is refused: its 229 names no
+    address, and the client would connect to the server's (not the gateway's)."""
 
     def __init__(
         self,
@@ -101,6 +103,19 @@ class PermittedPassive:
         self._use = use
         self._cannotOpen = cannotOpen
         self._context = context
+        self._permit = channel.options.transparentData is TransparentData.PERMIT
+
+    def handled(self, command: Command, slot: ReplySlot) -> bool:
+        """Answer C{command} (PASV/EPSV), or leave it to the reverse-proxy way (False)."""
+        if self._permit:
+            self.passive(command, slot)
+        elif command.verb == "EPSV":
+            # 502: clients fall back to PASV (whose 227 names the gateway).
+            text = "EPSV not possible through this gateway (transparent_data = relay); use PASV"
+            self._channel.replies.complete(slot, formatReply(502, text))
+        else:
+            return False
+        return True
 
     def passive(self, command: Command, slot: ReplySlot) -> None:
         """Ask the server as the client did; permit the flow, then pass the reply on."""
