@@ -24,7 +24,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.peers import PROJECT_ROOT, Vsftpd, _Managed, requireRoot, skipOrFail
+from tests.peers import PROJECT_ROOT, TlsFiles, Vsftpd, _Managed, requireRoot, skipOrFail
 
 EXAMPLE_RULESET = PROJECT_ROOT / "examples" / "transparent.nft"
 CLIENT4, GATEWAY_LAN4, GATEWAY_WAN4, SERVER4 = (
@@ -200,8 +200,8 @@ class NetnsVsftpd(Vsftpd):
     address and port; ready once it listens there (seen with ss in that namespace)."""
 
     def __init__(self, ns: Namespaces, where: str, root: Path, host: str, port: int,
-                 pasvPorts: tuple[int, int]) -> None:  # fmt: skip
-        super().__init__(root, host, port, pasvPorts)
+                 pasvPorts: tuple[int, int], tls: TlsFiles | None = None) -> None:  # fmt: skip
+        super().__init__(root, host, port, pasvPorts, tls=tls)
         self._ns, self._where = ns, where
 
     def _command(self) -> list[str]:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.peers import requirePeer
+from tests.peers import makeTlsFiles, requirePeer
 from tests.transparent.netns import (
     CLIENT4,
     CLIENT6,
@@ -189,3 +189,30 @@ def test_relay_names_the_gateway(ns: Namespaces) -> None:
         done = curl(ns, relay, "PASV-relay", SERVER4, CLIENT4)
         assert "(192,0,2,1," in done, done
         assert elements(ns) == []
+
+
+#: A second address of the server namespace, for the FTPS server.
+SERVER4_TLS = "203.0.113.3"
+
+
+def test_ftps_through_tls_termination(ns: Namespaces) -> None:
+    """Explicit FTPS: the gateway terminates TLS (its certificate names the server's
+    address, as the client believes it talks to the server), reads the 227 and lets
+    the protected data connection through unchanged."""
+    tls = makeTlsFiles(ns.downloads / "tls", hosts=(SERVER4_TLS,))  # type: ignore[attr-defined]
+    ns.exec(ns.server, "ip", "addr", "add", f"{SERVER4_TLS}/24", "dev", "s0")
+    root = ns.downloads / "root"  # type: ignore[attr-defined]
+    server = NetnsVsftpd(ns, ns.server, root, SERVER4_TLS, INTERCEPTED_PORT, PASV_PORTS, tls)
+    options = ["--tls-cert", str(tls.cert), "--tls-key", str(tls.key),
+               "--upstream-ca", str(tls.caCert)]  # fmt: skip
+    with server, gatewayProcess(ns, *options) as gateway:
+        gateway.waitFor(READY)
+        target = ns.downloads / "ftps"  # type: ignore[attr-defined]
+        argv = ["curl", "-sS", "-v", "--max-time", "30", "--disable-epsv", "--ssl-reqd",
+                "--cacert", str(tls.caCert), "-o", str(target),
+                f"ftp://{SERVER4_TLS}:{INTERCEPTED_PORT}/big"]  # fmt: skip
+        done = ns.exec(ns.client, "sh", "-c", " ".join(argv) + " 2>&1", timeout=40, check=False)
+        assert target.exists(), f"{done}\n{gateway.log()}"
+        assert hashlib.sha256(target.read_bytes()).hexdigest() == ns.digest  # type: ignore[attr-defined]
+        assert "(203,0,113,3," in done, done
+        assert server.clients() == {GATEWAY_WAN4}
