@@ -13,7 +13,9 @@ bounded in time.  Without root, ip or nft the tests skip (fail under CI=true).
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -22,7 +24,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.peers import PROJECT_ROOT, _Managed, requireRoot, skipOrFail
+from tests.peers import PROJECT_ROOT, TlsFiles, Vsftpd, _Managed, requireRoot, skipOrFail
 
 EXAMPLE_RULESET = PROJECT_ROOT / "examples" / "transparent.nft"
 CLIENT4, GATEWAY_LAN4, GATEWAY_WAN4, SERVER4 = (
@@ -181,3 +183,43 @@ def twistd(*argv: str) -> list[str]:
 def peerTool(*argv: str) -> list[str]:
     """tests/transparent/peers.py (echo server, client) with this interpreter."""
     return [PYTHON, str(Path(__file__).with_name("peers.py")), *argv]
+
+
+def elements(ns: Namespaces) -> list[object]:
+    """Every element of the gateway's sets (none when the table is gone)."""
+    found: list[object] = []
+    ruleset = json.loads(ns.exec(ns.gateway, "nft", "-j", "list", "ruleset"))["nftables"]
+    for item in ruleset:
+        if "set" in item and item["set"]["table"] == "fwxtwisted":
+            found += item["set"].get("elem", [])
+    return found
+
+
+class NetnsVsftpd(Vsftpd):
+    """tests/peers.py's vsftpd, run inside a namespace (ip netns exec) on a fixed
+    address and port; ready once it listens there (seen with ss in that namespace)."""
+
+    def __init__(self, ns: Namespaces, where: str, root: Path, host: str, port: int,
+                 pasvPorts: tuple[int, int], tls: TlsFiles | None = None) -> None:  # fmt: skip
+        super().__init__(root, host, port, pasvPorts, tls=tls)
+        self._ns, self._where = ns, where
+
+    def _command(self) -> list[str]:
+        return ["ip", "netns", "exec", self._where, *super()._command()]
+
+    def _startWithRetries(self, attempts: int) -> None:
+        self._prepare()
+        process = self._spawn(self._command(), stdinToLog=True)
+        deadline = time.monotonic() + self.startTimeout
+        while time.monotonic() < deadline:
+            listening = self._ns.exec(self._where, "ss", "-Hltn", f"sport = :{self.port}")
+            if listening.strip():
+                return
+            if process.poll() is not None:
+                raise RuntimeError(f"vsftpd exited {process.returncode}:\n{self.log()}")
+            time.sleep(0.05)
+        raise TimeoutError(f"vsftpd: not listening in {self.startTimeout:g} s:\n{self.log()}")
+
+    def clients(self) -> set[str]:
+        """The addresses vsftpd saw its control connections come from."""
+        return set(re.findall(r'CONNECT: Client "([^"]+)"', self.log()))

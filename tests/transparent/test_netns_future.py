@@ -18,6 +18,7 @@ from tests.transparent.netns import (
     SERVER4,
     Namespaces,
     NetnsProcess,
+    elements,
     namespaces,
     peerTool,
 )
@@ -48,16 +49,6 @@ def grant(ns: Namespaces) -> dict[str, object]:
     output = ns.exec(ns.client, *argv, timeout=60, check=False)
     result: dict[str, object] = json.loads(output.strip().splitlines()[-1])
     return result
-
-
-def elements(ns: Namespaces) -> list[object]:
-    """Every element of the gateway's sets (none when the table is gone)."""
-    found: list[object] = []
-    ruleset = json.loads(ns.exec(ns.gateway, "nft", "-j", "list", "ruleset"))["nftables"]
-    for item in ruleset:
-        if "set" in item and item["set"]["table"] == "fwxtwisted":
-            found += item["set"].get("elem", [])
-    return found
 
 
 def test_permitted_flow_passes_once(ns: Namespaces) -> None:

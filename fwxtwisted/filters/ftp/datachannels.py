@@ -38,6 +38,7 @@ from fwxtwisted.filters.ftp.dataaddress import (
 from fwxtwisted.filters.ftp.options import DataPolicy
 from fwxtwisted.filters.ftp.protocols import FTP_DATA
 from fwxtwisted.filters.ftp.replies import Reply, formatReply
+from fwxtwisted.filters.ftp.transparent import TransparentPassive, ownAddressToward
 from fwxtwisted.interfaces import (
     TLS_UNFINISHED,
     ActionState,
@@ -95,6 +96,12 @@ class DataChannels:
         self._epsvAll = False
         self._serverLacksEpsv = False
         self._serverLacksEprt = False
+        self._ownIP: str | None = None
+        self._transparent: TransparentPassive | None = None
+        if self._options.transparentData is not None:
+            self._transparent = TransparentPassive(
+                channel, self._tls.dataTLS, self._use, self._cannotOpen, self
+            )
 
     @property
     def transferring(self) -> bool:
@@ -141,7 +148,9 @@ class DataChannels:
             return
         self._cancelUnused()
         slot = self._newest = channel.replies.reserve()
-        if self._options.dataPolicy is DataPolicy.ACTIVE:
+        if self._transparent is not None and self._transparent.handled(command, slot):
+            pass
+        elif self._options.dataPolicy is DataPolicy.ACTIVE:
             self._passiveClientActiveServer(command, slot)
         else:
             self._askServerPassive(
@@ -207,10 +216,9 @@ class DataChannels:
     # The four shapes.
 
     def _passiveBoth(self, command: Command, slot: ReplySlot, server: Address) -> None:
-        internal = self._session.internalAddress
         granted = self._session.redirectConnections(
             [server],
-            internalAddress=Address(internal.host, 0),
+            internalAddress=Address(self._clientSideIP(), 0),
             flags=RedirectFlags.TIMEOUT,
             context=self,
             protocolId=FTP_DATA.protocolId,
@@ -230,7 +238,7 @@ class DataChannels:
         granted = self._session.redirectConnections(
             [target],
             internalAddress=Address(external, 0),
-            proxyExternalAddress=self._session.internalAddress.host,
+            proxyExternalAddress=self._clientSideIP(),
             expectedPeer=server.host,
             flags=RedirectFlags.TIMEOUT,
             context=self,
@@ -248,11 +256,10 @@ class DataChannels:
         granted.addCallbacks(ready, lambda f: self._cannotOpen(slot, f))
 
     def _passiveClientActiveServer(self, command: Command, slot: ReplySlot) -> None:
-        internal = self._session.internalAddress
         server = self._serverAddress()
         joining = self._session.joinConnections(
             Listen(
-                internal.host,
+                self._clientSideIP(),
                 self._session.clientAddress.host,
                 portRange=self._options.passivePorts,
             ),
@@ -288,7 +295,7 @@ class DataChannels:
         self, command: Command, slot: ReplySlot, target: Address, server: Address
     ) -> None:
         joining = self._session.joinConnections(
-            Connect(target, self._session.internalAddress.host),
+            Connect(target, self._clientSideIP()),
             Connect(server, self._externalIP()),
             context=self,
             tls=self._tls.dataTLS(),
@@ -418,6 +425,15 @@ class DataChannels:
         self._channel.replies.complete(
             slot, formatReply(425, f"cannot open data connection: {failure.getErrorMessage()}")
         )
+
+    def _clientSideIP(self) -> str:
+        """The gateway's address toward the client: its data listeners for the client
+        and its data connections to the client use it (see L{ownAddressToward})."""
+        if self._options.transparentData is None:
+            return str(self._session.internalAddress.host)
+        if self._ownIP is None:
+            self._ownIP = ownAddressToward(self._session.clientAddress.host)
+        return self._ownIP
 
     def _externalIP(self) -> str:
         external = self._session.externalAddress

@@ -15,12 +15,20 @@ from fwxtwisted.filters.ftp.control import FTPSessionFilter
 from fwxtwisted.filters.ftp.options import FTPOptions, parseFTPOptions
 from fwxtwisted.filters.ftp.protocols import FTP_CONTROL, FTP_DATA
 from fwxtwisted.filters.ftp.replies import formatReply
-from fwxtwisted.interfaces import IConnectionRefuser, IFilter, ISession, ISessionFilter
+from fwxtwisted.filters.ftp.transparent import parseTransparentFTPOptions
+from fwxtwisted.interfaces import (
+    IConnectionRefuser,
+    IFilter,
+    ISession,
+    ISessionFilter,
+    ITransparentFilter,
+)
 
 
 class FTPCommandOptions(GatewayCommandOptions):
     """twistd fwx ftp --listen ENDPOINT (--upstream ENDPOINT | --explicit
-    --allow-destination CIDR[:PORTS]...) [options]"""
+    --allow-destination CIDR[:PORTS]... | --transparent [--allow-destination
+    CIDR[:PORTS]]...) [options]"""
 
     filterName = "ftp"
 
@@ -33,6 +41,13 @@ class FTPCommandOptions(GatewayCommandOptions):
             None,
             "client",
             "Data connections toward the server: client (as the client does), passive, active.",
+        ],
+        [
+            "transparent-data",
+            None,
+            None,
+            "With --transparent, passive data connections: permit (the server's reply "
+            "unchanged, that one flow let through; default) or relay (via the gateway).",
         ],
         ["advertise-address", None, None, "IPv4 address to write in 227 replies (behind NAT)."],
         [
@@ -90,12 +105,15 @@ class FTPCommandOptions(GatewayCommandOptions):
 
     def postOptions(self) -> None:
         super().postOptions()
-        if bool(self["upstream"]) == bool(self["explicit"]):
-            raise usage.UsageError("give either --upstream ENDPOINT or --explicit")
-        if self["allow-destination"] and not self["explicit"]:
+        if bool(self["upstream"]) + bool(self["explicit"]) + bool(self["transparent"]) != 1:
+            raise usage.UsageError("give one of --upstream ENDPOINT, --explicit, --transparent")
+        if self["allow-destination"] and not (self["explicit"] or self["transparent"]):
             raise usage.UsageError(
-                "--allow-destination: only with --explicit (a reverse proxy goes to --upstream)"
+                "--allow-destination: only with --explicit or --transparent (a reverse "
+                "proxy goes to --upstream)"
             )
+        if self["transparent-data"] and not self["transparent"]:
+            raise usage.UsageError("--transparent-data: only with --transparent")
 
     def gatewayTable(self) -> dict[str, object]:
         table = super().gatewayTable()
@@ -113,6 +131,8 @@ class FTPCommandOptions(GatewayCommandOptions):
         if self["explicit"]:
             options["explicit"] = True
             options["allow_destinations"] = list(self["allow-destination"])
+        if self["transparent-data"]:
+            options["transparent_data"] = self["transparent-data"]
         if self["passive-ports"]:
             options["passive_ports"] = self["passive-ports"]
         if self["advertise-address"]:
@@ -135,16 +155,20 @@ class FTPCommandOptions(GatewayCommandOptions):
         return options
 
 
-@implementer(IFilter, IConnectionRefuser)
+@implementer(IFilter, IConnectionRefuser, ITransparentFilter)
 class FTPFilter:
-    """FTP gateway: reverse or explicit proxy, every data-channel mode, IPv4 and IPv6."""
+    """FTP gateway: reverse, explicit or transparent proxy, every data-channel mode,
+    IPv4 and IPv6."""
 
     name = "ftp"
-    description = "FTP gateway (reverse or explicit USER name@host proxy)."
+    description = "FTP gateway (reverse, explicit USER name@host, or transparent proxy)."
     protocols = (FTP_CONTROL, FTP_DATA)
 
     def parseOptions(self, options: Mapping[str, object], upstream: Address | None) -> object:
         return parseFTPOptions(options, hasUpstream=upstream is not None)
+
+    def parseTransparentOptions(self, options: Mapping[str, object]) -> object:
+        return parseTransparentFTPOptions(options)
 
     def commandLineOptions(self) -> usage.Options:
         return FTPCommandOptions()

@@ -34,6 +34,18 @@ class DataPolicy(enum.Enum):
     ACTIVE = "active"
 
 
+class TransparentData(enum.Enum):
+    """Passive data connections of a transparent listener's sessions (its key
+    C{transparent_data}; see filters/ftp/transparent.py)."""
+
+    #: The server's 227/229 goes to the client unchanged; the client's one data
+    #: connection to the server is let through (allowFutureConnect).
+    PERMIT = "permit"
+    #: Rewritten as in reverse-proxy mode: the client connects to a listener of the
+    #: gateway's (its address toward the client), which connects to the server.
+    RELAY = "relay"
+
+
 class UpstreamTLS(enum.Enum):
     """When the gateway speaks TLS to the server."""
 
@@ -140,6 +152,8 @@ class FTPOptions:
     allowClearData: bool = False
     upstreamTLS: UpstreamTLS = UpstreamTLS.AUTO
     upstreamTLSSettings: UpstreamTLSSettings = field(default_factory=UpstreamTLSSettings)
+    #: A transparent listener's passive data mode; None: not a transparent listener.
+    transparentData: TransparentData | None = None
     #: Built once per listener from serverTLS: its one context keeps the session cache.
     serverTLSOptions: Any = field(default=None, compare=False, repr=False)
 
