@@ -198,13 +198,9 @@ class ISessionFilter(Interface):
 
 
 class IPrimaryEventsOptional(ISessionFilter):
-    """Optional for a session filter: it may decline the primary connection's events.
-
-    A separate interface rather than an attribute of L{ISessionFilter}, so a session
-    filter that does not care (most) need not define it: the session reads the
-    attribute with C{getattr(sessionFilter, "wantsFirewallEvents", True)} once, when
-    the filter is attached, and a filter without it gets every event.
-    """
+    """Optional for a session filter: it may decline the primary connection's events
+    (apart, so most session filters need not define it: the session reads
+    C{getattr(sessionFilter, "wantsFirewallEvents", True)} once, when attached)."""
 
     wantsFirewallEvents = Attribute(
         "bool, read once when the session filter is attached. False: the session builds "
