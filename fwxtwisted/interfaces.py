@@ -213,12 +213,8 @@ class IPrimaryEventsOptional(ISessionFilter):
 
 class IConnectionRefuser(Interface):
     """Optional for a filter plugin (next to L{IFilter}): what to tell a client refused
-    before its session starts (C{max_sessions} or C{max_sessions_per_ip} reached).
-
-    The service adapts the plugin with C{IConnectionRefuser(plugin, None)}; a filter
-    declaring it with C{@implementer(IFilter, IConnectionRefuser)} is asked for the
-    words, any other one's refused clients are closed without a byte.
-    """
+    before its session starts (C{max_sessions} or C{max_sessions_per_ip} reached).  A
+    plugin without it (C{IConnectionRefuser(plugin, None)} is None) says nothing."""
 
     def refusalMessage(reason: str) -> bytes:
         """Bytes to send before closing (e.g. an FTP 421 reply), or b"" for none."""
