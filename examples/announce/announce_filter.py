@@ -14,8 +14,8 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from fwxtwisted.address import Address
-from fwxtwisted.app.cli import GatewayCommandOptions
 from fwxtwisted.errors import ConfigError, SessionClosed
+from fwxtwisted.filters.cli import GatewayCommandOptions
 from fwxtwisted.interfaces import (
     Direction,
     FirewallEvent,

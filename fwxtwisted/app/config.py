@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import ipaddress
-import math
 import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeGuard
 
 from twisted.internet.endpoints import serverFromString
 
 from fwxtwisted.address import Address, parsePort
+from fwxtwisted.checks import SECONDS_LIMIT, isSeconds, parsePortRange
 from fwxtwisted.errors import ConfigError
 from fwxtwisted.logs import LEVEL_NAMES
 from fwxtwisted.net.destinations import Destination, parseDestination
@@ -138,17 +137,6 @@ def parseConfig(data: Mapping[str, object], source: str) -> GatewayConfig:
         if any(listener.transparent for listener in listeners):
             raise ConfigError(f"{source}: workers: a transparent listener needs workers = 1")
     return GatewayConfig(settings, listeners, source, _metrics(data, source))
-
-
-def parsePortRange(text: str) -> tuple[int, int]:
-    """``LOW-HIGH`` to an inclusive pair. @raise ValueError."""
-    low, sep, high = text.partition("-")
-    if not sep:
-        raise ValueError(f"{text!r} is not LOW-HIGH")
-    lo, hi = parsePort(low.strip()), parsePort(high.strip())
-    if lo < 1 or hi < lo:
-        raise ValueError(f"{text!r} is not a range of ports 1-65535 with LOW <= HIGH")
-    return lo, hi
 
 
 def checkServerEndpoint(description: str) -> None:
@@ -344,20 +332,6 @@ def _metrics(data: Mapping[str, object], source: str) -> str | None:
             f"{source}: metrics: {value!r} is not a server endpoint ({e or type(e).__name__})"
         ) from None
     return value
-
-
-#: The longest time any setting may name: a year is a typo already, and timers
-#: must stay well inside what the reactor and the OS can wait for.
-MAX_SECONDS = 365 * 86400.0
-SECONDS_LIMIT = f"at most {MAX_SECONDS:.0f} (a year)"
-
-
-def isSeconds(value: object) -> TypeGuard[int | float]:
-    """True for a TOML number fit to be a time in seconds: finite, at most L{MAX_SECONDS}
-    (the sign is the caller's to check)."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return False
-    return math.isfinite(value) and abs(value) <= MAX_SECONDS
 
 
 def _nonNegative(data: Mapping[str, object], key: str, default: float, source: str) -> float:

@@ -18,9 +18,9 @@ from twisted.python import usage
 from twisted.python.filepath import FilePath
 
 from fwxtwisted.app.build import buildService
-from fwxtwisted.app.cli import CommandOptions
 from fwxtwisted.app.config import checkServerEndpoint, parseConfig
 from fwxtwisted.app.service import FirewallService
+from fwxtwisted.filters.cli import CommandOptions
 from fwxtwisted.interfaces import IFilter
 from fwxtwisted.net.quietport import listenQuietly
 

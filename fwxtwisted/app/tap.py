@@ -143,7 +143,7 @@ def makeService(options: Options) -> IService:
     if config.metrics is not None:
         from twisted.internet import reactor as metricsReactor
 
-        from fwxtwisted.metrics.serve import metricsService
+        from fwxtwisted.app.metricsserver import metricsService
 
         # Before the workers start: they inherit its multiprocess directory.
         metricsService(metricsReactor, config).setServiceParent(top)

@@ -147,8 +147,8 @@ def run(hello: dict[str, Any], reactor: Any) -> FirewallService:
     """Build and start the worker's FirewallService from C{hello}. @raise ConfigError."""
     from fwxtwisted.app.build import buildService
     from fwxtwisted.app.config import parseConfig
+    from fwxtwisted.app.metricsserver import recordInWorker
     from fwxtwisted.app.registry import discoverFilters
-    from fwxtwisted.metrics.serve import recordInWorker
 
     config = parseConfig(hello["table"], str(hello["source"]))
     setLogLevel(config.settings.logLevel)

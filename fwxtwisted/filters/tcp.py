@@ -9,8 +9,8 @@ from twisted.python import usage
 from zope.interface import implementer
 
 from fwxtwisted.address import Address
-from fwxtwisted.app.cli import GatewayCommandOptions
 from fwxtwisted.errors import ConfigError
+from fwxtwisted.filters.cli import GatewayCommandOptions
 from fwxtwisted.filters.forwarding import ForwardingSessionFilter
 from fwxtwisted.interfaces import (
     IFilter,

@@ -315,7 +315,7 @@ def test_any_option_value_runs_or_fails_in_one_line(
             ["ftp", "--listen", "tcp:0", "--upstream", "127.0.0.1:21"]
             + ["--allow-destination", "10.0.0.0/8"],
             [
-                "fwx ftp: --allow-destination: only with --explicit "
+                "fwx ftp: --allow-destination: only with --explicit or --transparent "
                 "(a reverse proxy goes to --upstream)"
             ],
         ),

@@ -9,8 +9,8 @@ from twisted.python import usage
 from zope.interface import implementer
 
 from fwxtwisted.address import Address
-from fwxtwisted.app.cli import REDIRECT_OPTIONS, GatewayCommandOptions, seconds
 from fwxtwisted.errors import ConfigError
+from fwxtwisted.filters.cli import REDIRECT_OPTIONS, GatewayCommandOptions, seconds
 from fwxtwisted.filters.ftp.control import FTPSessionFilter
 from fwxtwisted.filters.ftp.options import FTPOptions, parseFTPOptions
 from fwxtwisted.filters.ftp.protocols import FTP_CONTROL, FTP_DATA

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fwxtwisted.address import Address, parsePort
-from fwxtwisted.app.config import SECONDS_LIMIT, isSeconds, parsePortRange
+from fwxtwisted.checks import SECONDS_LIMIT, isSeconds, parsePortRange
 from fwxtwisted.errors import ConfigError
 from fwxtwisted.logs import Logger
 from fwxtwisted.net.tls import (

@@ -9,8 +9,8 @@ from twisted.python import usage
 from zope.interface import implementer
 
 from fwxtwisted.address import Address
-from fwxtwisted.app.cli import REDIRECT_OPTIONS, UDP_OPTIONS, GatewayCommandOptions, seconds
 from fwxtwisted.errors import ConfigError
+from fwxtwisted.filters.cli import REDIRECT_OPTIONS, UDP_OPTIONS, GatewayCommandOptions, seconds
 from fwxtwisted.filters.rtsp.control import RTSPSessionFilter
 from fwxtwisted.filters.rtsp.options import RTSPOptions, parseRTSPOptions
 from fwxtwisted.filters.rtsp.protocols import RTP_MEDIA, RTSP_CONTROL

@@ -7,7 +7,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from fwxtwisted.app.config import parsePortRange
+from fwxtwisted.checks import parsePortRange
 from fwxtwisted.errors import ConfigError
 
 
