@@ -97,7 +97,8 @@ def test_ffmpegPublishesToRecordMode(transport: str) -> None:
 def test_reportedClientPortIsWhatThePlayerAsked() -> None:
     with startRTSPServer() as server:
         ffmpegFrames(server.url(), "udp", seconds=1)
-        gstPlay(server.url(), "udp", buffers=5).client.check()
+        played = gstPlay(server.url(), "udp", buffers=5)
+        assert played.played, played.output
         setups = server.eventsNamed("setup")
     assert len(setups) == 4
     for setup in setups:
