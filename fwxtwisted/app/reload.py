@@ -32,7 +32,7 @@ from fwxtwisted.logs import Logger, setLogLevel
 log = Logger()
 
 #: Configuration keys read once at start: a reload logs their change and keeps them.
-RESTART_KEYS = ("workers", "metrics")
+RESTART_KEYS = ("workers", "worker_sockets", "metrics")
 
 
 def _settingKey(name: str) -> str:
@@ -109,6 +109,12 @@ class Reloader(Service):
         if config.settings.workers != running.settings.workers:
             kept.append(f"workers {config.settings.workers} (running {running.settings.workers})")
             table["workers"] = running.settings.workers
+        if config.settings.workerSockets != running.settings.workerSockets:
+            kept.append(
+                f"worker_sockets {config.settings.workerSockets} "
+                f"(running {running.settings.workerSockets})"
+            )
+            table["worker_sockets"] = running.settings.workerSockets
         if config.metrics != running.metrics:
             kept.append(f"metrics {config.metrics} (running {running.metrics})")
             if running.metrics is None:
