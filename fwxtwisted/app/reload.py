@@ -5,9 +5,10 @@ opened, and only then does anything change (L{FirewallService.reload}): a file t
 fails any step is refused with one log line and the running configuration stays
 whole.  Listeners whose endpoint stays keep their listening port; running sessions
 finish under the configuration they started with.  Gateway-wide settings apply to
-what is made from then on; C{workers} and C{metrics} need a restart (logged, the
-running values kept).  With workers, the pool starts new workers with the new
-configuration and the old ones finish their sessions and exit (see workers.py).
+what is made from then on; C{workers}, C{worker_sockets} and C{metrics} need a
+restart (logged, the running values kept).  With workers, the pool starts new workers
+with the new configuration and the old ones finish their sessions and exit (see
+workers.py).
 """
 
 from __future__ import annotations
