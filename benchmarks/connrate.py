@@ -25,7 +25,8 @@ from benchmarks.procs import (
 )
 from benchmarks.report import Column, Section
 
-FAST_WORKERS = f"fwx tcp, fast path, {WORKERS} workers"
+FAST_WORKERS = f"fwx tcp, fast path, {WORKERS} workers, shared socket"
+FAST_REUSEPORT = f"fwx tcp, fast path, {WORKERS} workers, reuseport"
 #: The default gateway but for its one info line per session: what that line costs.
 FAST_QUIET = "fwx tcp, fast path, --log-level warn"
 
@@ -141,8 +142,10 @@ def run(ctx: Context) -> Section:
         COLUMNS,
         "rate",
     )
-    for name in (DIRECT, FAST, USER, FAST_WORKERS, FAST_QUIET, PORTFORWARD):
-        section.row(name, None if name == PORTFORWARD else PORTFORWARD)
+    names = (DIRECT, FAST, USER, FAST_WORKERS, FAST_REUSEPORT, FAST_QUIET, PORTFORWARD)
+    for name in names:
+        if ctx.wants(name, reference=name == PORTFORWARD):
+            section.row(name, None if name == PORTFORWARD else PORTFORWARD)
     section.notes += [
         f"Load: {GENERATORS} generator processes (benchmarks/loadgen.py, selectors) with "
         f"{CONCURRENCY} connections each in flight, from source IPs 127.0.0.2-"
@@ -152,8 +155,10 @@ def run(ctx: Context) -> Section:
         "is the generator against the echo server alone: the ceiling of the load side.",
         "echo lost %: connections that ended without the echoed byte (a relay that does not "
         "pass half-close closes both sides on the client's FIN).",
-        f"{FAST_WORKERS}: --workers {WORKERS}, processes sharing the listening socket; "
-        "its relay CPU is the sum over them (% of a core may pass 100).",
+        f"{FAST_WORKERS}: --workers {WORKERS} --worker-sockets shared, processes sharing "
+        "the listening socket; its relay CPU is the sum over them (% of a core may pass "
+        f"100). {FAST_REUSEPORT}: --worker-sockets reuseport, an SO_REUSEPORT socket per "
+        "process and a slice of the port range each.",
         f"{FAST_QUIET}: the default gateway without its one info line per session (the "
         "session's summary, written by twistd's log observer); the difference from the "
         f"{FAST} row is what that line costs.",
@@ -163,15 +168,20 @@ def run(ctx: Context) -> Section:
     echo = pythonProc("echo", ctx.logDir, "echo", "--port", str(upstream))
     ctx.stack.enter_context(echo)
     waitListening(LOOPBACK, upstream, echo)
-    targets: list[tuple[str, int, int | None]] = [(DIRECT, upstream, echo.pid)]
-    workersOption = ("--workers", str(WORKERS))
+    targets: list[tuple[str, int, int | None]] = []
+    if ctx.wants(DIRECT):
+        targets.append((DIRECT, upstream, echo.pid))
+    workersOption = ("--workers", str(WORKERS), "--worker-sockets")
     gateways = (
         (FAST, True, ()),
         (USER, False, ()),
-        (FAST_WORKERS, True, workersOption),
+        (FAST_WORKERS, True, (*workersOption, "shared")),
+        (FAST_REUSEPORT, True, (*workersOption, "reuseport")),
         (FAST_QUIET, True, ("--log-level", "warn")),
     )
     for name, fast, extra in gateways:
+        if not ctx.wants(name):
+            continue
         gateway = ctx.gateway("tcp", (LOOPBACK, upstream), fast, extra)
         targets.append((name, gateway.address[1], gatewayPid(gateway)))
     port = freePort(LOOPBACK)
@@ -239,4 +249,14 @@ def run(ctx: Context) -> Section:
     return section
 
 
-__all__ = ["DIRECT", "FAST", "FAST_QUIET", "FAST_WORKERS", "PORTFORWARD", "USER", "measure", "run"]
+__all__ = [
+    "DIRECT",
+    "FAST",
+    "FAST_QUIET",
+    "FAST_REUSEPORT",
+    "FAST_WORKERS",
+    "PORTFORWARD",
+    "USER",
+    "measure",
+    "run",
+]

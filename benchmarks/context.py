@@ -58,9 +58,15 @@ class Context:
     quick: bool
     #: Sections measured once and shown once although two selections need them.
     shared: dict[str, Section] = field(default_factory=dict)
+    #: --rows: measure only rows whose name holds one of these (and the references).
+    rows: tuple[str, ...] = ()
     _vsftpd: Vsftpd | None = None
     _vsftpdProblem: str | None = None
     _vsftpdTLS: tuple[Vsftpd, TlsFiles] | None = None
+
+    def wants(self, name: str, reference: bool = False) -> bool:
+        """Is row C{name} measured in this run (a section's reference always is)?"""
+        return reference or not self.rows or any(part in name for part in self.rows)
 
     def progress(self, text: str) -> None:
         stamp = time.strftime("%H:%M:%S")

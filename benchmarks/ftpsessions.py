@@ -31,7 +31,8 @@ from benchmarks.report import Column, Section
 DIRECT = "direct to vsftpd"
 FAST = "via fwx ftp, fast path"
 USER = "via fwx ftp, user mode"
-FAST_WORKERS = f"via fwx ftp, fast path, {WORKERS} workers"
+FAST_WORKERS = f"via fwx ftp, fast path, {WORKERS} workers, shared socket"
+FAST_REUSEPORT = f"via fwx ftp, fast path, {WORKERS} workers, reuseport"
 #: Driver processes; the clients are threads spread over them.
 DRIVERS = 4
 
@@ -132,8 +133,9 @@ def run(ctx: Context) -> Section:
         COLUMNS,
         "rate",
     )
-    for name in (DIRECT, FAST, USER, FAST_WORKERS):
-        section.row(name, None if name == DIRECT else DIRECT)
+    for name in (DIRECT, FAST, USER, FAST_WORKERS, FAST_REUSEPORT):
+        if ctx.wants(name, reference=name == DIRECT):
+            section.row(name, None if name == DIRECT else DIRECT)
     section.notes += [
         f"Driver: Python ftplib (EPSV), {ctx.ftpClients} client threads in {DRIVERS} "
         "processes, each running sessions back to back; cheaper than a curl process per "
@@ -141,8 +143,10 @@ def run(ctx: Context) -> Section:
         f"Each run: {ctx.warmup:g} s warm-up, then {ctx.duration:g} s counted.",
         "vsftpd: the tests' fixture (seccomp sandbox, one process per session), "
         "log_ftp_protocol=NO.",
-        f"{FAST_WORKERS}: --workers {WORKERS}, processes sharing the listening socket; "
-        "its gateway CPU is the sum over them (% of a core may pass 100).",
+        f"{FAST_WORKERS}: --workers {WORKERS} --worker-sockets shared, processes sharing "
+        "the listening socket; its gateway CPU is the sum over them (% of a core may pass "
+        f"100). {FAST_REUSEPORT}: --worker-sockets reuseport, an SO_REUSEPORT socket per "
+        "process and a slice of the port range each.",
         STEAL_POLICY,
     ]
     server = ctx.vsftpd()
@@ -151,9 +155,16 @@ def run(ctx: Context) -> Section:
             row.status = server
         return section
     targets: list[tuple[str, int, int | None]] = [(DIRECT, server.port, None)]
-    workersOption = ("--workers", str(WORKERS))
-    gateways = ((FAST, True, ()), (USER, False, ()), (FAST_WORKERS, True, workersOption))
+    workersOption = ("--workers", str(WORKERS), "--worker-sockets")
+    gateways = (
+        (FAST, True, ()),
+        (USER, False, ()),
+        (FAST_WORKERS, True, (*workersOption, "shared")),
+        (FAST_REUSEPORT, True, (*workersOption, "reuseport")),
+    )
     for name, fast, extra in gateways:
+        if not ctx.wants(name):
+            continue
         gateway = ctx.gateway("ftp", server.address, fast, extra)
         targets.append((name, gateway.address[1], gatewayPid(gateway)))
     for runIndex in range(ctx.runs):
@@ -179,4 +190,4 @@ def run(ctx: Context) -> Section:
     return section
 
 
-__all__ = ["DIRECT", "FAST", "FAST_WORKERS", "USER", "measure", "run"]
+__all__ = ["DIRECT", "FAST", "FAST_REUSEPORT", "FAST_WORKERS", "USER", "measure", "run"]

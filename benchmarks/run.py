@@ -101,6 +101,12 @@ def options(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--ftp-clients", type=int, default=16, help="concurrent FTP clients (default 16)"
     )
+    parser.add_argument(
+        "--rows",
+        default="",
+        help="comma-separated parts of row names: only those rows (and each section's "
+        "reference) are measured, e.g. 'workers' (default: every row)",
+    )
     parser.add_argument("--output", type=Path, default=None, help="also write markdown here")
     parser.add_argument(
         "--keep-logs", action="store_true", help="keep the work directory (logs, files)"
@@ -172,6 +178,13 @@ def floors(sections: dict[str, Section], sessions: int) -> list[Floor]:
             ratioFloor("conn", connrate.FAST_WORKERS, connrate.PORTFORWARD, "rate", 1.0, "conns/s"),
         ),
         Floor(
+            f"tcp filter connection rate, {WORKERS} workers, reuseport",
+            "≥ 1.0× portforward",
+            ratioFloor(
+                "conn", connrate.FAST_REUSEPORT, connrate.PORTFORWARD, "rate", 1.0, "conns/s"
+            ),
+        ),
+        Floor(
             "FTP sessions/s through the gateway (fast path on)",
             "≥ 0.5× direct vsftpd",
             ratioFloor("ftp", ftpsessions.FAST, ftpsessions.DIRECT, "rate", 0.5, "sessions/s"),
@@ -181,6 +194,13 @@ def floors(sections: dict[str, Section], sessions: int) -> list[Floor]:
             "≥ 0.5× direct vsftpd",
             ratioFloor(
                 "ftp", ftpsessions.FAST_WORKERS, ftpsessions.DIRECT, "rate", 0.5, "sessions/s"
+            ),
+        ),
+        Floor(
+            f"FTP sessions/s through the gateway, {WORKERS} workers, reuseport",
+            "≥ 0.5× direct vsftpd",
+            ratioFloor(
+                "ftp", ftpsessions.FAST_REUSEPORT, ftpsessions.DIRECT, "rate", 0.5, "sessions/s"
             ),
         ),
         Floor(
@@ -300,6 +320,7 @@ def main(argv: list[str] | None = None) -> int:
                 sessions=args.sessions,
                 ftpClients=args.ftp_clients,
                 quick=args.quick,
+                rows=tuple(part.strip() for part in args.rows.split(",") if part.strip()),
             )
             ctx.progress(f"work directory {logDir}; {fileLimit}")
             for key in args.only:

@@ -31,3 +31,7 @@ class GatewaySettings:
     #: Processes serving the listeners: this one and C{workers - 1} more sharing its
     #: listening sockets (see workers.py).
     workers: int = 1
+    #: How workers get their listening sockets: C{"shared"} (one socket per listener,
+    #: every process accepts from it) or C{"reuseport"} (each process its own
+    #: C{SO_REUSEPORT} socket and its own slice of every port range).  See workers.py.
+    workerSockets: str = "shared"

@@ -21,18 +21,26 @@ def buildService(
     *,
     sessionPrefix: str = "s",
     listen: ListenFunction | None = None,
+    process: int = 0,
 ) -> FirewallService:
     """A FirewallService for C{config}. @raise ConfigError: unknown filter or option.
 
     @param sessionPrefix: starts every session id (a worker process has its own).
     @param listen: how listeners are opened (see L{FirewallService}).
+    @param process: 0 for the gateway's own process, a worker's index for a worker:
+        with C{worker_sockets = "reuseport"} it binds in its own slice of each port
+        range.
     """
     if reactor is None:
         from twisted.internet import reactor as globalReactor
 
         reactor = globalReactor
     bound = bindListeners(config, filters)
-    gateway = Gateway(reactor, config.settings, sessionPrefix=sessionPrefix)
+    settings = config.settings
+    portSlice = None
+    if settings.workers > 1 and settings.workerSockets == "reuseport":
+        portSlice = (process, settings.workers)
+    gateway = Gateway(reactor, settings, sessionPrefix=sessionPrefix, portSlice=portSlice)
     return FirewallService(gateway, bound, listen)
 
 

@@ -45,11 +45,15 @@ _TOP_KEYS = {
     "max_pending_redirects",
     "log_level",
     "workers",
+    "worker_sockets",
     "metrics",
 }
 
 #: Listener endpoint kinds whose sockets worker processes can share.
 _SHARABLE_KINDS = ("tcp", "tcp6")
+
+#: How worker processes get their listening sockets (see workers.py).
+WORKER_SOCKETS = ("shared", "reuseport")
 
 #: More worker processes than this is a typo, not a machine.
 MAX_WORKERS = 64
@@ -125,6 +129,7 @@ def parseConfig(data: Mapping[str, object], source: str) -> GatewayConfig:
         maxPendingRedirects=_count(data, "max_pending_redirects", 16, f"{source}: ") or 16,
         logLevel=_logLevel(data, source),
         workers=_workers(data, source),
+        workerSockets=_workerSockets(data, source),
     )
     rawListeners = data.get("listeners")
     if not isinstance(rawListeners, list) or not rawListeners:
@@ -306,6 +311,14 @@ def _workers(data: Mapping[str, object], source: str) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_WORKERS:
         raise ConfigError(f"{source}: workers: must be a whole number from 1 to {MAX_WORKERS}")
     return value
+
+
+def _workerSockets(data: Mapping[str, object], source: str) -> str:
+    value = data.get("worker_sockets", WORKER_SOCKETS[0])
+    if value not in WORKER_SOCKETS:
+        choices = " or ".join(f'"{choice}"' for choice in WORKER_SOCKETS)
+        raise ConfigError(f"{source}: worker_sockets: must be {choices}")
+    return str(value)
 
 
 def _checkSharable(listeners: tuple[ListenerConfig, ...], workers: int, source: str) -> None:

@@ -5,9 +5,10 @@ opened, and only then does anything change (L{FirewallService.reload}): a file t
 fails any step is refused with one log line and the running configuration stays
 whole.  Listeners whose endpoint stays keep their listening port; running sessions
 finish under the configuration they started with.  Gateway-wide settings apply to
-what is made from then on; C{workers} and C{metrics} need a restart (logged, the
-running values kept).  With workers, the pool starts new workers with the new
-configuration and the old ones finish their sessions and exit (see workers.py).
+what is made from then on; C{workers}, C{worker_sockets} and C{metrics} need a
+restart (logged, the running values kept).  With workers, the pool starts new workers
+with the new configuration and the old ones finish their sessions and exit (see
+workers.py).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from fwxtwisted.logs import Logger, setLogLevel
 log = Logger()
 
 #: Configuration keys read once at start: a reload logs their change and keeps them.
-RESTART_KEYS = ("workers", "metrics")
+RESTART_KEYS = ("workers", "worker_sockets", "metrics")
 
 
 def _settingKey(name: str) -> str:
@@ -109,6 +110,12 @@ class Reloader(Service):
         if config.settings.workers != running.settings.workers:
             kept.append(f"workers {config.settings.workers} (running {running.settings.workers})")
             table["workers"] = running.settings.workers
+        if config.settings.workerSockets != running.settings.workerSockets:
+            kept.append(
+                f"worker_sockets {config.settings.workerSockets} "
+                f"(running {running.settings.workerSockets})"
+            )
+            table["worker_sockets"] = running.settings.workerSockets
         if config.metrics != running.metrics:
             kept.append(f"metrics {config.metrics} (running {running.metrics})")
             if running.metrics is None:

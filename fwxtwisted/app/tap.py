@@ -13,6 +13,7 @@ from fwxtwisted.app.config import GatewayConfig, parseConfig, readConfigTable
 from fwxtwisted.app.demo import DemoOptions, DemoService
 from fwxtwisted.app.registry import discoverFilters
 from fwxtwisted.app.reload import Reloader
+from fwxtwisted.app.reuseport import ReusePortGroup
 from fwxtwisted.app.service import ListenError
 from fwxtwisted.app.signals import endGrace, hurryOnSecondSignal
 from fwxtwisted.app.workers import WorkerPool
@@ -127,7 +128,14 @@ def makeService(options: Options) -> IService:
         table, source = configTableFromOptions(options)
         config = parseConfig(table, source)
         checkExternalAddresses(config)
-        firewall = buildService(config, options.filters)
+        group = None
+        if config.settings.workers > 1 and config.settings.workerSockets == "reuseport":
+            from twisted.internet import reactor as groupReactor
+
+            group = ReusePortGroup(groupReactor)
+        firewall = buildService(
+            config, options.filters, listen=group.listen if group is not None else None
+        )
     except ConfigError as e:
         sys.stderr.write(f"fwx: {e}\n")
         raise SystemExit(1) from None
@@ -160,6 +168,7 @@ def makeService(options: Options) -> IService:
             table,
             source,
             config.settings.shutdownGrace,
+            group,
         )
         pool.setServiceParent(top)
     reloader.pool = pool

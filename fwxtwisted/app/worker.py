@@ -158,6 +158,7 @@ def run(hello: dict[str, Any], reactor: Any) -> FirewallService:
         reactor,
         sessionPrefix=sessionPrefix(int(hello["index"]), int(hello.get("generation", 0))),
         listen=adopting(reactor, hello["listeners"]),
+        process=int(hello["index"]),
     )
     recordInWorker(config)
     firewall.privilegedStartService()

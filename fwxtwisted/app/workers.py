@@ -34,6 +34,7 @@ from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import LogLevel, eventFromJSON, globalLogPublisher
 from twisted.python.failure import Failure
 
+from fwxtwisted.app.reuseport import ReusePortGroup
 from fwxtwisted.logs import Logger
 from fwxtwisted.metrics import hooks
 
@@ -129,6 +130,9 @@ class WorkerPool(Service):
     @param listeners: gives the gateway's own listening ports, in configuration order,
         once they are open; each worker adopts their sockets.
     @param table: the configuration, as TOML's table: each worker validates and runs it.
+    @param group: with C{worker_sockets = "reuseport"}, gives each worker its own
+        socket beside each listener, and serves a dead worker's sockets here until it
+        is started again; None: each worker shares the gateway's own sockets.
     """
 
     def __init__(
@@ -139,8 +143,10 @@ class WorkerPool(Service):
         table: Mapping[str, object],
         source: str,
         shutdownGrace: float,
+        group: ReusePortGroup | None = None,
     ) -> None:
         self._reactor = reactor
+        self._group = group
         self.count = count
         self._listeners = listeners
         self._table = dict(table)
@@ -167,10 +173,19 @@ class WorkerPool(Service):
         for index in range(1, self.count):
             self._start(index)
 
-    def _hello(self, index: int) -> bytes:
+    def _sockets(self, index: int) -> list[tuple[int, int]]:
+        """The descriptor and address family of each socket worker C{index} listens on.
+
+        @raise OSError: its own SO_REUSEPORT socket cannot be made.
+        """
+        ports = list(self._listeners())
+        if self._group is None:
+            return [(port.fileno(), int(port.addressFamily)) for port in ports]  # type: ignore[attr-defined]
+        return [(s.fileno(), int(s.family)) for s in self._group.socketsFor(index, ports)]
+
+    def _hello(self, index: int, sockets: list[tuple[int, int]]) -> bytes:
         listeners = [
-            {"fd": FIRST_LISTENER_FD + i, "family": int(port.addressFamily)}  # type: ignore[attr-defined]
-            for i, port in enumerate(self._listeners())
+            {"fd": FIRST_LISTENER_FD + i, "family": family} for i, (_, family) in enumerate(sockets)
         ]
         hello = {
             "index": index,
@@ -188,10 +203,11 @@ class WorkerPool(Service):
             return
         protocol = _WorkerProtocol(self, index)
         childFDs: dict[int, int | str] = {0: "w", 1: "r", 2: "r"}
-        for i, port in enumerate(self._listeners()):
-            childFDs[FIRST_LISTENER_FD + i] = port.fileno()  # type: ignore[attr-defined]
         executable = sys.executable
         try:
+            sockets = self._sockets(index)
+            for i, (fd, _) in enumerate(sockets):
+                childFDs[FIRST_LISTENER_FD + i] = fd
             transport = self._reactor.spawnProcess(
                 protocol,
                 executable,
@@ -201,12 +217,17 @@ class WorkerPool(Service):
             )
         except OSError as e:
             log.error("worker {index}: cannot start: {error}", index=index, error=e)
+            if self._group is not None:
+                self._group.cover(index)
             self._scheduleRestart(index, lived=0.0)
             return
         self.workers[index] = protocol
         protocol.pid = transport.pid
+        if self._group is not None:
+            # Connections queued meanwhile wait in its sockets for it.
+            self._group.uncover(index)
         # The pipe stays open: the worker stops when it reads its end.
-        transport.write(self._hello(index))
+        transport.write(self._hello(index, sockets))
         log.info("worker {index} started (pid {pid})", index=index, pid=transport.pid)
 
     def _ended(self, protocol: _WorkerProtocol, reason: Failure) -> None:
@@ -231,6 +252,8 @@ class WorkerPool(Service):
             index=protocol.index,
             status=status,
         )
+        if self._group is not None:
+            self._group.cover(protocol.index)
         self._scheduleRestart(protocol.index, lived=time.monotonic() - protocol.started)
 
     def _scheduleRestart(self, index: int, lived: float) -> None:
@@ -247,6 +270,8 @@ class WorkerPool(Service):
             if call.active():
                 call.cancel()
         self._restarts.clear()
+        if self._group is not None:
+            self._group.close()
         running = list(self.workers.values()) + list(self.retiring)
         if not running:
             return succeed(None)

@@ -93,6 +93,13 @@ class GatewayCommandOptions(CommandOptions):
             "Processes sharing the listeners (limits count per process).",
             wholeNumber,
         ],
+        [
+            "worker-sockets",
+            None,
+            None,
+            "shared (default): workers accept from one socket per listener; reuseport: each "
+            "its own SO_REUSEPORT socket and port-range slice.",
+        ],
         ["metrics", None, None, "Endpoint serving Prometheus /metrics, e.g. tcp:9120."],
     ]
     optFlags: list[list[str | None]] = [
@@ -149,6 +156,8 @@ class GatewayCommandOptions(CommandOptions):
             table["port_ranges"] = {"*": self["port-range"]}
         if self["metrics"]:
             table["metrics"] = self["metrics"]
+        if self["worker-sockets"]:
+            table["worker_sockets"] = self["worker-sockets"]
         return table
 
     def listenerConfig(self) -> dict[str, object]:

@@ -20,25 +20,55 @@ DEFAULT_RANGE = (20000, 29999)
 ANY_IP = "*"
 
 
+#: Fewer ports than this in a process's slice: the process takes the whole range (an
+#: RTP/RTCP pair needs two, from an even port).
+MIN_SLICE = 4
+
+
+def portSlice(portRange: tuple[int, int], index: int, count: int) -> tuple[int, int]:
+    """The C{index}-th of C{count} disjoint, contiguous parts of C{portRange} (the last
+    takes the remainder); the whole range when a part would hold fewer than
+    L{MIN_SLICE} ports."""
+    low, high = portRange
+    size = (high - low + 1) // count
+    if count <= 1 or size < MIN_SLICE:
+        return portRange
+    first = low + index * size
+    return (first, high if index == count - 1 else first + size - 1)
+
+
 class PortAllocator:
     """Binds runs of N consecutive ports, starting at a random place in a range.
 
     Binding is the only reliable test of whether a port is free (other programs share
     the machine), so the allocator tries, and moves past a port that fails.
+
+    @param slice: C{(index, count)}: this process is the C{index}-th of C{count}
+        sharing the ranges (workers with C{worker_sockets = "reuseport"}), and binds
+        only in its own part of each range (L{portSlice}), so processes never race for
+        a port.  L{rangeFor} still names the whole configured range.
     """
 
     def __init__(
         self,
         ranges: Mapping[str, tuple[int, int]] | None = None,
         rng: random.Random | None = None,
+        slice: tuple[int, int] | None = None,
     ) -> None:
         self._ranges = dict(ranges or {})
         self._ranges.setdefault(ANY_IP, DEFAULT_RANGE)
         self._random = rng or random.Random()
+        self.slice = slice
 
     def rangeFor(self, ip: str) -> tuple[int, int]:
         """The (low, high) inclusive range configured for C{ip}."""
         return self._ranges.get(ip, self._ranges[ANY_IP])
+
+    def sliceOf(self, portRange: tuple[int, int]) -> tuple[int, int]:
+        """The part of C{portRange} this process binds in (all of it without a slice)."""
+        if self.slice is None:
+            return portRange
+        return portSlice(portRange, *self.slice)
 
     def bindRun(
         self,
@@ -59,7 +89,7 @@ class PortAllocator:
 
         @raise PortRangeExhausted: no run of C{count} free ports is left in the range.
         """
-        low, high = portRange if portRange is not None else self.rangeFor(ip)
+        low, high = self.sliceOf(portRange if portRange is not None else self.rangeFor(ip))
         if count < 1:
             raise ValueError("count must be at least 1")
         align = 2 if even else 1

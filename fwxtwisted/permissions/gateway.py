@@ -26,11 +26,17 @@ class Gateway:
         settings: GatewaySettings | None = None,
         clock: IReactorTime | None = None,
         sessionPrefix: str = "s",
+        portSlice: tuple[int, int] | None = None,
     ) -> None:
+        """
+        @param portSlice: C{(index, count)}: bind only in this process's part of each
+            port range (see L{PortAllocator}).
+        """
         self.reactor = reactor
         self.clock: IReactorTime = clock if clock is not None else reactor
         self.settings = settings or GatewaySettings()
-        self.ports = PortAllocator(self.settings.portRanges)
+        self._portSlice = portSlice
+        self.ports = PortAllocator(self.settings.portRanges, slice=portSlice)
         self.externalPool = ExternalAddressPool(self.settings.externalAddresses)
         self._sessionCounter = 0
         #: Starts every session id; worker processes have their own (see workers.py).
@@ -60,7 +66,7 @@ class Gateway:
         is already bound or scheduled is not touched."""
         old, self.settings = self.settings, settings
         if settings.portRanges != old.portRanges:
-            self.ports = PortAllocator(settings.portRanges)
+            self.ports = PortAllocator(settings.portRanges, slice=self._portSlice)
         if settings.externalAddresses != old.externalAddresses:
             self.externalPool = ExternalAddressPool(settings.externalAddresses)
         self.primaryFastPath = self.fastPathFor(RedirectFlags.NONE)

@@ -168,6 +168,22 @@ def test_bad_worker_count(tmp_path: Path, value: str) -> None:
     assert message == "workers: must be a whole number from 1 to 64"
 
 
+@pytest.mark.parametrize("value", ["shared", "reuseport"])
+def test_worker_sockets_from_the_file(tmp_path: Path, value: str) -> None:
+    text = f'workers = 2\nworker_sockets = "{value}"\n' + LISTENER
+    assert load(tmp_path, text).settings.workerSockets == value
+
+
+def test_worker_sockets_default_to_shared(tmp_path: Path) -> None:
+    assert load(tmp_path, "workers = 2\n" + LISTENER).settings.workerSockets == "shared"
+
+
+@pytest.mark.parametrize("value", ['"fork"', "true", "2", '""'])
+def test_bad_worker_sockets(tmp_path: Path, value: str) -> None:
+    message = error(tmp_path, f"worker_sockets = {value}\n" + LISTENER)
+    assert message == 'worker_sockets: must be "shared" or "reuseport"'
+
+
 def test_workers_share_only_tcp_listeners(tmp_path: Path) -> None:
     text = 'workers = 2\n[[listeners]]\nfilter = "tcp"\nlisten = "unix:/tmp/fwx.sock"\n'
     message = error(tmp_path, text)

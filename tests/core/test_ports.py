@@ -10,7 +10,7 @@ import pytest
 from twisted.internet.error import CannotListenError
 
 from fwxtwisted.errors import PortRangeExhausted, PortUnavailable
-from fwxtwisted.net.ports import ANY_IP, DEFAULT_RANGE, PortAllocator
+from fwxtwisted.net.ports import ANY_IP, DEFAULT_RANGE, PortAllocator, portSlice
 
 HOST = "127.0.0.1"
 SEEDS = range(12)
@@ -280,3 +280,30 @@ def test_explicit_even_run_refuses_an_odd_first_port(sockets: Sockets) -> None:
         even,
         even + 1,
     ]
+
+
+def test_a_slice_is_a_contiguous_part_and_the_last_takes_the_remainder() -> None:
+    parts = [portSlice((20000, 29999), index, 3) for index in range(3)]
+    assert parts == [(20000, 23332), (23333, 26665), (26666, 29999)]
+
+
+def test_a_range_too_small_to_slice_is_shared_whole() -> None:
+    assert portSlice((20000, 20006), 1, 2) == (20000, 20006)
+    assert portSlice((20000, 20007), 1, 2) == (20004, 20007)
+    assert portSlice((20000, 29999), 0, 1) == (20000, 29999)
+
+
+@pytest.mark.parametrize("index", [0, 1, 2])
+def test_a_sliced_allocator_binds_only_in_its_slice_and_names_the_whole_range(
+    sockets: Sockets, index: int
+) -> None:
+    base, top = sockets.freeRange(30)
+    other, _ = sockets.freeRange(30, low=top + 1)
+    allocator = PortAllocator({HOST: (base, top)}, rng=random.Random(index), slice=(index, 3))
+    assert allocator.rangeFor(HOST) == (base, top)
+    low = base + 10 * index
+    runs = [allocator.bindRun(HOST, 2, sockets.bind) for _ in range(5)]
+    assert all(low <= held.port <= low + 9 for run in runs for held in run)
+    # An explicit range (a listener's own) is sliced too.
+    [held] = allocator.bindRun(HOST, 1, sockets.bind, portRange=(other, other + 29))
+    assert other + 10 * index <= held.port <= other + 10 * index + 9

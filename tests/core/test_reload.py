@@ -240,12 +240,14 @@ def test_restart_only_settings_are_logged_and_kept(tmp_path: Path, upstream: Ups
             process,
             tmp_path,
             config,
-            "workers = 2\n" + listener("one", port, upstream.port, "max_sessions = 3\n"),
+            'workers = 2\nworker_sockets = "reuseport"\n'
+            + listener("one", port, upstream.port, "max_sessions = 3\n"),
             f"reloaded {config}",
         )
         assert exchange(port, b"one process") == b"echo:one process"
     log = logText(tmp_path)
     assert f"reload of {config}: workers 2 (running 1) needs a restart" in log
+    assert f"reload of {config}: worker_sockets reuseport (running shared) needs a restart" in log
     assert "worker 1" not in log
 
 

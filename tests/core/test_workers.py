@@ -306,3 +306,52 @@ def test_the_worker_stops_when_the_reactor_reports_a_hang_up() -> None:
     reactor = StoppingReactor()
     ParentWatch(reactor, 0).connectionLost(Failure(ProcessDone(0)))
     assert reactor.stops == 1
+
+
+class FakeGroup:
+    """A ReusePortGroup: records what the pool asks of it."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, int]] = []
+
+    def socketsFor(self, index: int, ports: list[Any]) -> list[socket.socket]:
+        self.calls.append(("socketsFor", index))
+        sock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+        self.sockets = getattr(self, "sockets", []) + [sock]
+        return [sock for _ in ports]
+
+    def cover(self, index: int) -> None:
+        self.calls.append(("cover", index))
+
+    def uncover(self, index: int) -> None:
+        self.calls.append(("uncover", index))
+
+    def close(self) -> None:
+        self.calls.append(("close", 0))
+        for sock in self.sockets:
+            sock.close()
+
+
+def test_with_reuseport_each_worker_gets_its_own_sockets_and_a_dead_ones_are_covered() -> None:
+    reactor = FakeReactor()
+    group = FakeGroup()
+    pool = WorkerPool(
+        reactor,
+        2,
+        lambda: [FakePort(7), FakePort(9)],
+        TABLE,
+        "gw.toml",
+        GRACE,
+        group,  # type: ignore[arg-type]
+    )
+    pool.startService()
+    [spawned] = reactor.spawned
+    fd = group.sockets[0].fileno()
+    assert spawned["childFDs"] == {0: "w", 1: "r", 2: "r", 3: fd, 4: fd}
+    assert json.loads(spawned["process"].written)["listeners"][0]["family"] == socket.AF_INET6
+    end(spawned, KILLED)
+    assert group.calls[-1] == ("cover", 1)
+    reactor.advance(1.0)
+    assert group.calls[-2:] == [("socketsFor", 1), ("uncover", 1)]
+    pool.stopService()
+    assert group.calls[-1] == ("close", 0)
