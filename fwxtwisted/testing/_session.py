@@ -23,6 +23,7 @@ from fwxtwisted.interfaces import (
     IFirewallAction,
     ISession,
     ISessionFilter,
+    ITransparentFilter,
     LegTLS,
     Side,
 )
@@ -202,15 +203,21 @@ class FakeSession(
         filterPlugin: IFilter,
         options: Mapping[str, object] | None = None,
         upstream: Address | None = DEFAULT_UPSTREAM,
+        transparent: bool = False,
         **kwargs: object,
     ) -> FakeSession:
         """A session as the gateway makes one for a listener of C{filterPlugin}: its
         C{parseOptions(options, upstream)} runs first (a C{ConfigError} propagates), the
         result becomes L{options}, and the filter is attached (L{attachFilter}).
 
+        @param transparent: a transparent listener's: C{parseTransparentOptions(options)}
+            (L{ITransparentFilter}) instead; C{upstream} is the original destination.
         @param kwargs: the other arguments of L{FakeSession}.
         """
-        parsed = filterPlugin.parseOptions(dict(options or {}), upstream)
+        if transparent:
+            parsed = ITransparentFilter(filterPlugin).parseTransparentOptions(dict(options or {}))
+        else:
+            parsed = filterPlugin.parseOptions(dict(options or {}), upstream)
         session = cls(defaultUpstream=upstream, options=parsed, **kwargs)  # type: ignore[arg-type]
         session.attachFilter(filterPlugin)
         return session

@@ -12,13 +12,18 @@ from fwxtwisted.address import Address
 from fwxtwisted.errors import ConfigError
 from fwxtwisted.filters.cli import REDIRECT_OPTIONS, UDP_OPTIONS, GatewayCommandOptions, seconds
 from fwxtwisted.filters.rtsp.control import RTSPSessionFilter
-from fwxtwisted.filters.rtsp.options import RTSPOptions, parseRTSPOptions
+from fwxtwisted.filters.rtsp.options import (
+    RTSPOptions,
+    parseRTSPOptions,
+    parseTransparentRTSPOptions,
+)
 from fwxtwisted.filters.rtsp.protocols import RTP_MEDIA, RTSP_CONTROL
-from fwxtwisted.interfaces import IFilter, ISession, ISessionFilter
+from fwxtwisted.interfaces import IFilter, ISession, ISessionFilter, ITransparentFilter
 
 
 class RTSPCommandOptions(GatewayCommandOptions):
-    """twistd fwx rtsp --listen ENDPOINT --upstream HOST:PORT [options]"""
+    """twistd fwx rtsp --listen ENDPOINT (--upstream HOST:PORT | --transparent
+    [--allow-destination CIDR[:PORTS]]...) [options]"""
 
     filterName = "rtsp"
 
@@ -32,7 +37,8 @@ class RTSPCommandOptions(GatewayCommandOptions):
             "transport-policy",
             None,
             "client",
-            "Media toward the server: client (as the client asks), udp, tcp (interleaved).",
+            "Media toward the server: client (as the client asks), udp, tcp (interleaved; "
+            "with --transparent: client or tcp, media interleaved only).",
         ],
         [
             "session-timeout",
@@ -50,8 +56,12 @@ class RTSPCommandOptions(GatewayCommandOptions):
 
     def postOptions(self) -> None:
         super().postOptions()
-        if not self["upstream"]:
-            raise usage.UsageError("--upstream HOST:PORT is required")
+        if self["transparent"] and self["upstream"]:
+            raise usage.UsageError("give either --upstream or --transparent, not both")
+        if not self["upstream"] and not self["transparent"]:
+            raise usage.UsageError("--upstream HOST:PORT (or --transparent) is required")
+        if self["allow-destination"] and not self["transparent"]:
+            raise usage.UsageError("--allow-destination is for --transparent")
 
     def filterOptions(self) -> dict[str, object]:
         options: dict[str, object] = {"transport_policy": self["transport-policy"]}
@@ -64,9 +74,10 @@ class RTSPCommandOptions(GatewayCommandOptions):
         return options
 
 
-@implementer(IFilter)
+@implementer(IFilter, ITransparentFilter)
 class RTSPFilter:
-    """RTSP gateway: every method through, RTP/RTCP pairs over UDP or interleaved."""
+    """RTSP gateway: every method through, RTP/RTCP pairs over UDP or interleaved (on a
+    transparent listener interleaved only: a UDP SETUP is answered 461)."""
 
     name = "rtsp"
     description = "RTSP gateway (RTP/RTCP over UDP pairs or interleaved, with translation)."
@@ -77,6 +88,9 @@ class RTSPFilter:
             raise ConfigError("upstream: the rtsp filter needs one (the RTSP server)")
         return parseRTSPOptions(options)
 
+    def parseTransparentOptions(self, options: Mapping[str, object]) -> object:
+        return parseTransparentRTSPOptions(options)
+
     def commandLineOptions(self) -> usage.Options:
         return RTSPCommandOptions()
 
@@ -84,6 +98,8 @@ class RTSPFilter:
         options = session.options
         if not isinstance(options, RTSPOptions):
             raise ConfigError("the rtsp filter was not configured")
+        if session.defaultUpstream is None:
+            raise ConfigError("the rtsp filter needs an upstream")
         return RTSPSessionFilter(session, options)
 
 

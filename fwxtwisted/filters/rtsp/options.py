@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from fwxtwisted.checks import parsePortRange
 from fwxtwisted.errors import ConfigError
@@ -53,6 +53,9 @@ class RTSPOptions:
     maxLineLength: int = 8192
     #: Largest message body (an SDP description, a SET_PARAMETER).
     maxBodyLength: int = 65536
+    #: A transparent listener's: only interleaved transports are relayed (a player's
+    #: own UDP would go to the server's address, which the gateway does not intercept).
+    transparent: bool = False
 
 
 def parseRTSPOptions(raw: Mapping[str, object]) -> RTSPOptions:
@@ -88,6 +91,23 @@ def parseRTSPOptions(raw: Mapping[str, object]) -> RTSPOptions:
         maxLineLength=_size("max_line_length", raw.get("max_line_length", 8192), 256),
         maxBodyLength=_size("max_body_length", raw.get("max_body_length", 65536), 1024),
     )
+
+
+def parseTransparentRTSPOptions(raw: Mapping[str, object]) -> RTSPOptions:
+    """The options of a transparent RTSP listener (no upstream: each session's server
+    is its connection's original destination).  Its media is interleaved only, so no
+    option may ask for UDP.  @raise ConfigError: starting with the key."""
+    options = parseRTSPOptions(raw)
+    if options.transportPolicy is TransportPolicy.UDP:
+        raise ConfigError(
+            'transport_policy: "udp" not on a transparent listener (its media is '
+            "interleaved only: use client or tcp)"
+        )
+    if options.allowMulticast:
+        raise ConfigError(
+            "allow_multicast: not on a transparent listener (its media is interleaved only)"
+        )
+    return replace(options, transparent=True)
 
 
 def _seconds(key: str, value: object) -> float:

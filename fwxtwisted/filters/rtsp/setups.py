@@ -80,7 +80,7 @@ class Setups:
             raise RTSPProtocolError(UNSUPPORTED_TRANSPORT, "empty Transport header")
         # A client may offer several transports; the gateway relays the first, which is
         # the client's preference, and so the server cannot pick one it cannot follow.
-        spec = specs[0]
+        spec = _interleavedOnly(specs)[0] if self.options.transparent else specs[0]
         checkClientTransport(spec, self.session.clientAddress.host, self.options.allowMulticast)
         if spec.isMulticast:
             return None
@@ -346,6 +346,22 @@ class Setups:
         used = set(self._byClientChannel)
         used.update(c for t in self.tracks for c in (t.clientChannels or ()))
         return _firstFreePair(used)
+
+
+def _interleavedOnly(specs: list[TransportSpec]) -> list[TransportSpec]:
+    """The interleaved transports of a SETUP on a transparent listener.  A player there
+    believes it talks to the server: it would send its UDP (RTCP, hole punching) to the
+    server's address, past the gateway, and expect RTP from the server's.
+
+    @raise RTSPProtocolError: 461 when none is offered (players then retry interleaved).
+    """
+    interleaved = [spec for spec in specs if spec.lowerTransport == TCP]
+    if not interleaved:
+        raise RTSPProtocolError(
+            UNSUPPORTED_TRANSPORT,
+            "only interleaved transports (RTP/AVP/TCP) pass this transparent gateway",
+        )
+    return interleaved
 
 
 def _firstFreePair(used: set[int]) -> int:
