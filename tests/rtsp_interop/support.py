@@ -236,14 +236,17 @@ def startRTSPServer(
     password: str = "secret",
     lifetime: float = SERVER_LIFETIME,
     readyTimeout: float = 10.0,
+    wrapper: Sequence[str] = (),
 ) -> Iterator[RTSPServer]:
     """Run gst_server.py in `mode` (play, basic, digest, record) until the block ends.
 
     Waits for its ``ready`` event (port 0: the one it picked). The script quits by itself
-    after `lifetime` s; leaving the block stops it (SIGTERM, then SIGKILL).
+    after `lifetime` s; leaving the block stops it (SIGTERM, then SIGKILL). `wrapper`
+    goes before the command (``ip netns exec NS``).
     """
     requireGstServer()
     argv = [
+        *wrapper,
         GST_PYTHON,
         str(SERVER_SCRIPT),
         f"--address={host}",
@@ -419,6 +422,7 @@ def ffmpegPlay(
     *,
     timeout: float = CLIENT_TIMEOUT,
     extra: Sequence[str] = (),
+    wrapper: Sequence[str] = (),
 ) -> FfmpegResult:
     """Read `seconds` of one stream ('v' or 'a') of `url` with ffmpeg over `transport`.
 
@@ -426,10 +430,12 @@ def ffmpegPlay(
     The decoded frames go to ``-f framecrc -``: one stdout line per frame, so audio
     frames count as precisely as video ones (the ``frame=`` progress line is video only).
     A sequence such as ``("v", "a")`` maps each in turn: `perStream` counts them apart.
+    `wrapper` goes before the command (``ip netns exec NS``).
     """
     streams = [stream] if isinstance(stream, str) else list(stream)
     maps = [arg for name in streams for arg in ("-map", f"0:{name}")]
     argv = [
+        *wrapper,
         _ffmpeg(),
         "-nostdin",
         "-hide_banner",
@@ -601,11 +607,13 @@ def gstPlay(
     latency: int = 200,
     timeout: float = CLIENT_TIMEOUT,
     extra: Sequence[str] = (),
+    wrapper: Sequence[str] = (),
 ) -> GstResult:
     """Play both tracks of `url` with rtspsrc until each sink got `buffers` decoded buffers.
 
     Each of rtspsrc's pads is linked (by caps) to depayloader, decoder and a fakesink with
     num-buffers: without both linked, or without num-buffers, the pipeline never ends.
+    `wrapper` goes before the command (``ip netns exec NS``).
     """
     source = [
         "rtspsrc",
@@ -619,6 +627,7 @@ def gstPlay(
         source += [f"user-id={user}", f"user-pw={password or ''}"]
     sink = ["silent=false", f"num-buffers={buffers}", "sync=false"]
     argv = [
+        *wrapper,
         requirePeer("gst-launch-1.0"),
         "-v",
         *source,
