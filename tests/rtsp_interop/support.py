@@ -27,6 +27,11 @@ ffmpeg / ffprobe (Lavf59.27.100)
     (and ``2-3``), then PLAY. With ``-rtsp_transport udp -timeout 3000000`` it gives up
     (``Could not find codec parameters for stream 0 ...: unspecified size``, then
     ``rtsp://...: Connection timed out``), sends TEARDOWN and exits 1 after ~6 s.
+  - 461 to its first UDP SETUP (a transparent gateway, tests/transparent/
+    test_netns_rtsp.py): with its default transports it logs ``method SETUP failed: 461
+    Unsupported transport`` and at once sends the SETUP again interleaved on the same
+    connection, then plays; with ``-rtsp_transport udp``: ``Protocol not supported``,
+    exit 1 within 0.1 s.
   - 401: ``method DESCRIBE failed: 401 Unauthorized`` and ``Server returned 401
     Unauthorized (authorization failed)``, exit 1. With user:password in the URL it
     first sends DESCRIBE without credentials, gets 401, then repeats it authorized.
@@ -46,6 +51,10 @@ gst-launch-1.0 rtspsrc (GStreamer/1.22.0)
     OPTIONS, DESCRIBE, SETUP interleaved, PLAY. With ``protocols=udp`` only:
     ``Could not receive any UDP packets for 5.0000 seconds, maybe your firewall is
     blocking it. No other protocols to try.``, TEARDOWN, exit 1.
+  - 461 to its first UDP SETUP: with ``protocols=udp+tcp`` it sends the SETUP again
+    interleaved at once on the same connection (no 5 s wait) and plays; with
+    ``protocols=udp`` it gets 461 for each stream's SETUP, then ``No supported stream
+    was found``, exit 1.
   - At the end (num-buffers reached) it sends PAUSE then TEARDOWN.
   - 401: ``Unauthorized (401)`` error, ``pipeline doesn't want to preroll``, exit 1.
 
