@@ -6,6 +6,8 @@ from __future__ import annotations
 import pytest
 from twisted.python import usage
 
+from fwxtwisted.app.build import buildService
+from fwxtwisted.app.config import parseConfig
 from fwxtwisted.errors import ConfigError
 from fwxtwisted.filters.rtsp.filter import RTSPCommandOptions, rtspFilter
 from fwxtwisted.filters.rtsp.message import InterleavedFrame
@@ -150,3 +152,18 @@ def test_command_transparent() -> None:
 def test_command_errors(argv: list[str], message: str) -> None:
     with pytest.raises(usage.UsageError, match=message.replace("(", r"\(").replace(")", r"\)")):
         RTSPCommandOptions().parseOptions(["--listen", "tcp:8070", *argv])
+
+
+def rtspListener(**keys: object) -> dict[str, object]:
+    listener = {"filter": "rtsp", "listen": "tcp:0", "transparent": True, **keys}
+    return {"listeners": [listener]}
+
+
+def test_config_file_transparent_listener() -> None:
+    buildService(parseConfig(rtspListener(transport_policy="tcp"), "t"), {"rtsp": rtspFilter})
+
+
+def test_config_file_udp_policy_refused_with_the_listener_named() -> None:
+    config = parseConfig(rtspListener(transport_policy="udp"), "t")
+    with pytest.raises(ConfigError, match=r'listeners\[0\]\.transport_policy: "udp" not on'):
+        buildService(config, {"rtsp": rtspFilter})
