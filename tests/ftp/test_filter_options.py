@@ -9,13 +9,8 @@ import pytest
 from fwxtwisted.address import Address
 from fwxtwisted.errors import ConfigError
 from fwxtwisted.filters.ftp.filter import ftpFilter
-from fwxtwisted.filters.ftp.options import (
-    DataPolicy,
-    Destination,
-    FTPOptions,
-    parseDestination,
-    parseFTPOptions,
-)
+from fwxtwisted.filters.ftp.options import DataPolicy, FTPOptions, parseFTPOptions
+from fwxtwisted.net.destinations import Destination, parseDestination
 from fwxtwisted.testing import FakeSession
 
 

@@ -8,10 +8,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from fwxtwisted.address import Address, parsePort
+from fwxtwisted.address import Address
 from fwxtwisted.checks import SECONDS_LIMIT, isSeconds, parsePortRange
 from fwxtwisted.errors import ConfigError
 from fwxtwisted.logs import Logger
+from fwxtwisted.net.destinations import Destination, parseDestination
 from fwxtwisted.net.tls import (
     DEFAULT_TLS_CIPHERS,
     DEFAULT_TLS_MIN_VERSION,
@@ -53,74 +54,6 @@ class UpstreamTLS(enum.Enum):
     AUTO = "auto"
     ALWAYS = "always"
     NEVER = "never"
-
-
-@dataclass(frozen=True)
-class Destination:
-    """One entry of an explicit proxy's allow-list: a network and optional ports."""
-
-    network: ipaddress.IPv4Network | ipaddress.IPv6Network
-    #: Inclusive port ranges; empty means any port.
-    ports: tuple[tuple[int, int], ...] = ()
-
-    def allows(self, address: Address) -> bool:
-        """True when C{address} (an IP literal and port) is inside this entry."""
-        try:
-            ip = ipaddress.ip_address(address.host)
-        except ValueError:
-            return False
-        if ip.version != self.network.version or ip not in self.network:
-            return False
-        return not self.ports or any(lo <= address.port <= hi for lo, hi in self.ports)
-
-    def __str__(self) -> str:
-        ports = ",".join(f"{lo}" if lo == hi else f"{lo}-{hi}" for lo, hi in self.ports)
-        return f"{self.network}:{ports}" if ports else str(self.network)
-
-
-def parseDestination(text: str) -> Destination:
-    """``CIDR[:PORTS]``: ``10.0.0.0/8``, ``192.0.2.7:21``, ``::1/128:21,2121``,
-    ``[2001:db8::]/32:2000-2100``.  @raise ValueError."""
-    text = text.strip()
-    portsText = ""
-    if text.startswith("["):
-        end = text.find("]")
-        if end < 0:
-            raise ValueError(f"unclosed '[' in {text!r}")
-        network, rest = text[1:end], text[end + 1 :]
-        if rest.startswith("/"):
-            prefix, _, portsText = rest[1:].partition(":")
-            network += "/" + prefix
-        elif rest.startswith(":"):
-            portsText = rest[1:]
-        elif rest:
-            raise ValueError(f"junk after ']' in {text!r}")
-    elif "/" in text:
-        network, _, rest = text.partition("/")
-        prefix, _, portsText = rest.partition(":")
-        network += "/" + prefix
-    elif text.count(":") == 1:
-        network, _, portsText = text.partition(":")
-    else:
-        network = text
-    try:
-        net = ipaddress.ip_network(network, strict=False)
-    except ValueError:
-        raise ValueError(f"{network!r} is not an IP network") from None
-    return Destination(net, _parsePorts(portsText) if portsText else ())
-
-
-def _parsePorts(text: str) -> tuple[tuple[int, int], ...]:
-    if text == "*":
-        return ()
-    ranges = []
-    for part in text.split(","):
-        if "-" in part:
-            ranges.append(parsePortRange(part))
-        else:
-            port = parsePort(part.strip())
-            ranges.append((port, port))
-    return tuple(ranges)
 
 
 @dataclass(frozen=True)
