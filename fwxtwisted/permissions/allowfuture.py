@@ -9,7 +9,8 @@ from collections.abc import Callable, Mapping, Sequence
 from twisted.internet.defer import Deferred, fail
 from twisted.python.failure import Failure
 
-from fwxtwisted.address import Address, isIPLiteral, normalizeHost
+from fwxtwisted.address import Address
+from fwxtwisted.callchecks import futureFlow
 from fwxtwisted.errors import FWXError, SessionClosed, TooManyPendingRedirects
 from fwxtwisted.interfaces import (
     FirewallNotification,
@@ -75,14 +76,10 @@ class AllowsFutureConnects:
                     "(a transparent listener, nft, CAP_NET_ADMIN)"
                 )
             )
-        if transport is not Transport.TCP:
-            return fail(ValueError("allowFutureConnect: TCP flows only (UDP is not done yet)"))
-        if not (isIPLiteral(source.host) and isIPLiteral(destination.host)):
-            return fail(ValueError("allowFutureConnect: source and destination are IP literals"))
-        source = Address(normalizeHost(source.host), source.port)
-        destination = Address(normalizeHost(destination.host), destination.port)
-        if source.isIPv6 != destination.isIPv6 or not destination.port:
-            return fail(ValueError(f"allowFutureConnect: {source} -> {destination} cannot be"))
+        flow = futureFlow(source, destination, transport)
+        if isinstance(flow, str):
+            return fail(ValueError(flow))
+        source, destination = flow
         crowded = self._tooManyPending(1)
         if crowded is not None:
             return fail(crowded)

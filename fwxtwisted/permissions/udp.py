@@ -10,6 +10,7 @@ from twisted.internet.protocol import DatagramProtocol
 from zope.interface import implementer
 
 from fwxtwisted.address import Address, normalizeHost
+from fwxtwisted.callchecks import datagramOptionsProblem
 from fwxtwisted.interfaces import (
     ActionState,
     ByteCounts,
@@ -302,21 +303,14 @@ def udpOptionsProblem(
     peerAddresses: Sequence[Address] | None,
 ) -> str | None:
     """Why C{outboundPorts}/C{peerAddresses} do not fit a redirection of C{count}
-    permissions, or None when they do (or are not given)."""
-    if outboundPorts is None and peerAddresses is None:
-        return None
-    if transport is not Transport.UDP:
-        return "outboundPorts and peerAddresses apply to UDP redirections only"
-    if RedirectFlags.ALLOW_MULTIPLE in flags:
-        return "outboundPorts and peerAddresses map one peer per port: not with ALLOW_MULTIPLE"
-    if peerAddresses is not None and len(peerAddresses) != count:
-        return f"{len(peerAddresses)} peer addresses for {count} connect addresses"
-    if outboundPorts is None:
-        return None
-    if not isinstance(outboundPorts, DatagramPorts):
+    permissions, or None when they do (or are not given): the checks FakeSession makes
+    too (L{datagramOptionsProblem}), then what only real ports can say."""
+    if outboundPorts is not None and not isinstance(outboundPorts, DatagramPorts):
         return f"outboundPorts must come from openDatagramPorts, not {outboundPorts!r}"
-    if outboundPorts.count != count:
-        return f"{outboundPorts.count} outbound ports for {count} connect addresses"
+    outboundCount = outboundPorts.count if outboundPorts is not None else None
+    problem = datagramOptionsProblem(count, transport, flags, outboundCount, peerAddresses)
+    if problem is not None or outboundPorts is None:
+        return problem
     if outboundPorts.state is not ActionState.LISTENING:
         return f"{outboundPorts!r} is closed"
     if any(outboundPorts.adopted(i) for i in range(count)):

@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 from twisted.internet.defer import Deferred, fail
 from twisted.python.failure import Failure
 
-from fwxtwisted.address import Address, isIPLiteral, normalizeHost
+from fwxtwisted.address import Address
+from fwxtwisted.callchecks import futureFlow
 from fwxtwisted.errors import SessionClosed, TooManyPendingRedirects
 from fwxtwisted.interfaces import (
     IDataFilter,
@@ -123,15 +124,13 @@ class AllowsFutureConnects:
         C{maxPendingRedirects} (C{TooManyPendingRedirects}).
         """
         if not self.closed:
-            refused = _refusal(source, destination, transport)
-            if refused is not None:
-                return fail(refused)
+            flow = futureFlow(source, destination, transport)
+            if isinstance(flow, str):
+                return fail(ValueError(flow))
+            source, destination = flow
             crowded = self._tooManyPending(1)
             if crowded is not None:
                 return fail(crowded)
-        if isIPLiteral(source.host) and isIPLiteral(destination.host):
-            source = Address(normalizeHost(source.host), source.port)
-            destination = Address(normalizeHost(destination.host), destination.port)
         deferred: Deferred[IFirewallAction] = Deferred()
         call = AllowCall(
             source,
@@ -153,16 +152,3 @@ class AllowsFutureConnects:
         elif self.autoGrant:
             call.grant()
         return deferred
-
-
-def _refusal(source: Address, destination: Address, transport: Transport) -> ValueError | None:
-    """What the real session refuses before it asks the kernel, in its words."""
-    if transport is not Transport.TCP:
-        return ValueError("allowFutureConnect: TCP flows only (UDP is not done yet)")
-    if not (isIPLiteral(source.host) and isIPLiteral(destination.host)):
-        return ValueError("allowFutureConnect: source and destination are IP literals")
-    source = Address(normalizeHost(source.host), source.port)
-    destination = Address(normalizeHost(destination.host), destination.port)
-    if source.isIPv6 != destination.isIPv6 or not destination.port:
-        return ValueError(f"allowFutureConnect: {source} -> {destination} cannot be")
-    return None

@@ -8,6 +8,7 @@ from collections.abc import Callable, Mapping, Sequence
 from twisted.internet.defer import Deferred, fail
 
 from fwxtwisted.address import Address
+from fwxtwisted.callchecks import datagramOptionsProblem
 from fwxtwisted.errors import SessionClosed, TooManyPendingRedirects
 from fwxtwisted.interfaces import (
     ActionState,
@@ -75,7 +76,13 @@ class GrantsPermissions:
         deferred: Deferred[Redirection] = Deferred()
         if not self.closed:
             refused = self._refusal(
-                connectAddresses, transport, tls, dataFilterFactory, outboundPorts, peerAddresses
+                connectAddresses,
+                transport,
+                flags,
+                tls,
+                dataFilterFactory,
+                outboundPorts,
+                peerAddresses,
             )
             if refused is not None:
                 return fail(refused)
@@ -142,6 +149,7 @@ class GrantsPermissions:
         self,
         connectAddresses: Sequence[Address],
         transport: Transport,
+        flags: RedirectFlags,
         tls: Mapping[Side, LegTLS] | None,
         dataFilterFactory: object,
         outboundPorts: IDatagramPorts | None = None,
@@ -151,10 +159,12 @@ class GrantsPermissions:
             return ValueError("redirectConnections needs at least one connect address")
         if transport is Transport.UDP and (tls or dataFilterFactory):
             return ValueError("TLS and data filters apply to TCP redirections only")
-        if outboundPorts is not None or peerAddresses is not None:
-            refused = _datagramRefusal(connectAddresses, transport, outboundPorts, peerAddresses)
-            if refused is not None:
-                return refused
+        outboundCount = outboundPorts.count if outboundPorts is not None else None
+        problem = datagramOptionsProblem(
+            len(connectAddresses), transport, flags, outboundCount, peerAddresses
+        )
+        if problem is not None:
+            return ValueError(problem)
         return self._tooManyPending(len(connectAddresses))
 
     def _tooManyPending(self, more: int) -> TooManyPendingRedirects | None:
@@ -198,22 +208,3 @@ class GrantsPermissions:
         for call in calls:
             if call.pending:
                 call.deferred.errback(error)
-
-
-def _datagramRefusal(
-    connectAddresses: Sequence[Address],
-    transport: Transport,
-    outboundPorts: IDatagramPorts | None,
-    peerAddresses: Sequence[Address] | None,
-) -> ValueError | None:
-    if transport is not Transport.UDP:
-        return ValueError("outboundPorts and peerAddresses apply to UDP redirections only")
-    if outboundPorts is not None and outboundPorts.count != len(connectAddresses):
-        return ValueError(
-            f"{outboundPorts.count} outbound ports for {len(connectAddresses)} connect addresses"
-        )
-    if peerAddresses is not None and len(peerAddresses) != len(connectAddresses):
-        return ValueError(
-            f"{len(peerAddresses)} peer addresses for {len(connectAddresses)} connect addresses"
-        )
-    return None
