@@ -18,6 +18,9 @@ class GatewaySettings:
     udpIdleTimeout: float = 60.0
     #: Move unfiltered plain TCP relays with splice(2) where the OS allows.
     fastPath: bool = True
+    #: Let the kernel carry UDP redirects with a known peer (nftables NAT maps; needs
+    #: CAP_NET_ADMIN): see permissions/kerneludp.py.
+    kernelUDP: bool = False
     #: Port ranges per local IP ("*" for the rest), inclusive.
     portRanges: Mapping[str, tuple[int, int]] = field(default_factory=dict)
     #: The pool sessions take their external (source) IP from, round-robin.

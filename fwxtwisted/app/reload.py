@@ -33,7 +33,7 @@ from fwxtwisted.logs import Logger, setLogLevel
 log = Logger()
 
 #: Configuration keys read once at start: a reload logs their change and keeps them.
-RESTART_KEYS = ("workers", "worker_sockets", "metrics")
+RESTART_KEYS = ("workers", "worker_sockets", "metrics", "kernel_udp")
 
 
 def _settingKey(name: str) -> str:
@@ -116,6 +116,13 @@ class Reloader(Service):
                 f"(running {running.settings.workerSockets})"
             )
             table["worker_sockets"] = running.settings.workerSockets
+        if config.settings.kernelUDP != running.settings.kernelUDP:
+            # Its nftables table is made at start (with the privileges of the start).
+            kept.append(
+                f"kernel_udp {str(config.settings.kernelUDP).lower()} "
+                f"(running {str(running.settings.kernelUDP).lower()})"
+            )
+            table["kernel_udp"] = running.settings.kernelUDP
         if config.metrics != running.metrics:
             kept.append(f"metrics {config.metrics} (running {running.metrics})")
             if running.metrics is None:

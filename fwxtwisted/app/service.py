@@ -13,7 +13,7 @@ from twisted.internet.interfaces import IDelayedCall, IListeningPort, IReactorTi
 from twisted.internet.protocol import ServerFactory
 from twisted.python.failure import Failure
 
-from fwxtwisted.app import transparent
+from fwxtwisted.app import kernelpath, transparent
 from fwxtwisted.app.primary import BoundListener, PrimaryFactory
 from fwxtwisted.errors import FWXError
 from fwxtwisted.logs import Logger, summaries
@@ -100,6 +100,7 @@ class FirewallService(Service):
         if self._opened:
             return
         self._opened = True
+        kernelpath.startKernelUDP(self.gateway)
         for index, (factory, listener) in enumerate(
             zip(self.factories, self.listeners, strict=True)
         ):
@@ -159,6 +160,7 @@ class FirewallService(Service):
 
     def _stopFutureConnects(self, result: object) -> object:
         transparent.stopFutureConnects(self.gateway)
+        kernelpath.stopKernelUDP(self.gateway)
         return result
 
     def _stopHoldingSummaries(self, result: object) -> object:

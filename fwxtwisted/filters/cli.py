@@ -62,6 +62,14 @@ REDIRECT_OPTIONS: list[list[Any]] = [
 UDP_OPTIONS: list[list[Any]] = [
     ["udp-idle-timeout", None, 60.0, "Seconds a UDP mapping lives without traffic.", seconds],
 ]
+UDP_FLAGS: list[list[str | None]] = [
+    [
+        "kernel-udp",
+        None,
+        "Let the kernel carry UDP media between known peers (nftables NAT; needs root "
+        "or CAP_NET_ADMIN); without it, or where it cannot, Python relays it.",
+    ],
+]
 
 
 class GatewayCommandOptions(CommandOptions):
@@ -152,6 +160,8 @@ class GatewayCommandOptions(CommandOptions):
         ):
             if option in self:
                 table[key] = self[option]
+        if self.get("kernel-udp"):
+            table["kernel_udp"] = True
         if self.get("port-range"):
             table["port_ranges"] = {"*": self["port-range"]}
         if self["metrics"]:

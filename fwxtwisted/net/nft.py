@@ -64,11 +64,11 @@ class NftRunner:
         self._reactor = reactor
         self._executable = executable
 
-    def _argv(self) -> list[str]:
+    def _argv(self, arguments: Sequence[str] = ("-j", "-f", "-")) -> list[str]:
         executable = self._executable or nftPath()
         if executable is None:
             raise NftError("nft not found (install nftables)")
-        return [executable, "-j", "-f", "-"]
+        return [executable, *arguments]
 
     @staticmethod
     def encode(commands: Sequence[Command]) -> bytes:
@@ -76,13 +76,16 @@ class NftRunner:
 
     def runNow(self, commands: Sequence[Command]) -> None:
         """Run a batch and wait for it.  @raise NftError."""
+        self._runNow(self._argv(), self.encode(commands))
+
+    def runScriptNow(self, script: str) -> None:
+        """Run an nft script (nft's own syntax, one transaction) and wait.  @raise NftError."""
+        self._runNow(self._argv(("-f", "-")), script.encode())
+
+    def _runNow(self, argv: list[str], stdin: bytes) -> None:
         try:
             done = subprocess.run(
-                self._argv(),
-                input=self.encode(commands),
-                capture_output=True,
-                timeout=NFT_TIMEOUT,
-                check=False,
+                argv, input=stdin, capture_output=True, timeout=NFT_TIMEOUT, check=False
             )
         except (OSError, subprocess.TimeoutExpired) as e:
             raise NftError(f"nft: {e}") from None
@@ -91,31 +94,59 @@ class NftRunner:
 
     def run(self, commands: Sequence[Command]) -> Deferred[None]:
         """Run a batch without blocking the reactor; fails with NftError."""
-        result: Deferred[None] = Deferred()
+        return self._spawn(("-j", "-f", "-"), self.encode(commands)).addCallback(lambda _: None)
+
+    def runScript(self, script: str) -> Deferred[None]:
+        """Run an nft script without blocking the reactor; fails with NftError."""
+        return self._spawn(("-f", "-"), script.encode()).addCallback(lambda _: None)
+
+    def output(self, arguments: Sequence[str]) -> Deferred[bytes]:
+        """What C{nft arguments...} prints (e.g. a listing), without blocking the
+        reactor; fails with NftError."""
+        return self._spawn(arguments, b"")
+
+    def _spawn(self, arguments: Sequence[str], stdin: bytes) -> Deferred[bytes]:
+        result: Deferred[bytes] = Deferred()
         try:
-            argv = self._argv()
+            argv = self._argv(arguments)
         except NftError:
-            return _failed(result)
-        protocol = _NftProcess(self.encode(commands), result)
-        self._reactor.spawnProcess(protocol, argv[0], argv, env=None)
+            result.errback(Failure())
+            return result
+        protocol = _NftProcess(stdin, result)
+        process = self._reactor.spawnProcess(protocol, argv[0], argv, env=None)
+        # A hung nft (a lock, a stuck netlink) must not hold a permission for ever.
+        killer = self._reactor.callLater(NFT_TIMEOUT, _kill, process)
+        result.addBoth(_cancelled, killer)
         return result
 
 
-def _failed(result: Deferred[None]) -> Deferred[None]:
-    result.errback(Failure())
+def _kill(process: Any) -> None:
+    try:
+        process.signalProcess("KILL")
+    except Exception:  # noqa: BLE001, S110 - it ended meanwhile
+        pass
+
+
+def _cancelled(result: object, killer: Any) -> object:
+    if killer.active():
+        killer.cancel()
     return result
 
 
 class _NftProcess(ProcessProtocol):
-    def __init__(self, batch: bytes, result: Deferred[None]) -> None:
-        self._batch = batch
+    def __init__(self, stdin: bytes, result: Deferred[bytes]) -> None:
+        self._stdin = stdin
         self._result = result
+        self._output: list[bytes] = []
         self._errors = b""
 
     def connectionMade(self) -> None:
         assert self.transport is not None
-        self.transport.write(self._batch)
+        self.transport.write(self._stdin)
         self.transport.closeStdin()
+
+    def outReceived(self, data: bytes) -> None:
+        self._output.append(data)
 
     def errReceived(self, data: bytes) -> None:
         self._errors += data[:4096]
@@ -123,7 +154,7 @@ class _NftProcess(ProcessProtocol):
     def processEnded(self, reason: Failure) -> None:
         code = getattr(reason.value, "exitCode", 0)
         if code == 0:
-            self._result.callback(None)
+            self._result.callback(b"".join(self._output))
         else:
             text = self._errors.decode(errors="replace").strip() or f"exit status {code}"
             self._result.errback(NftError(f"nft: {text}"))

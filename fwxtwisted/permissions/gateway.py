@@ -44,6 +44,9 @@ class Gateway:
         #: The permitted flows of allowFutureConnect (permissions/future.py), set by the
         #: service when a transparent listener has the kernel table; else None.
         self.futureConnects: Any = None
+        #: The kernel UDP path (permissions/kerneludp.py), set by the service when
+        #: kernel_udp is on and its table is made; else None.
+        self.kernelUDP: Any = None
         #: fastPathFor(RedirectFlags.NONE), asked by every primary relay: computed once.
         self.primaryFastPath = self.fastPathFor(RedirectFlags.NONE)
 

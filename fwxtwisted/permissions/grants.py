@@ -6,7 +6,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 
-from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.defer import Deferred, fail, gatherResults, succeed
 
 from fwxtwisted.address import Address, normalizeHost
 from fwxtwisted.errors import FWXError, PortRangeExhausted, SessionClosed, TooManyPendingRedirects
@@ -173,7 +173,13 @@ class GrantsPermissions:
             internal=str(first),
             targets=", ".join(str(a) for a in connectAddresses),
         )
-        return succeed(Redirection(first, tuple(actions)))
+        redirection = Redirection(first, tuple(actions))
+        readiness = [a.ready() for a in actions if isinstance(a, UDPRedirectAction)]
+        if not all(d.called for d in readiness):
+            # The kernel UDP path is being set up: the filter announces these ports
+            # once datagrams to them take the path they will keep.
+            return gatherResults(readiness).addCallback(lambda _: redirection)
+        return succeed(redirection)
 
     def openDatagramPorts(
         self,

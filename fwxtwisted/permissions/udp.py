@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IListeningPort
 from twisted.internet.protocol import DatagramProtocol
 from zope.interface import implementer
@@ -21,8 +22,10 @@ from fwxtwisted.interfaces import (
     Transport,
 )
 from fwxtwisted.logs import Logger
+from fwxtwisted.net.kernelnat import fitsKernel
 from fwxtwisted.net.quietport import listenUDPQuietly
 from fwxtwisted.permissions.datagrams import DatagramPorts, sendDatagram
+from fwxtwisted.permissions.kerneludp import KernelPath
 from fwxtwisted.permissions.permission import ListeningPermission
 
 log = Logger()
@@ -79,6 +82,10 @@ class UDPRedirectAction(ListeningPermission):
     is made when the permission starts, so the connect address may send first.  Given
     an outbound socket (L{useOutbound}), the mapping sends from it rather than from a
     socket of its own; it is released (closed) when the permission's listener closes.
+
+    A known peer's mapping is four fixed addresses: with the gateway's kernel UDP path
+    (permissions/kerneludp.py) the kernel carries its datagrams, and the sockets, kept
+    bound until the kernel has let go, see only strays and strangers.
     """
 
     transport = Transport.UDP
@@ -103,6 +110,8 @@ class UDPRedirectAction(ListeningPermission):
         #: Seconds a mapping lives without traffic: None for the gateway's
         #: udp_idle_timeout, 0 for as long as the permission (its owner ends it).
         self.idleTimeout: float | None = None
+        #: The known peer's flow in the kernel, when the gateway has the kernel path.
+        self.kernel: KernelPath | None = None
 
     # Set-up, by the session (before start).
 
@@ -124,6 +133,44 @@ class UDPRedirectAction(ListeningPermission):
             mapping = self._newMapping(self.knownPeer)
             if mapping is not None:
                 self._touch(mapping)  # the idle timeout runs from now
+                self.kernel = self._kernelPathFor(mapping)
+
+    def ready(self) -> Deferred[None]:
+        """Fires once the permission carries datagrams the way it will (in the kernel
+        once the kernel holds the flow, else at once); never fails."""
+        if self.kernel is None or self.kernel.ready.called:
+            return succeed(None)
+        waiting: Deferred[None] = Deferred()
+
+        def fire(result: object) -> object:
+            waiting.callback(None)
+            return result
+
+        self.kernel.ready.addBoth(fire)
+        return waiting
+
+    def _kernelPathFor(self, mapping: _Mapping) -> KernelPath | None:
+        gateway = self._gateway
+        registry = getattr(gateway, "kernelUDP", None)
+        if (
+            registry is None
+            or not gateway.settings.kernelUDP
+            or RedirectFlags.NO_KERNEL_MODE in self.flags
+            or self.internalAddress is None
+        ):
+            return None
+        if self._outbound is not None:
+            external = self._outbound.addressOf(self._outboundIndex)
+        elif mapping.port is not None:
+            external = Address.fromTwisted(mapping.port.getHost())  # type: ignore[attr-defined]
+        else:
+            return None
+        if external.host in ("0.0.0.0", "::"):
+            return None  # a wildcard socket: the source the kernel would write is unknown
+        if not fitsKernel(mapping.peer, self.internalAddress, external, self.connectAddress):
+            return None
+        flow = registry.newFlow(mapping.peer, self.internalAddress, external, self.connectAddress)
+        return KernelPath(registry, flow, self._label, gateway.clock)
 
     # IUDPRedirect
 
@@ -132,11 +179,21 @@ class UDPRedirectAction(ListeningPermission):
         dropped = self._dropped
         if self._outbound is not None:
             dropped += self._outbound.countsOf(self._outboundIndex).dropped
-        return DatagramCounts(
+        counts = DatagramCounts(
             self._packetsFromPeer,
             self._bytesFromPeer,
             self._packetsFromTarget,
             self._bytesFromTarget,
+            dropped,
+        )
+        if self.kernel is None:
+            return counts
+        kernel = self.kernel.counts
+        return DatagramCounts(
+            counts.packetsFromPeer + kernel.packetsToTarget,
+            counts.bytesFromPeer + kernel.bytesToTarget,
+            counts.packetsFromTarget + kernel.packetsToPeer,
+            counts.bytesFromTarget + kernel.bytesToPeer,
             dropped,
         )
 
@@ -155,6 +212,12 @@ class UDPRedirectAction(ListeningPermission):
         return bool(self._mappings) or self._outboundClosing
 
     def _stopListening(self) -> None:
+        if self.kernel is not None and not self.kernel.removed:
+            # The ports stay bound until the kernel's maps and conntrack entries no
+            # longer name them: the next session given them must not get this flow.
+            self._cancelTimer()
+            self.kernel.remove().addCallback(lambda _: self._stopListening())
+            return
         super()._stopListening()
         if self._outbound is not None and self._outbound.adopted(self._outboundIndex):
             self._outboundClosing = True
@@ -169,6 +232,9 @@ class UDPRedirectAction(ListeningPermission):
     def _fromPeer(self, datagram: bytes, peer: Address) -> None:
         if self.knownPeer is not None and peer != self.knownPeer:
             self._dropForeign(peer)
+            return
+        if self.kernel is not None and self.kernel.active:
+            self._stray()
             return
         mapping = self._mappings.get(peer)
         if mapping is None:
@@ -209,11 +275,19 @@ class UDPRedirectAction(ListeningPermission):
         if self._port is None:
             self._dropped += 1
             return
+        if self.kernel is not None and self.kernel.active:
+            self._stray()
+            return
         mapping.fromServer += len(datagram)
         self._packetsFromTarget += 1
         self._bytesFromTarget += len(datagram)
         self._touch(mapping)
         sendDatagram(self._port, datagram, mapping.peerKey)
+
+    def _stray(self) -> None:
+        assert self.kernel is not None
+        self._dropped += 1
+        self.kernel.stray()
 
     def _dropForeign(self, source: Address) -> None:
         """A datagram from someone other than the known peer: the first is refused
@@ -269,7 +343,10 @@ class UDPRedirectAction(ListeningPermission):
 
     def _idleCheck(self, mapping: _Mapping) -> None:
         clock = self._gateway.clock
-        left = mapping.lastActive + self._idleTimeout() - clock.seconds()
+        lastActive = mapping.lastActive
+        if self.kernel is not None:
+            lastActive = max(lastActive, self.kernel.counts.lastActive)
+        left = lastActive + self._idleTimeout() - clock.seconds()
         if left > 0:
             mapping.idle = clock.callLater(left, self._idleCheck, mapping)
             return
@@ -277,8 +354,13 @@ class UDPRedirectAction(ListeningPermission):
         self._closeMapping(mapping, "idle timeout")
 
     def _closeMapping(self, mapping: _Mapping, reason: str) -> None:
-        if self._mappings.pop(mapping.peer, None) is None:
+        if self._mappings.get(mapping.peer) is not mapping:
             return
+        if self.kernel is not None and not self.kernel.removed:
+            # Closed once the kernel has let go, with the kernel's last counts.
+            self.kernel.remove().addCallback(lambda _: self._closeMapping(mapping, reason))
+            return
+        del self._mappings[mapping.peer]
         if mapping.idle is not None and mapping.idle.active():
             mapping.idle.cancel()
         if mapping.port is not None:
@@ -287,12 +369,20 @@ class UDPRedirectAction(ListeningPermission):
         self._emit(
             FirewallEvent.CONNECTION_TERMINATING,
             mapping.peer,
-            counts=ByteCounts(mapping.fromPeer, mapping.fromServer),
+            counts=self._mappingBytes(mapping),
             reason=reason,
         )
         if self.state is ActionState.USED and not self._mappings:
             self._stopListening()
         self._checkDone()
+
+    def _mappingBytes(self, mapping: _Mapping) -> ByteCounts:
+        if self.kernel is None:
+            return ByteCounts(mapping.fromPeer, mapping.fromServer)
+        kernel = self.kernel.counts
+        return ByteCounts(
+            mapping.fromPeer + kernel.bytesToTarget, mapping.fromServer + kernel.bytesToPeer
+        )
 
 
 def udpOptionsProblem(

@@ -86,8 +86,7 @@ class RTSPSessionFilter:
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self._timer = None
-        self.report.emit(self.setups)
-        self.setups.closeAll()
+        self.report.emitWhenSettled(self.setups)
 
     # IDataFilter
 

@@ -10,7 +10,13 @@ from zope.interface import implementer
 
 from fwxtwisted.address import Address
 from fwxtwisted.errors import ConfigError
-from fwxtwisted.filters.cli import REDIRECT_OPTIONS, UDP_OPTIONS, GatewayCommandOptions, seconds
+from fwxtwisted.filters.cli import (
+    REDIRECT_OPTIONS,
+    UDP_FLAGS,
+    UDP_OPTIONS,
+    GatewayCommandOptions,
+    seconds,
+)
 from fwxtwisted.filters.rtsp.control import RTSPSessionFilter
 from fwxtwisted.filters.rtsp.options import (
     RTSPOptions,
@@ -51,6 +57,7 @@ class RTSPCommandOptions(GatewayCommandOptions):
     ]
     optFlags: list[list[str | None]] = [
         *GatewayCommandOptions.optFlags,
+        *UDP_FLAGS,
         ["allow-multicast", None, "Pass multicast transports (refused by default)."],
     ]
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from twisted.internet.defer import DeferredList
+
 from fwxtwisted.filters.rtsp.message import Request
 from fwxtwisted.filters.rtsp.tracks import Track
 from fwxtwisted.interfaces import ISession
@@ -45,14 +47,33 @@ class SessionReport:
             for stats in (trackStats(t) for t in setups.tracks)
         )
 
+    def emitWhenSettled(self, setups: Setups) -> None:
+        """End every track, then log the session once its counts are final: at once,
+        or once the kernel has handed back the last counts of the flows it carried."""
+        self._collect(setups)
+        setups.closeAll()
+        carried = [
+            action.whenFinished()
+            for track in self._tracks
+            for action in track.actions
+            if getattr(action, "kernel", None) is not None
+        ]
+        if not carried:
+            self.emit(setups)
+            return
+        DeferredList(carried, consumeErrors=True).addBoth(lambda _: self.emit(setups))
+
+    def _collect(self, setups: Setups) -> None:
+        for track in setups.tracks:
+            if track not in self._tracks:
+                self._tracks.append(track)
+
     def emit(self, setups: Setups) -> None:
         """Log the session once, as one structured event."""
         if self._logged:
             return
         self._logged = True
-        for track in setups.tracks:
-            if track not in self._tracks:
-                self._tracks.append(track)
+        self._collect(setups)
         session = self._session
         tracks = [trackStats(track) for track in self._tracks]
         duration = max(0.0, session.clock.seconds() - self._started)
@@ -89,6 +110,8 @@ def trackStats(track: Track) -> dict[str, Any]:
         "packets_to_server": 0,
         "bytes_to_server": 0,
         "dropped": 0,
+        # "kernel" when the kernel carried the track's datagrams (kernel_udp).
+        "path": "kernel" if any(_inKernel(a) for a in track.actions) else "gateway",
     }
     for action in track.actions:
         counts = getattr(action, "datagramCounts", None)
@@ -113,3 +136,8 @@ def trackStats(track: Track) -> dict[str, Any]:
     stats["packets_to_server"] += track.framesToServer
     stats["bytes_to_server"] += track.frameBytesToServer
     return stats
+
+
+def _inKernel(action: object) -> bool:
+    kernel = getattr(action, "kernel", None)
+    return bool(kernel is not None and kernel.installed)

@@ -1,0 +1,202 @@
+"""The kernel UDP path: an RTSP-shaped pair redirected with kernel_udp on, over real
+loopback sockets, with the real nftables and conntrack (root only).
+
+What a user would notice: the datagrams arrive from the announced ports as in user
+mode, the gateway's own sockets no longer read them, the counts are still exact at the
+end, nothing is left in the kernel once a track ends, and a port given to the next
+session carries nothing of the last one's flow.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+import pytest_twisted
+import support
+from support import LOCAL, Network, within
+from test_rtp_pairs import EXTERNAL, Track, addressOf, rtpSession, track, until
+
+from fwxtwisted.app import kernelpath
+from fwxtwisted.app.kernelpath import KernelPathError
+from fwxtwisted.interfaces import ActionState, DatagramCounts, RedirectFlags, Transport
+from fwxtwisted.permissions.gateway import Gateway
+from fwxtwisted.settings import GatewaySettings
+from tests.peers import requirePeer, requireRoot
+
+net = support.net
+
+TABLE = "fwxtwisted_udp"
+
+
+@pytest.fixture(autouse=True)
+def _kernelPeers() -> None:
+    requireRoot("the kernel UDP path (nftables, conntrack)")
+    requirePeer("nft")
+
+
+def tableState() -> dict[str, list[object]]:
+    """The table's map elements and counters, as nft lists them ({} once it is gone)."""
+    done = subprocess.run(
+        ["nft", "-j", "list", "table", "inet", TABLE], capture_output=True, check=False
+    )
+    if done.returncode != 0:
+        return {}
+    state: dict[str, list[object]] = {"counters": []}
+    for item in json.loads(done.stdout)["nftables"]:
+        if "map" in item:
+            state[item["map"]["name"]] = item["map"].get("elem", [])
+        elif "counter" in item:
+            state["counters"].append(item["counter"]["name"])
+    return state
+
+
+def conntrackLines(*ports: int) -> list[str]:
+    text = Path("/proc/net/nf_conntrack").read_text()
+    return [line for line in text.splitlines() if any(f"={port} " in line for port in ports)]
+
+
+async def kernelTrack(net: Network, **kwargs: object) -> Track:
+    return await track(net, kernelUDP=True, **kwargs)  # type: ignore[arg-type]
+
+
+@pytest_twisted.ensureDeferred
+async def test_media_flows_both_ways_from_the_announced_ports_without_the_gateway_reading_it(
+    net: Network,
+) -> None:
+    rtp = await kernelTrack(net)
+    assert rtp.action(0).kernel is not None and rtp.action(0).kernel.active
+    for round_ in range(20):
+        rtp.server[0].send(b"rtp %d" % round_, rtp.serverFacing.addressOf(0))
+        assert await within(rtp.client[0].received.get()) == (
+            b"rtp %d" % round_,
+            rtp.clientFacing(0),
+        )
+    rtp.client[1].send(b"receiver report", rtp.clientFacing(1))
+    assert await within(rtp.server[1].received.get()) == (
+        b"receiver report",
+        rtp.serverFacing.addressOf(1),
+    )
+    # The gateway's sockets read none of it: the kernel carried every datagram.
+    assert rtp.serverFacing.countsOf(0).packetsIn == 0
+    assert rtp.serverFacing.countsOf(1).packetsOut == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_counts_are_exact_once_the_track_ends(net: Network) -> None:
+    rtp = await kernelTrack(net)
+    for _ in range(7):
+        rtp.server[0].send(b"x" * 1200, rtp.serverFacing.addressOf(0))
+        await within(rtp.client[0].received.get())
+    for _ in range(3):
+        rtp.client[0].send(b"y" * 100, rtp.clientFacing(0))
+        await within(rtp.server[0].received.get())
+    action = rtp.action(0)
+    action.cancel()
+    await within(action.whenFinished())
+    assert action.datagramCounts == DatagramCounts(3, 300, 7, 8400, 0)
+
+
+@pytest_twisted.ensureDeferred
+async def test_nothing_is_left_in_the_kernel_after_the_track_and_its_ports_are_free(
+    net: Network,
+) -> None:
+    rtp = await kernelTrack(net)
+    rtp.server[0].send(b"rtp", rtp.serverFacing.addressOf(0))
+    await within(rtp.client[0].received.get())
+    ports = [rtp.serverFacing.addressOf(0).port, rtp.clientFacing(0).port]
+    assert conntrackLines(*ports)
+    assert len(tableState()["dnat4"]) == 4  # two per redirect, RTP and RTCP
+    for action in rtp.redirection.actions:
+        action.cancel()
+    rtp.serverFacing.cancel()
+    for action in rtp.redirection.actions:
+        assert await within(action.whenFinished()) is ActionState.CANCELLED
+    state = tableState()
+    assert state["dnat4"] == [] and state["snat4"] == [] and state["count4"] == []
+    assert state["counters"] == []
+    assert conntrackLines(*ports) == []
+    # The ports went back to the pool only after that: they can be bound again.
+    for host, port in ((EXTERNAL, ports[0]), (LOCAL, ports[1])):
+        net.occupy(host, port)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_server_still_sending_after_the_end_reaches_nobody(net: Network) -> None:
+    rtp = await kernelTrack(net)
+    rtp.server[0].send(b"during", rtp.serverFacing.addressOf(0))
+    await within(rtp.client[0].received.get())
+    old = rtp.serverFacing.addressOf(0)
+    for action in rtp.redirection.actions:
+        action.cancel()
+        await within(action.whenFinished())
+    rtp.server[0].send(b"after the end", old)
+    rtp.server[0].send(b"after the end", old)
+    await support.turns(10)
+    assert rtp.client[0].count == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_datagram_sent_before_the_kernel_held_the_flow_does_not_pin_it_to_python(
+    net: Network,
+) -> None:
+    # The server sends to the pair it was told of before the redirect exists: the
+    # kernel makes an un-rewritten conntrack entry for it, which would keep every later
+    # datagram of that flow on the gateway's socket.  The redirect forgets it.
+    session = await rtpSession(net, kernelUDP=True)  # type: ignore[arg-type]
+    client = (net.udp(), net.udp())
+    server = (net.udp(), net.udp())
+    serverFacing = session.openDatagramPorts(2, evenBase=True)
+    server[0].send(b"too early", serverFacing.addressOf(0))
+    await until(lambda: serverFacing.dropped == 1)
+    redirection = await within(
+        session.redirectConnections(
+            [addressOf(server[0]), addressOf(server[1])],
+            transport=Transport.UDP,
+            flags=RedirectFlags.EVEN_PORTS,
+            outboundPorts=serverFacing,
+            peerAddresses=[addressOf(client[0]), addressOf(client[1])],
+            udpIdleTimeout=0,
+        )
+    )
+    internal = redirection.internalAddress
+    server[0].send(b"in time", serverFacing.addressOf(0))
+    assert await within(client[0].received.get()) == (b"in time", internal)
+    assert serverFacing.countsOf(0).packetsIn == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_no_kernel_mode_keeps_a_redirect_in_python(net: Network) -> None:
+    session = await rtpSession(net, kernelUDP=True)  # type: ignore[arg-type]
+    client, server = net.udp(), net.udp()
+    redirection = await within(
+        session.redirectConnections(
+            [addressOf(server)],
+            transport=Transport.UDP,
+            flags=RedirectFlags.NO_KERNEL_MODE,
+            peerAddresses=[addressOf(client)],
+        )
+    )
+    action = redirection.actions[0]
+    assert getattr(action, "kernel", "missing") is None
+    client.send(b"hello", redirection.internalAddress)
+    received, source = await within(server.received.get())
+    assert received == b"hello" and source.host == EXTERNAL
+
+
+def test_kernel_udp_that_cannot_be_had_stops_the_start_with_one_clear_line(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("fwxtwisted.net.nft.nftPath", lambda: None)
+    gateway = Gateway(object(), GatewaySettings(kernelUDP=True))
+    with pytest.raises(KernelPathError, match="kernel_udp: .*nft not found.*CAP_NET_ADMIN"):
+        kernelpath.startKernelUDP(gateway)
+    assert gateway.kernelUDP is None
+
+
+def test_a_worker_keeps_its_own_table() -> None:
+    assert kernelpath.tableName("s") == TABLE
+    assert kernelpath.tableName("w2s") == TABLE + "_w2"
+    assert kernelpath.tableName("w1r3s") == TABLE + "_w1r3"
