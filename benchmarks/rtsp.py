@@ -11,6 +11,7 @@ sockets (a `rtspload.py sink` process), which counts them.
 from __future__ import annotations
 
 import json
+import os
 import re
 import selectors
 import socket
@@ -47,8 +48,11 @@ EXTERNAL = "127.0.0.2"
 DIRECT = "direct (no relay)"
 SOCAT = "socat (UDP4-RECV -> UDP4-SENDTO, no fork)"
 FWX = "fwx rtsp, one session's redirected RTP socket"
+FWX_KERNEL = "fwx rtsp --kernel-udp (the kernel carries the pair)"
 SESSIONS_DIRECT = "direct (no relay), same load"
 SESSIONS_FWX = "fwx rtsp"
+SESSIONS_FWX_KERNEL = "fwx rtsp --kernel-udp"
+KERNEL_OPTIONS = ("--kernel-udp",)
 
 #: Loss accepted at "the highest rate": 0.1 %.
 LOSS_LIMIT = 0.001
@@ -71,6 +75,7 @@ RATE_COLUMNS = [
     Column("blastBusy", "blaster CPU %"),
     Column("sinkBusy", "receiver CPU %"),
     Column("machineBusy", "machine CPU busy %"),
+    Column("machineUs", "machine CPU µs/pkt (every process and the kernel)", 2),
     Column("maxPps", "flat out: delivered pkts/s"),
     Column("maxLoss", "flat out: loss %", 1),
     Column("maxRelayUs", "flat out: relay CPU µs/pkt", 2),
@@ -85,7 +90,17 @@ SESSION_COLUMNS = [
     Column("rssMedia", "RSS KiB/session (after media)", 1),
     Column("setupSeconds", "seconds to set up", 1),
     Column("machineBusy", "machine CPU busy %"),
+    Column("machineUs", "machine CPU µs/pkt (every process and the kernel)", 2),
 ]
+
+
+def kernelPathProblem() -> str | None:
+    """Why --kernel-udp cannot run here, or None."""
+    if os.geteuid() != 0:
+        return "needs root (nftables)"
+    if findTool("nft") is None and not os.path.exists("/usr/sbin/nft"):
+        return "nft not installed"
+    return None
 
 
 # -- the load processes ------------------------------------------------------------------
@@ -134,6 +149,8 @@ class Window:
     sinkCpu: float
     machineBusy: float
     stolen: float
+    #: Wall seconds over which machineBusy was measured.
+    wall: float = 0.0
 
     @property
     def loss(self) -> float:
@@ -146,6 +163,12 @@ class Window:
     @property
     def delivered(self) -> float:
         return self.received / self.seconds
+
+    @property
+    def machineUs(self) -> float:
+        """Busy CPU time of the whole machine per delivered datagram."""
+        cores = os.cpu_count() or 1
+        return 1e6 * self.machineBusy / 100 * cores * self.wall / max(self.received, 1)
 
 
 class Media:
@@ -163,11 +186,13 @@ class Media:
         self.sink.send({"run": self.runId})
         before = cpuSeconds(relay) if relay is not None else 0.0
         ticks, steal = machineTicks(), stealTicks()
+        started = time.monotonic()
         self.blast.send({"run": self.runId, "targets": targets, "rate": rate, "seconds": seconds})
         blasted = self.blast.read(seconds + 30.0)
         time.sleep(DRAIN)
         after = cpuSeconds(relay) if relay is not None else 0.0
         busy, stolen = busyPercent(ticks, machineTicks()), stolenPercent(steal, stealTicks())
+        wall = time.monotonic() - started
         self.sink.send({"report": 1})
         counted = self.sink.read(30.0)
         sent = [int(n) for n in blasted["sent"]]  # type: ignore[attr-defined]
@@ -181,6 +206,7 @@ class Media:
             sinkCpu=float(counted["cpu"]),  # type: ignore[arg-type]
             machineBusy=busy,
             stolen=stolen,
+            wall=wall,
         )
 
 
@@ -336,7 +362,7 @@ def openSessions(
 
 
 @contextmanager
-def rtspGateway(upstream: int) -> Iterator[Gateway]:
+def rtspGateway(upstream: int, options: tuple[str, ...] = ()) -> Iterator[Gateway]:
     port = freePort(LOOPBACK)
     argv = [
         "rtsp",
@@ -346,6 +372,7 @@ def rtspGateway(upstream: int) -> Iterator[Gateway]:
         f"{LOOPBACK}:{upstream}",
         "--external-address",
         EXTERNAL,
+        *options,
     ]
     with runGateway(argv, (LOOPBACK, port), timeout=30.0, lifetime=LIFETIME) as gateway:
         yield gateway
@@ -401,6 +428,7 @@ def search(measure: Callable[[float], Window], say: Callable[[str], None]) -> di
         blastBusy=100 * best.blastCpu / best.seconds,
         sinkBusy=100 * best.sinkCpu / best.seconds,
         machineBusy=best.machineBusy,
+        machineUs=best.machineUs,
         stolen=best.stolen,
     )
     if best.relayCpu is not None and best.received:
@@ -419,6 +447,7 @@ def runRate(ctx: Context) -> Section:
     )
     direct, socat, fwx = section.row(DIRECT), section.row(SOCAT, ref=DIRECT), section.row(FWX)
     fwx.ref = SOCAT
+    kernel = section.row(FWX_KERNEL, ref=SOCAT)
     section.notes += [
         "One flow of RTP-sized datagrams (1,200-1,400 bytes, cycled; RTP header, run id and "
         "a sequence number in each) from the media server's socket to the player's, "
@@ -437,7 +466,11 @@ def runRate(ctx: Context) -> Section:
         "its client-facing port (server_port of the SETUP reply) to the client_port. A new "
         "RTSP session per run.",
         "relay CPU µs/pkt: utime+stime of the relay process (/proc/PID/stat) over the window "
-        "and the drain, divided by the datagrams delivered.",
+        "and the drain, divided by the datagrams delivered. With --kernel-udp the kernel "
+        "rewrites and forwards each datagram in the sender's system call (nftables NAT), "
+        "which no relay process pays: machine CPU µs/pkt (all busy CPU time of the machine "
+        "over the window, /proc/stat, per delivered datagram) shows that cost; compare it "
+        "with the direct row's, which is the blaster's and the receiver's alone.",
         "2 CPUs: the blaster, the receiver and the relay share them (three busy processes on "
         "two cores): the rates are lower than each could do alone. machine CPU busy %: "
         "/proc/stat over the row's kept window; near 100 % means the processes (ours and "
@@ -452,6 +485,14 @@ def runRate(ctx: Context) -> Section:
     script = Script(serverPorts=media.blast.ports)
     server = ctx.stack.enter_context(scriptedServer(script))
     gateway = ctx.stack.enter_context(rtspGateway(server.server_address[1]))
+    kernelGateway: Gateway | None = None
+    problem = kernelPathProblem()
+    if problem is None:
+        kernelGateway = ctx.stack.enter_context(
+            rtspGateway(server.server_address[1], KERNEL_OPTIONS)
+        )
+    else:
+        kernel.status = problem
     socatProc: Proc | None = None
     socatPort = 0
     if socatPath is not None:
@@ -475,6 +516,9 @@ def runRate(ctx: Context) -> Section:
         (direct, lambda: (sink, None, None)),
         (fwx, lambda: fwxSession(gateway, media, script)),
     ]
+    if kernelGateway is not None:
+        through = kernelGateway
+        rows.append((kernel, lambda: fwxSession(through, media, script)))
     if socatProc is not None:
         proc = socatProc
         rows.insert(1, (socat, lambda: ((EXTERNAL, socatPort), proc.pid, None)))
@@ -526,6 +570,10 @@ def runSessions(ctx: Context) -> Section:
         "loss",
     )
     direct, fwx = section.row(SESSIONS_DIRECT), section.row(SESSIONS_FWX)
+    kernel = section.row(SESSIONS_FWX_KERNEL)
+    problem = kernelPathProblem()
+    if problem is not None:
+        kernel.status = problem
     section.notes += [
         f"{SESSIONS} RTSP sessions through one gateway, each SETUP of {TRACKS} tracks "
         f"(UDP) then PLAY; the blaster sends {SESSION_PPS // TRACKS} pkts/s on each "
@@ -541,7 +589,8 @@ def runSessions(ctx: Context) -> Section:
     script = Script(serverPorts=media.blast.ports)
     server = ctx.stack.enter_context(scriptedServer(script))
     for runIndex in range(ctx.runs):
-        for row in rotated([direct, fwx], runIndex):
+        rowsHere = [direct, fwx] if problem is not None else [direct, fwx, kernel]
+        for row in rotated(rowsHere, runIndex):
             ctx.progress(f"rtsp sessions run {runIndex + 1}/{ctx.runs}: {row.name}")
             if row is direct:
                 targets = [(LOOPBACK, port) for port in media.sink.ports]
@@ -550,9 +599,11 @@ def runSessions(ctx: Context) -> Section:
                     "delivered": window.delivered,
                     "loss": 100 * window.loss,
                     "machineBusy": window.machineBusy,
+                    "machineUs": window.machineUs,
                 }
             else:
-                result = sessionsThroughGateway(ctx, media, script, server, rate, seconds)
+                options = KERNEL_OPTIONS if row is kernel else ()
+                result = sessionsThroughGateway(ctx, media, script, server, rate, seconds, options)
             ctx.progress(f"    delivered {result['delivered']:,.0f}/s, loss {result['loss']:.3f} %")
             for metric, value in result.items():
                 row.add(metric, value)
@@ -566,8 +617,9 @@ def sessionsThroughGateway(
     server: ScriptedServer,
     rate: float,
     seconds: float,
+    options: tuple[str, ...] = (),
 ) -> dict[str, float]:
-    with rtspGateway(server.server_address[1]) as gateway:
+    with rtspGateway(server.server_address[1], options) as gateway:
         pid = gatewayPid(gateway)
         for client in openSessions(gateway.address, 5, TRACKS, media.sink.ports):
             client.close()
@@ -596,4 +648,5 @@ def sessionsThroughGateway(
         "rssMedia": (after - before) / SESSIONS,
         "setupSeconds": setupSeconds,
         "machineBusy": window.machineBusy,
+        "machineUs": window.machineUs,
     }

@@ -89,7 +89,7 @@ class SessionReport:
             external=session.externalAddress,
             url=self.url,
             count=len(tracks),
-            transports=", ".join(t["transport"] for t in tracks) or "none",
+            transports=", ".join(_described(t) for t in tracks) or "none",
             tracks=tracks,
             packets_to_client=sum(t["packets_to_client"] for t in tracks),
             packets_to_server=sum(t["packets_to_server"] for t in tracks),
@@ -141,3 +141,8 @@ def trackStats(track: Track) -> dict[str, Any]:
 def _inKernel(action: object) -> bool:
     kernel = getattr(action, "kernel", None)
     return bool(kernel is not None and kernel.installed)
+
+
+def _described(stats: dict[str, Any]) -> str:
+    transport: str = stats["transport"]
+    return transport + " in the kernel" if stats["path"] == "kernel" else transport
