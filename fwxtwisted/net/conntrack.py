@@ -78,6 +78,44 @@ def deleteMessage(source: Address, destination: Address, protocol: int, sequence
     return header + body
 
 
+_CTA_MARK = 8
+_CTA_MARK_MASK = 21
+
+
+def flushMessage(mark: int, sequence: int) -> bytes:
+    """The netlink message deleting every entry (any family) whose mark has C{mark}'s bits."""
+    body = struct.pack("=BBH", socket.AF_UNSPEC, 0, 0)
+    body += _attr(_CTA_MARK, struct.pack("!I", mark)) + _attr(
+        _CTA_MARK_MASK, struct.pack("!I", mark)
+    )
+    header = struct.pack(
+        "=IHHII", 16 + len(body), _CT_DELETE, _NLM_F_REQUEST | _NLM_F_ACK, sequence, 0
+    )
+    return header + body
+
+
+def forgetMarked(mark: int) -> None:
+    """Delete every conntrack entry carrying C{mark}'s bits (what a gateway killed
+    without its stop left in the kernel).
+
+    @raise ConntrackError: netlink is not available or refused.
+    """
+    try:
+        sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER)
+    except OSError as e:
+        raise ConntrackError(e.errno, f"conntrack netlink: {e.strerror}") from None
+    sequence = next(_sequence)
+    with sock:
+        sock.settimeout(2.0)
+        try:
+            sock.send(flushMessage(mark, sequence))
+            waiting = {sequence}
+            while waiting:
+                _readAcks(sock.recv(65536), waiting)
+        except OSError as e:
+            raise ConntrackError(e.errno or 0, f"conntrack netlink: {e}") from None
+
+
 def forgetUDPFlows(flows: Iterable[tuple[Address, Address]]) -> int:
     """Delete the conntrack entries of these UDP flows (source, destination); absent
     ones are no error.

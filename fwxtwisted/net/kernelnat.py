@@ -38,6 +38,10 @@ FAMILY = "inet"
 DNAT_PRIORITY = -110
 SNAT_PRIORITY = 90
 COUNT_PRIORITY = 300
+#: The bit of the conntrack mark the table sets on its flows (others are kept): after a
+#: gateway killed without its stop, the next start deletes the entries that carry it,
+#: which would otherwise go on rewriting for as long as their peers send.
+FLOW_MARK = 0x40000000
 
 
 @dataclass(frozen=True)
@@ -121,7 +125,10 @@ class KernelUDPTable:
                 f"{udp} snat {proto} to ct original {proto} daddr . ct original proto-dst "
                 f"map @snat{s}"
             )
-            rules["counted"].append(f"{udp} ct status dnat counter name {key} map @count{s}")
+            rules["counted"].append(
+                f"{udp} ct status dnat counter name {key} map @count{s} "
+                f"ct mark set ct mark or {FLOW_MARK:#x}"
+            )
         hooks = {
             "to_in": ("nat", "prerouting", DNAT_PRIORITY),
             "to_local": ("nat", "output", DNAT_PRIORITY),

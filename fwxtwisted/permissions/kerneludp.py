@@ -27,8 +27,8 @@ from twisted.python.failure import Failure
 
 from fwxtwisted.address import Address
 from fwxtwisted.logs import Logger
-from fwxtwisted.net.conntrack import ConntrackError, forgetUDPFlows
-from fwxtwisted.net.kernelnat import KernelFlow, KernelUDPTable, parseCounters
+from fwxtwisted.net.conntrack import ConntrackError, forgetMarked, forgetUDPFlows
+from fwxtwisted.net.kernelnat import FLOW_MARK, KernelFlow, KernelUDPTable, parseCounters
 from fwxtwisted.net.nft import NftRunner
 
 log = Logger()
@@ -67,6 +67,7 @@ class KernelUDP:
         clock: Any = None,
         pollInterval: float = POLL_INTERVAL,
         forget: Forget = forgetUDPFlows,
+        forgetMarked: Callable[[int], None] = forgetMarked,
     ) -> None:
         self._reactor = reactor
         self._clock = clock if clock is not None else reactor
@@ -74,6 +75,7 @@ class KernelUDP:
         self._runner = runner or NftRunner(reactor)
         self._pollInterval = pollInterval
         self._forget = forget
+        self._forgetMarked = forgetMarked
         self._names = itertools.count(1)
         self._flows: dict[str, FlowCounts] = {}
         self._adds: list[tuple[FlowCounts, Deferred[None]]] = []
@@ -91,7 +93,8 @@ class KernelUDP:
         @raise ConntrackError: the kernel's conntrack netlink refused.
         """
         self._runner.runScriptNow(self.table.setupScript())
-        self._forget([])
+        # A gateway killed without its stop left entries that still rewrite.
+        self._forgetMarked(FLOW_MARK)
         forwarding = Path("/proc/sys/net/ipv4/ip_forward")
         if forwarding.exists() and forwarding.read_text().strip() == "0":
             log.warn(

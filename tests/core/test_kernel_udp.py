@@ -18,11 +18,14 @@ import pytest_twisted
 import support
 from support import LOCAL, Network, within
 from test_rtp_pairs import EXTERNAL, Track, addressOf, rtpSession, track, until
+from twisted.internet import reactor
 
 from fwxtwisted.app import kernelpath
 from fwxtwisted.app.kernelpath import KernelPathError
 from fwxtwisted.interfaces import ActionState, DatagramCounts, RedirectFlags, Transport
+from fwxtwisted.net.kernelnat import FLOW_MARK, KernelUDPTable
 from fwxtwisted.permissions.gateway import Gateway
+from fwxtwisted.permissions.kerneludp import KernelUDP
 from fwxtwisted.settings import GatewaySettings
 from tests.peers import requirePeer, requireRoot
 
@@ -200,3 +203,22 @@ def test_a_worker_keeps_its_own_table() -> None:
     assert kernelpath.tableName("s") == TABLE
     assert kernelpath.tableName("w2s") == TABLE + "_w2"
     assert kernelpath.tableName("w1r3s") == TABLE + "_w1r3"
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_restart_after_a_kill_stops_what_the_dead_gateway_left_rewriting(
+    net: Network,
+) -> None:
+    rtp = await kernelTrack(net)
+    rtp.server[0].send(b"before the kill", rtp.serverFacing.addressOf(0))
+    await within(rtp.client[0].received.get())
+    ports = [rtp.serverFacing.addressOf(0).port, rtp.clientFacing(0).port]
+    assert all(f"mark={FLOW_MARK} " in line for line in conntrackLines(*ports))
+    # A gateway killed with SIGKILL runs no stop: its table and its conntrack entries
+    # stay, and the entries would go on rewriting while the server sends.  The next
+    # gateway's start (here a second registry on the same table) clears both.
+    KernelUDP(reactor, KernelUDPTable(TABLE)).start()
+    assert conntrackLines(*ports) == []
+    rtp.server[0].send(b"after the restart", rtp.serverFacing.addressOf(0))
+    await support.turns(10)
+    assert rtp.client[0].count == 1
