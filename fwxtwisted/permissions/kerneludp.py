@@ -29,7 +29,8 @@ from fwxtwisted.address import Address
 from fwxtwisted.logs import Logger
 from fwxtwisted.net.conntrack import ConntrackError, forgetMarked, forgetUDPFlows
 from fwxtwisted.net.kernelnat import FLOW_MARK, KernelFlow, KernelUDPTable, parseCounters
-from fwxtwisted.net.nft import NftRunner
+from fwxtwisted.net.nft import NftError, NftRunner
+from fwxtwisted.net.origdst import isLocalAddress
 
 log = Logger()
 
@@ -68,6 +69,7 @@ class KernelUDP:
         pollInterval: float = POLL_INTERVAL,
         forget: Forget = forgetUDPFlows,
         forgetMarked: Callable[[int], None] = forgetMarked,
+        forwarding: Callable[[bool], bool] | None = None,
     ) -> None:
         self._reactor = reactor
         self._clock = clock if clock is not None else reactor
@@ -76,13 +78,15 @@ class KernelUDP:
         self._pollInterval = pollInterval
         self._forget = forget
         self._forgetMarked = forgetMarked
+        self._forwarding = forwarding or _forwarding
+        self._stopped = False
         self._names = itertools.count(1)
         self._flows: dict[str, FlowCounts] = {}
         self._adds: list[tuple[FlowCounts, Deferred[None]]] = []
         self._removes: list[tuple[FlowCounts, Deferred[None]]] = []
         self._flushing: Any = None
         self._poller: LoopingCall | None = None
-        self._polling = False
+        self._reading: Deferred[None] | None = None
 
     # Start and stop (synchronous: before the reactor runs, or while it stops).
 
@@ -95,18 +99,27 @@ class KernelUDP:
         self._runner.runScriptNow(self.table.setupScript())
         # A gateway killed without its stop left entries that still rewrite.
         self._forgetMarked(FLOW_MARK)
-        forwarding = Path("/proc/sys/net/ipv4/ip_forward")
-        if forwarding.exists() and forwarding.read_text().strip() == "0":
-            log.warn(
-                "kernel UDP path: net.ipv4.ip_forward is 0, so only peers on this host "
-                "get their datagrams carried by the kernel (set it to 1 for the others)"
-            )
+        for isIPv6, name in (
+            (False, "net.ipv4.ip_forward"),
+            (True, "net.ipv6.conf.all.forwarding"),
+        ):
+            if not self._forwarding(isIPv6):
+                log.info(
+                    "kernel UDP path: {name} is 0: only flows whose peers are all on this "
+                    "host go through the kernel, the others stay in Python",
+                    name=name,
+                )
         log.info("kernel UDP path: nftables table inet {name} ready", name=self.table.name)
 
     def stop(self) -> None:
-        """Delete the table and forget every flow's conntrack entries."""
+        """Delete the table and forget every flow's conntrack entries.  Flows asked
+        for afterwards stay in Python; removals still running end quietly."""
+        self._stopped = True
         if self._poller is not None and self._poller.running:
             self._poller.stop()
+        if self._flushing is not None and self._flushing.active():
+            self._flushing.cancel()
+        self._flush()
         flows, self._flows = list(self._flows.values()), {}
         try:
             self._runner.runScriptNow(self.table.teardownScript())
@@ -114,6 +127,13 @@ class KernelUDP:
             self._forgetQuietly(flows)
 
     # Flows.
+
+    def carries(self, peer: Address, target: Address) -> bool:
+        """Can the kernel deliver between C{peer} and C{target}: forwarding is on for
+        their family, or both are addresses of this host."""
+        if self._forwarding(peer.isIPv6):
+            return True
+        return isLocalAddress(peer.host) and isLocalAddress(target.host)
 
     def newFlow(
         self, peer: Address, internal: Address, external: Address, target: Address
@@ -124,6 +144,9 @@ class KernelUDP:
     def add(self, counts: FlowCounts) -> Deferred[None]:
         """Put the flow in the kernel's maps; fails with NftError when nft refuses."""
         done: Deferred[None] = Deferred()
+        if self._stopped:
+            done.errback(NftError("the kernel UDP path is stopped"))
+            return done
         self._adds.append((counts, done))
         self._scheduleFlush()
         return done
@@ -155,6 +178,14 @@ class KernelUDP:
         self._flushing = None
         adds, self._adds = self._adds, []
         removes, self._removes = self._removes, []
+        if self._stopped:
+            # The table is gone (or going) with every element in it.
+            for _counts, done in adds:
+                done.errback(NftError("the kernel UDP path is stopped"))
+            for counts, done in removes:
+                self._flows.pop(counts.flow.name, None)
+                done.callback(None)
+            return
         if adds:
             self._runAdds(adds)
         if removes:
@@ -196,11 +227,12 @@ class KernelUDP:
                 done.callback(None)
 
         def failed(failure: Failure) -> None:
-            log.error(
-                "kernel UDP path: cannot remove {count} flow(s): {error}",
-                count=len(known),
-                error=failure.getErrorMessage(),
-            )
+            if not self._stopped:  # else the table went with its elements
+                log.error(
+                    "kernel UDP path: cannot remove {count} flow(s): {error}",
+                    count=len(known),
+                    error=failure.getErrorMessage(),
+                )
             deleted(None)
 
         reading = self._readCounters()
@@ -216,29 +248,47 @@ class KernelUDP:
         if not self._poller.running:
             self._poller.start(self._pollInterval, now=False)
 
+    def recount(self) -> Deferred[None]:
+        """Read the counters now (or join the reading under way); never fails."""
+        if not self._flows or self._stopped:
+            return succeed(None)
+        reading = self._reading if self._reading is not None else self._readCounters()
+        joined: Deferred[None] = Deferred()
+
+        def fire(result: object) -> object:
+            joined.callback(None)
+            return result
+
+        reading.addBoth(fire)
+        return joined
+
     def _poll(self) -> None:
-        if not self._polling and self._flows:
+        if self._reading is None and self._flows:
             self._readCounters()
 
     def _readCounters(self) -> Deferred[None]:
-        self._polling = True
         reading = self._runner.output(self.table.listCountersArgv())
 
         def read(output: bytes) -> None:
-            self._polling = False
+            self._reading = None
             try:
                 self._update(parseCounters(output))
             except (ValueError, TypeError) as e:
                 log.warn("kernel UDP path: unreadable counters: {error}", error=str(e))
 
         def failed(failure: Failure) -> None:
-            self._polling = False
+            self._reading = None
+            if self._stopped:
+                return
             log.warn(
                 "kernel UDP path: cannot read counters: {error}",
                 error=failure.getErrorMessage(),
             )
 
-        return reading.addCallbacks(read, failed)
+        done: Deferred[None] = reading.addCallbacks(read, failed)
+        if not done.called:
+            self._reading = done
+        return done
 
     def _update(self, counters: dict[str, tuple[int, int]] | Any) -> None:
         now = self._clock.seconds()
@@ -307,6 +357,11 @@ class KernelPath:
             self._lastForget = now
             self._registry.forget(self.counts)
 
+    def recount(self) -> Deferred[None]:
+        """Read the kernel's counters now (the idle and session timers ask before
+        they decide that nothing moved); never fails."""
+        return self._registry.recount()
+
     @property
     def removed(self) -> bool:
         return self._removing is not None and self._removing.called
@@ -328,3 +383,12 @@ class KernelPath:
             return succeed(None)
         self._removing.addBoth(lambda _: result.callback(None))
         return result
+
+
+def _forwarding(isIPv6: bool) -> bool:
+    """Whether this host forwards IPv4 (or IPv6) datagrams (net.ipv4.ip_forward...)."""
+    name = "ipv6/conf/all/forwarding" if isIPv6 else "ipv4/ip_forward"
+    try:
+        return Path(f"/proc/sys/net/{name}").read_text().strip() != "0"
+    except OSError:
+        return False

@@ -169,6 +169,8 @@ class UDPRedirectAction(ListeningPermission):
             return None  # a wildcard socket: the source the kernel would write is unknown
         if not fitsKernel(mapping.peer, self.internalAddress, external, self.connectAddress):
             return None
+        if not registry.carries(mapping.peer, self.connectAddress):
+            return None
         flow = registry.newFlow(mapping.peer, self.internalAddress, external, self.connectAddress)
         return KernelPath(registry, flow, self._label, gateway.clock)
 

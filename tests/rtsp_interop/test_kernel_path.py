@@ -87,3 +87,18 @@ def test_gstLaunchPlaysToTheEndAndASecondSessionGetsItsOwnFlows() -> None:
     for line in lines:
         assert line.transports == ["udp<->udp in the kernel"] * 2, line.text
         assert line.packetsToClient >= 40, line.text
+
+
+def test_mediaTheKernelCarriesKeepsTheSessionAlivePastItsTimeout() -> None:
+    # No RTSP message passes for 5 s (ffmpeg's keep-alive follows the server's 60 s):
+    # only the media the kernel counts shows the session is alive.
+    with (
+        startRTSPServer() as server,
+        rtspGateway(server, [*KERNEL, "--session-timeout", "0.5"]) as gateway,
+    ):
+        result = ffmpegPlay(gatewayUrl(gateway), "udp", seconds=5)
+        (line,) = waitForSessionLines(gateway, 1)
+        assertCleanLog(gateway)
+    result.client.check()
+    assert result.frames > 60, result.output
+    assert "session timeout" not in line.reason, line.text

@@ -329,9 +329,15 @@ class RTSPSessionFilter:
         if self._timer is not None and self._timer.active():
             self._timer.reset(self._timeout())
 
-    def _expired(self) -> None:
+    def _expired(self, recounted: bool = False) -> None:
         # RTCP keeps a playing session alive without any RTSP message.
         activity = self.report.mediaActivity(self.setups)
+        recounting = None if recounted else self.report.recount(self.setups)
+        if activity == self._lastActivity and recounting is not None:
+            # The kernel carries media: its counters are read every few seconds, so
+            # read them now before calling the session idle.
+            recounting.addCallback(lambda _: self._expired(recounted=True))
+            return
         if activity != self._lastActivity:
             self._lastActivity = activity
             self._arm()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from twisted.internet.defer import DeferredList
+from twisted.internet.defer import Deferred, DeferredList
 
 from fwxtwisted.filters.rtsp.message import Request
 from fwxtwisted.filters.rtsp.tracks import Track
@@ -46,6 +46,17 @@ class SessionReport:
             stats["packets_to_client"] + stats["packets_to_server"]
             for stats in (trackStats(t) for t in setups.tracks)
         )
+
+    def recount(self, setups: Setups) -> Deferred[None] | None:
+        """Read the kernel's counters of the session's tracks now, when the kernel
+        carries any (a Deferred firing once read); None otherwise."""
+        for track in setups.tracks:
+            for action in track.actions:
+                kernel = getattr(action, "kernel", None)
+                if kernel is not None and kernel.active:
+                    recounting: Deferred[None] = kernel.recount()
+                    return recounting
+        return None
 
     def emitWhenSettled(self, setups: Setups) -> None:
         """End every track, then log the session once its counts are final: at once,
