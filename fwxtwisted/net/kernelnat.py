@@ -221,12 +221,35 @@ class KernelUDPTable:
         )
 
 
+def tableOwners(listing: bytes, prefix: str = DEFAULT_TABLE) -> dict[str, int]:
+    """The kernel UDP path's tables in C{nft -j list tables} output, by name, with the
+    process id each name ends with (C{fwxtwisted_udp_1234}: the process that made it).
+
+    @raise ValueError: the output is not nft's JSON.
+    """
+    owners: dict[str, int] = {}
+    document = json.loads(listing)
+    if not isinstance(document, dict):
+        raise ValueError("not nft's JSON listing")
+    for item in document.get("nftables", []):
+        table = item.get("table") if isinstance(item, dict) else None
+        if not isinstance(table, dict) or table.get("family") != FAMILY:
+            continue
+        name = str(table.get("name", ""))
+        found = re.fullmatch(re.escape(prefix) + r"_(\d+)", name)
+        if found:
+            owners[name] = int(found.group(1))
+    return owners
+
+
 def parseCounters(output: bytes) -> Mapping[str, tuple[int, int]]:
     """Named counters (packets, bytes) by name, from C{nft -j list counters} output.
 
     @raise ValueError: the output is not nft's JSON.
     """
     document = json.loads(output)
+    if not isinstance(document, dict):
+        raise ValueError("not nft's JSON listing")
     counters: dict[str, tuple[int, int]] = {}
     for item in document.get("nftables", []):
         counter = item.get("counter") if isinstance(item, dict) else None

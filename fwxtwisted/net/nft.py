@@ -82,7 +82,11 @@ class NftRunner:
         """Run an nft script (nft's own syntax, one transaction) and wait.  @raise NftError."""
         self._runNow(self._argv(("-f", "-")), script.encode())
 
-    def _runNow(self, argv: list[str], stdin: bytes) -> None:
+    def outputNow(self, arguments: Sequence[str]) -> bytes:
+        """What C{nft arguments...} prints, waiting for it.  @raise NftError."""
+        return self._runNow(self._argv(arguments), b"")
+
+    def _runNow(self, argv: list[str], stdin: bytes) -> bytes:
         try:
             done = subprocess.run(
                 argv, input=stdin, capture_output=True, timeout=NFT_TIMEOUT, check=False
@@ -91,6 +95,7 @@ class NftRunner:
             raise NftError(f"nft: {e}") from None
         if done.returncode != 0:
             raise NftError(f"nft: {done.stderr.decode(errors='replace').strip()}")
+        return done.stdout
 
     def run(self, commands: Sequence[Command]) -> Deferred[None]:
         """Run a batch without blocking the reactor; fails with NftError."""

@@ -153,7 +153,9 @@ class KernelUDP:
 
     def remove(self, counts: FlowCounts) -> Deferred[None]:
         """Read the flow's last counts, take it out of the maps, forget its conntrack
-        entries; never fails (what goes wrong is logged)."""
+        entries; never fails (what goes wrong is logged).  Call it once C{add}'s
+        Deferred has fired (L{KernelPath} does): a flow still being added is not
+        known yet and would stay."""
         done: Deferred[None] = Deferred()
         self._removes.append((counts, done))
         self._scheduleFlush()
@@ -236,7 +238,8 @@ class KernelUDP:
             deleted(None)
 
         reading = self._readCounters()
-        reading.addCallback(lambda _: self._runner.runScript(script))
+        # The elements go whatever became of the last reading.
+        reading.addBoth(lambda _: self._runner.runScript(script))
         reading.addCallbacks(deleted, failed)
 
     # Counters.
@@ -331,7 +334,7 @@ class KernelPath:
         #: The kernel held the flow at some point (the log's "kernel" path).
         self.installed = False
         self._removing: Deferred[None] | None = None
-        self._lastForget = 0.0
+        self._lastForget = float("-inf")
         self.ready: Deferred[None] = registry.add(counts)
         self.ready.addCallbacks(self._added, self._refused)
 

@@ -10,7 +10,9 @@ session carries nothing of the last one's flow.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -24,6 +26,7 @@ from fwxtwisted.app import kernelpath
 from fwxtwisted.app.kernelpath import KernelPathError
 from fwxtwisted.interfaces import ActionState, DatagramCounts, RedirectFlags, Transport
 from fwxtwisted.net.kernelnat import FLOW_MARK, KernelUDPTable
+from fwxtwisted.net.nft import NftRunner
 from fwxtwisted.permissions.gateway import Gateway
 from fwxtwisted.permissions.kerneludp import KernelUDP
 from fwxtwisted.settings import GatewaySettings
@@ -31,7 +34,8 @@ from tests.peers import requirePeer, requireRoot
 
 net = support.net
 
-TABLE = "fwxtwisted_udp"
+#: The table of the gateways these tests run: this process's.
+TABLE = kernelpath.tableName()
 
 
 @pytest.fixture(autouse=True)
@@ -199,10 +203,32 @@ def test_kernel_udp_that_cannot_be_had_stops_the_start_with_one_clear_line(
     assert gateway.kernelUDP is None
 
 
-def test_a_worker_keeps_its_own_table() -> None:
-    assert kernelpath.tableName("s") == TABLE
-    assert kernelpath.tableName("w2s") == TABLE + "_w2"
-    assert kernelpath.tableName("w1r3s") == TABLE + "_w1r3"
+def test_each_gateway_process_keeps_its_own_table() -> None:
+    assert TABLE == f"fwxtwisted_udp_{os.getpid()}"
+    assert kernelpath.tableName(1234) == "fwxtwisted_udp_1234"
+
+
+def test_a_start_deletes_the_tables_of_gateways_that_are_gone_and_only_those() -> None:
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    # A process that looks like a gateway by its command line, and one that does not.
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)", "fwx"])
+    stranger = subprocess.Popen(["sleep", "30"])
+    names = [kernelpath.tableName(p.pid) for p in (dead, alive, stranger)]
+    try:
+        for name in names:
+            subprocess.run(["nft", "add", "table", "inet", name], check=True)
+        deleted = kernelpath.removeStaleTables(NftRunner())
+        left = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True).stdout
+    finally:
+        for process in (alive, stranger):
+            process.kill()
+            process.wait()
+        for name in names:
+            subprocess.run(["nft", "delete", "table", "inet", name], capture_output=True)
+    # A dead gateway's and a reused pid's tables go; a running gateway's stays.
+    assert sorted(deleted) == sorted([names[0], names[2]])
+    assert names[1] in left and names[0] not in left
 
 
 @pytest_twisted.ensureDeferred

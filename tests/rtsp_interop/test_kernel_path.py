@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from tests.peers import requirePeer, requireRoot
+from tests.peers import Gateway, requirePeer, requireRoot
 from tests.rtsp_interop.support import (
     EXTERNAL,
     assertCleanLog,
@@ -22,7 +22,6 @@ from tests.rtsp_interop.support import (
 pytestmark = pytest.mark.rtsp
 
 KERNEL = ["--kernel-udp"]
-TABLE = ("inet", "fwxtwisted_udp")
 
 
 @pytest.fixture(autouse=True)
@@ -31,14 +30,17 @@ def _kernelPeers() -> None:
     requirePeer("nft")
 
 
-def tableExists() -> bool:
-    listing = subprocess.run(["nft", "list", "table", *TABLE], capture_output=True, check=False)
+def tableExists(gateway: Gateway) -> bool:
+    """Whether the gateway process's own table is in the kernel."""
+    assert gateway.process is not None
+    name = f"fwxtwisted_udp_{gateway.process.pid}"
+    listing = subprocess.run(["nft", "list", "table", "inet", name], capture_output=True)
     return listing.returncode == 0
 
 
 def test_ffmpegDecodesBothTracksCarriedByTheKernelAndTheLineCountsThem() -> None:
     with startRTSPServer() as server, rtspGateway(server, KERNEL) as gateway:
-        assert tableExists()
+        assert tableExists(gateway)
         result = ffmpegPlay(gatewayUrl(gateway), "udp", seconds=3, stream=("v", "a"))
         result.client.check()
         (line,) = waitForSessionLines(gateway, 1)
@@ -51,7 +53,7 @@ def test_ffmpegDecodesBothTracksCarriedByTheKernelAndTheLineCountsThem() -> None
     assert line.packetsToClient > result.perStream[0], line.text
     assert line.packetsToServer > 0 and line.dropped == 0, line.text
     # Stopping the gateway deleted its table.
-    assert not tableExists()
+    assert not tableExists(gateway)
 
 
 def test_theServerSeesEveryRTCPFromTheExternalAddressOnTheAnnouncedPort() -> None:
