@@ -57,7 +57,8 @@ class RedirectFlags(enum.Flag):
     ALLOW_MULTIPLE = enum.auto()
     #: Expire the permission if nobody uses it within the redirect timeout (default 60 s).
     TIMEOUT = enum.auto()
-    #: Never move this redirection's bytes on the zero-copy fast path.
+    #: Never move this redirection's bytes on the zero-copy fast path (TCP: splice),
+    #: nor its datagrams on the kernel UDP path (kernel_udp): the gateway relays them.
     NO_KERNEL_MODE = enum.auto()
     #: The run of N internal ports starts on an even port (RTP even, RTCP odd: RTSP
     #: and RFC 3550 pairs).  An explicit internal port that is odd is refused

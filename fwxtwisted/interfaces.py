@@ -308,7 +308,9 @@ class ISession(Interface):
             None: C{udp_idle_timeout}; 0: as long as the permission (a filter that
             ends it itself: a paused RTSP stream's silent RTP port must not expire).
             C{outboundPorts} and C{peerAddresses} are not for ALLOW_MULTIPLE.
-        @return: a Deferred firing with a L{Redirection} once every listener is bound.
+        @return: a Deferred firing with a L{Redirection} once every listener is bound
+            (and, for a UDP redirection the kernel UDP path takes, once the kernel
+            holds its flows, so the ports may be announced at once).
             It fails with C{PortRangeExhausted}, C{PortUnavailable} (an explicit port is
             taken, or odd with EVEN_PORTS) or C{SessionClosed}, and with C{ValueError}
             for C{outboundPorts}/C{peerAddresses} that do not fit (TCP, wrong count,
