@@ -104,3 +104,24 @@ def test_mediaTheKernelCarriesKeepsTheSessionAlivePastItsTimeout() -> None:
     result.client.check()
     assert result.frames > 60, result.output
     assert "session timeout" not in line.reason, line.text
+
+
+def test_withWorkersEachProcessKeepsItsOwnTableAndAllAreGoneAtStop() -> None:
+    with startRTSPServer() as server, rtspGateway(server, [*KERNEL, "--workers", "2"]) as gateway:
+        plays = [ffmpegPlay(gatewayUrl(gateway), "udp", seconds=2) for _ in range(3)]
+        lines = waitForSessionLines(gateway, 3)
+        running = ourTables()
+        assertCleanLog(gateway)
+    assert len(running) == 2, running  # the gateway's process and its worker
+    for played in plays:
+        played.client.check()
+        assert played.frames > 15, played.output
+    for line in lines:
+        assert line.transports == ["udp<->udp in the kernel"] * 2, line.text
+    assert ourTables() == []
+
+
+def ourTables() -> list[str]:
+    """The kernel UDP path's tables now in the kernel."""
+    listing = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True)
+    return [line.split()[-1] for line in listing.stdout.splitlines() if "fwxtwisted_udp_" in line]
