@@ -199,7 +199,10 @@ class DatagramPorts:
             if slot.onLost is not None:
                 onLost, slot.onLost = slot.onLost, None
                 onLost()  # the redirect cancels itself, releasing the socket
-            self._close(index)
+            if slot.owner is None:
+                # An adopting redirect still busy (its flow leaving the kernel) closes
+                # its socket itself with release(): the port must not be free before.
+                self._close(index)
         self.onDatagram = None
         self._checkDone()
 

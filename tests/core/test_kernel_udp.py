@@ -10,6 +10,7 @@ session carries nothing of the last one's flow.
 from __future__ import annotations
 
 import json
+import socket
 import os
 import subprocess
 import sys
@@ -248,3 +249,25 @@ async def test_a_restart_after_a_kill_stops_what_the_dead_gateway_left_rewriting
     rtp.server[0].send(b"after the restart", rtp.serverFacing.addressOf(0))
     await support.turns(10)
     assert rtp.client[0].count == 1
+
+
+def bindUDP(host: str, port: int) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind((host, port))
+
+
+@pytest_twisted.ensureDeferred
+async def test_ending_a_track_frees_its_ports_only_once_the_kernel_has_let_go(
+    net: Network,
+) -> None:
+    rtp = await kernelTrack(net)
+    external = rtp.serverFacing.addressOf(0)
+    # What the RTSP filter's Track.close does: the redirects, then the server-facing pair.
+    for action in rtp.redirection.actions:
+        action.cancel()
+    rtp.serverFacing.cancel()
+    with pytest.raises(OSError):
+        bindUDP(external.host, external.port)  # still held: the maps still name it
+    await within(rtp.serverFacing.whenFinished())
+    assert tableState()["dnat4"] == []
+    bindUDP(external.host, external.port)
