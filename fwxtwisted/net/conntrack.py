@@ -38,6 +38,8 @@ _CTA_PROTO_SRC_PORT = 2
 _CTA_PROTO_DST_PORT = 3
 
 _sequence = itertools.count(1)
+#: Deletions sent before their answers are read.
+_CHUNK = 64
 
 
 class ConntrackError(OSError):
@@ -131,14 +133,19 @@ def forgetUDPFlows(flows: Iterable[tuple[Address, Address]]) -> int:
     except OSError as e:
         raise ConntrackError(e.errno, f"conntrack netlink: {e.strerror}") from None
     deleted = 0
+    pending = list(messages.items())
     with sock:
         sock.settimeout(2.0)
         try:
-            for sequence, (source, destination) in messages.items():
-                sock.send(deleteMessage(source, destination, socket.IPPROTO_UDP, sequence))
-            waiting = set(messages)
-            while waiting:
-                deleted += _readAcks(sock.recv(65536), waiting)
+            # In chunks: every answer queued at once would overflow the socket's
+            # receive buffer (ENOBUFS) from about 200 deletions.
+            for start in range(0, len(pending), _CHUNK):
+                chunk = pending[start : start + _CHUNK]
+                for sequence, (source, destination) in chunk:
+                    sock.send(deleteMessage(source, destination, socket.IPPROTO_UDP, sequence))
+                waiting = {sequence for sequence, _ in chunk}
+                while waiting:
+                    deleted += _readAcks(sock.recv(65536), waiting)
         except OSError as e:
             raise ConntrackError(e.errno or 0, f"conntrack netlink: {e}") from None
     return deleted

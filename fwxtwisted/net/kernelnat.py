@@ -76,12 +76,19 @@ def fitsKernel(peer: Address, internal: Address, external: Address, target: Addr
     """Can the kernel rewrite this flow: one IP family on both sides, real ports."""
     addresses = (peer, internal, external, target)
     families = {a.isIPv6 for a in addresses}
-    return len(families) == 1 and all(a.port for a in addresses)
+    return (
+        len(families) == 1
+        and all(a.port for a in addresses)
+        and not any("%" in a.host for a in addresses)  # link-local with a scope
+    )
 
 
 def _ip(address: Address) -> str:
     # Validated here: the text goes into an nft script.
-    return str(ipaddress.ip_address(address.host))
+    ip = ipaddress.ip_address(address.host)
+    if isinstance(ip, ipaddress.IPv6Address) and ip.scope_id is not None:
+        raise ValueError(f"a scoped address has no place in a NAT map: {address.host!r}")
+    return str(ip)
 
 
 def _concat(*addresses: Address) -> str:
@@ -96,7 +103,7 @@ class KernelUDPTable:
     """
 
     def __init__(self, name: str = DEFAULT_TABLE) -> None:
-        if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]{0,30}", name):
+        if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]{0,62}", name):
             raise ValueError(f"not an nftables table name: {name!r}")
         self.name = name
 
@@ -193,8 +200,8 @@ class KernelUDPTable:
             + "\n"
         )
 
-    def deleteScript(self, flow: KernelFlow) -> str:
-        """The maps' elements first, then the counters they named."""
+    def unmapScript(self, flow: KernelFlow) -> str:
+        """The NAT maps' elements: no new conntrack entry of the flow is rewritten."""
         return (
             "\n".join(
                 [
@@ -207,6 +214,16 @@ class KernelUDPTable:
                     self._element(
                         "delete", "snat", flow, [_concat(flow.internal), _concat(flow.external)]
                     ),
+                ]
+            )
+            + "\n"
+        )
+
+    def uncountScript(self, flow: KernelFlow) -> str:
+        """The count map's elements, then the counters they named."""
+        return (
+            "\n".join(
+                [
                     self._element(
                         "delete",
                         "count",
@@ -220,26 +237,29 @@ class KernelUDPTable:
             + "\n"
         )
 
+    def deleteScript(self, flow: KernelFlow) -> str:
+        """Everything of the flow: the maps' elements first, then the counters."""
+        return self.unmapScript(flow) + self.uncountScript(flow)
 
-def tableOwners(listing: bytes, prefix: str = DEFAULT_TABLE) -> dict[str, int]:
-    """The kernel UDP path's tables in C{nft -j list tables} output, by name, with the
-    process id each name ends with (C{fwxtwisted_udp_1234}: the process that made it).
+
+def gatewayTables(listing: bytes, prefix: str = DEFAULT_TABLE) -> list[str]:
+    """The kernel UDP path's tables (C{prefix_...}, family inet) in C{nft -j list
+    tables} output.
 
     @raise ValueError: the output is not nft's JSON.
     """
-    owners: dict[str, int] = {}
     document = json.loads(listing)
     if not isinstance(document, dict):
         raise ValueError("not nft's JSON listing")
+    names = []
     for item in document.get("nftables", []):
         table = item.get("table") if isinstance(item, dict) else None
         if not isinstance(table, dict) or table.get("family") != FAMILY:
             continue
         name = str(table.get("name", ""))
-        found = re.fullmatch(re.escape(prefix) + r"_(\d+)", name)
-        if found:
-            owners[name] = int(found.group(1))
-    return owners
+        if re.fullmatch(re.escape(prefix) + r"_[A-Za-z0-9_]+", name):
+            names.append(name)
+    return names
 
 
 def parseCounters(output: bytes) -> Mapping[str, tuple[int, int]]:

@@ -49,6 +49,10 @@ class NftError(FWXError):
     """nft refused a command (or is missing)."""
 
 
+class NftTimeout(NftError):
+    """nft did not finish within NFT_TIMEOUT and was killed (it may have committed)."""
+
+
 def nftPath() -> str | None:
     """The nft executable, or None."""
     return shutil.which("nft") or next(
@@ -118,7 +122,11 @@ class NftRunner:
             result.errback(Failure())
             return result
         protocol = _NftProcess(stdin, result)
-        process = self._reactor.spawnProcess(protocol, argv[0], argv, env=None)
+        try:
+            process = self._reactor.spawnProcess(protocol, argv[0], argv, env=None)
+        except Exception as e:  # noqa: BLE001 - EMFILE, ENOMEM...: nft never ran
+            result.errback(NftError(f"nft: cannot start it: {e}"))
+            return result
         # A hung nft (a lock, a stuck netlink) must not hold a permission for ever.
         killer = self._reactor.callLater(NFT_TIMEOUT, _kill, process)
         result.addBoth(_cancelled, killer)
@@ -158,7 +166,11 @@ class _NftProcess(ProcessProtocol):
 
     def processEnded(self, reason: Failure) -> None:
         code = getattr(reason.value, "exitCode", 0)
-        if code == 0:
+        if code is None:
+            self._result.errback(
+                NftTimeout(f"nft: killed after {NFT_TIMEOUT:g} s without an answer")
+            )
+        elif code == 0:
             self._result.callback(b"".join(self._output))
         else:
             text = self._errors.decode(errors="replace").strip() or f"exit status {code}"

@@ -29,15 +29,13 @@ from fwxtwisted.address import Address
 from fwxtwisted.logs import Logger
 from fwxtwisted.net.conntrack import ConntrackError, forgetMarked, forgetUDPFlows
 from fwxtwisted.net.kernelnat import FLOW_MARK, KernelFlow, KernelUDPTable, parseCounters
-from fwxtwisted.net.nft import NftError, NftRunner
+from fwxtwisted.net.nft import NftError, NftRunner, NftTimeout
 from fwxtwisted.net.origdst import isLocalAddress
 
 log = Logger()
 
 #: Seconds between two readings of the kernel's counters while a flow lives.
 POLL_INTERVAL = 2.0
-#: Seconds between two conntrack cleanups of one flow whose datagrams reach a socket.
-FORGET_INTERVAL = 0.5
 #: IP and UDP headers, which the kernel's counters include and the gateway's do not.
 _HEADERS = {False: 20 + 8, True: 40 + 8}
 
@@ -55,6 +53,8 @@ class FlowCounts:
     bytesToPeer: int = 0
     #: When the counts last moved (the gateway's clock); 0 before any datagram.
     lastActive: float = 0.0
+    #: The kernel holds the flow now (its maps name it): set by the registry only.
+    inKernel: bool = False
 
 
 class KernelUDP:
@@ -80,6 +80,10 @@ class KernelUDP:
         self._forgetMarked = forgetMarked
         self._forwarding = forwarding or _forwarding
         self._stopped = False
+        #: The table is not what the gateway wrote: every flow went back to Python.
+        self.abandoned = False
+        #: What says the table is this process's (app/kernelpath.py), released at stop.
+        self.claim: Any = None
         self._names = itertools.count(1)
         self._flows: dict[str, FlowCounts] = {}
         self._adds: list[tuple[FlowCounts, Deferred[None]]] = []
@@ -129,11 +133,16 @@ class KernelUDP:
     # Flows.
 
     def carries(self, peer: Address, target: Address) -> bool:
-        """Can the kernel deliver between C{peer} and C{target}: forwarding is on for
-        their family, or both are addresses of this host."""
-        if self._forwarding(peer.isIPv6):
-            return True
-        return isLocalAddress(peer.host) and isLocalAddress(target.host)
+        """Can the kernel carry a flow between C{peer} and C{target} as the gateway
+        would: both on other hosts (and the host forwards their family), or both on
+        this host (their datagrams pass nat output and postrouting).  One of each
+        stays in Python: a datagram to a local address is rewritten on input, where
+        the table neither translates the source nor counts it, and a loopback source
+        cannot be sent to another host at all."""
+        peerLocal, targetLocal = isLocalAddress(peer.host), isLocalAddress(target.host)
+        if peerLocal != targetLocal:
+            return False
+        return peerLocal or self._forwarding(peer.isIPv6)
 
     def newFlow(
         self, peer: Address, internal: Address, external: Address, target: Address
@@ -144,16 +153,18 @@ class KernelUDP:
     def add(self, counts: FlowCounts) -> Deferred[None]:
         """Put the flow in the kernel's maps; fails with NftError when nft refuses."""
         done: Deferred[None] = Deferred()
-        if self._stopped:
-            done.errback(NftError("the kernel UDP path is stopped"))
+        if self._stopped or self.abandoned:
+            done.errback(NftError("the kernel UDP path is stopped or out of order"))
             return done
         self._adds.append((counts, done))
         self._scheduleFlush()
         return done
 
     def remove(self, counts: FlowCounts) -> Deferred[None]:
-        """Read the flow's last counts, take it out of the maps, forget its conntrack
-        entries; never fails (what goes wrong is logged).  Call it once C{add}'s
+        """Take the flow out of the NAT maps, forget its conntrack entries (from then
+        on its datagrams reach the gateway's sockets), read its last counts (exact:
+        the count map still names it), then delete its counters; never fails (what
+        goes wrong is logged, and hands every flow back to Python).  Call it once C{add}'s
         Deferred has fired (L{KernelPath} does): a flow still being added is not
         known yet and would stay."""
         done: Deferred[None] = Deferred()
@@ -180,12 +191,13 @@ class KernelUDP:
         self._flushing = None
         adds, self._adds = self._adds, []
         removes, self._removes = self._removes, []
-        if self._stopped:
+        if self._stopped or self.abandoned:
             # The table is gone (or going) with every element in it.
             for _counts, done in adds:
-                done.errback(NftError("the kernel UDP path is stopped"))
+                done.errback(NftError("the kernel UDP path is stopped or out of order"))
             for counts, done in removes:
                 self._flows.pop(counts.flow.name, None)
+                counts.inKernel = False
                 done.callback(None)
             return
         if adds:
@@ -197,14 +209,22 @@ class KernelUDP:
         script = "".join(self.table.addScript(counts.flow) for counts, _ in adds)
 
         def added(_: object) -> None:
+            if self._stopped or self.abandoned:
+                refused(Failure(NftError("the kernel UDP path is stopped or out of order")))
+                return
             for counts, _done in adds:
                 self._flows[counts.flow.name] = counts
+                counts.inKernel = True
             self._forgetQuietly(counts for counts, _ in adds)
             self._startPolling()
             for _counts, done in adds:
                 done.callback(None)
 
         def refused(failure: Failure) -> None:
+            if failure.check(NftTimeout):
+                # nft may have committed before it was killed: the table's state is
+                # unknown, and elements nobody removes would take others' flows.
+                self._abandon(f"nft did not answer in time ({failure.getErrorMessage()})")
             for _counts, done in adds:
                 done.errback(failure)
 
@@ -212,35 +232,76 @@ class KernelUDP:
 
     def _runRemoves(self, removes: list[tuple[FlowCounts, Deferred[None]]]) -> None:
         known = [(c, d) for c, d in removes if c.flow.name in self._flows]
-        for counts, done in removes:
+        for counts, waiting in removes:
             if counts.flow.name not in self._flows:
-                done.callback(None)
+                counts.inKernel = False
+                waiting.callback(None)
         if not known:
             return
-        script = "".join(self.table.deleteScript(counts.flow) for counts, _ in known)
+        flows = [counts for counts, _ in known]
 
-        def deleted(_: object) -> None:
-            for counts, _done in known:
+        def unmapped(_: object) -> Deferred[None]:
+            for counts in flows:
+                counts.inKernel = False
+            self._forgetQuietly(flows)
+            reading = self._readCounters()
+            reading.addCallback(
+                lambda _: self._runner.runScript(
+                    "".join(self.table.uncountScript(c.flow) for c in flows)
+                )
+            )
+            return reading
+
+        def finish(_: object) -> None:
+            for counts in flows:
                 self._flows.pop(counts.flow.name, None)
-            self._forgetQuietly(counts for counts, _ in known)
             if not self._flows and self._poller is not None and self._poller.running:
                 self._poller.stop()
-            for _counts, done in known:
-                done.callback(None)
+            for _counts, removed in known:
+                removed.callback(None)
 
-        def failed(failure: Failure) -> None:
-            if not self._stopped:  # else the table went with its elements
+        def failed(failure: Failure) -> Deferred[None] | None:
+            if self._stopped:  # the table went with its elements
+                finish(None)
+                return None
+            # nft takes a batch whole or not at all: the table is no longer what the
+            # gateway wrote, and ports must not go back while it may name them.
+            abandoning = self._abandon(
+                f"cannot remove {len(known)} flow(s): {failure.getErrorMessage()}"
+            )
+            return abandoning.addCallback(finish)
+
+        unmapping = self._runner.runScript("".join(self.table.unmapScript(c.flow) for c in flows))
+        unmapping.addCallback(unmapped).addCallbacks(finish, failed)
+
+    def _abandon(self, why: str) -> Deferred[None]:
+        """Delete the table and hand every flow back to Python (their datagrams reach
+        the gateway's sockets once their conntrack entries are forgotten); new flows
+        stay in Python.  Fires once that is done; never fails."""
+        if self.abandoned:
+            return succeed(None)
+        self.abandoned = True
+        log.error(
+            "kernel UDP path: {why}: the table is deleted, every flow goes back to "
+            "Python, and new ones stay there until a restart",
+            why=why,
+        )
+        flows, self._flows = list(self._flows.values()), {}
+        for counts in flows:
+            counts.inKernel = False
+        if self._poller is not None and self._poller.running:
+            self._poller.stop()
+        deleting = self._runner.runScript(self.table.teardownScript())
+
+        def forget(result: object) -> None:
+            if isinstance(result, Failure):
                 log.error(
-                    "kernel UDP path: cannot remove {count} flow(s): {error}",
-                    count=len(known),
-                    error=failure.getErrorMessage(),
+                    "kernel UDP path: cannot delete its table: {error}",
+                    error=result.getErrorMessage(),
                 )
-            deleted(None)
+            self._forgetQuietly(flows)
 
-        reading = self._readCounters()
-        # The elements go whatever became of the last reading.
-        reading.addBoth(lambda _: self._runner.runScript(script))
-        reading.addCallbacks(deleted, failed)
+        return deleting.addBoth(forget)
 
     # Counters.
 
@@ -281,7 +342,10 @@ class KernelUDP:
 
         def failed(failure: Failure) -> None:
             self._reading = None
-            if self._stopped:
+            if self._stopped or self.abandoned:
+                return
+            if "No such file" in failure.getErrorMessage():
+                self._abandon("its table is gone (deleted or flushed by someone else)")
                 return
             log.warn(
                 "kernel UDP path: cannot read counters: {error}",
@@ -318,74 +382,6 @@ class KernelUDP:
             self._forget(tuples)
         except ConntrackError as e:
             log.warn("kernel UDP path: cannot forget conntrack entries: {error}", error=str(e))
-
-
-class KernelPath:
-    """One UDP redirect's flow in the kernel: asked for once its addresses are known,
-    counted while it lives, removed before its ports go back to the pool."""
-
-    def __init__(self, registry: KernelUDP, counts: FlowCounts, label: str, clock: Any) -> None:
-        self._registry = registry
-        self.counts = counts
-        self._label = label
-        self._clock = clock
-        #: The kernel holds the flow: a datagram on the redirect's sockets is a stray.
-        self.active = False
-        #: The kernel held the flow at some point (the log's "kernel" path).
-        self.installed = False
-        self._removing: Deferred[None] | None = None
-        self._lastForget = float("-inf")
-        self.ready: Deferred[None] = registry.add(counts)
-        self.ready.addCallbacks(self._added, self._refused)
-
-    def _added(self, _: object) -> None:
-        self.installed = True
-        if self._removing is None:
-            self.active = True
-
-    def _refused(self, failure: Failure) -> None:
-        log.warn(
-            "{label}: kernel UDP path refused for {flow}, relaying in Python: {error}",
-            label=self._label,
-            flow=self.counts.flow.name,
-            error=failure.getErrorMessage(),
-        )
-
-    def stray(self) -> None:
-        """A datagram of the flow reached a socket after the kernel took it over: an
-        older conntrack entry still routes it here.  Forget it (at most every
-        FORGET_INTERVAL seconds): the next datagram goes through the maps."""
-        now = self._clock.seconds()
-        if now - self._lastForget >= FORGET_INTERVAL:
-            self._lastForget = now
-            self._registry.forget(self.counts)
-
-    def recount(self) -> Deferred[None]:
-        """Read the kernel's counters now (the idle and session timers ask before
-        they decide that nothing moved); never fails."""
-        return self._registry.recount()
-
-    @property
-    def removed(self) -> bool:
-        return self._removing is not None and self._removing.called
-
-    def remove(self) -> Deferred[None]:
-        """Take the flow out of the kernel (after its installation, if still running);
-        fires once it is out and its counts are final.  Idempotent."""
-        if self._removing is None:
-            removing: Deferred[None] = Deferred()
-            self._removing = removing
-
-            def go(_: object) -> None:
-                self.active = False
-                self._registry.remove(self.counts).chainDeferred(removing)
-
-            self.ready.addBoth(go)
-        result: Deferred[None] = Deferred()
-        if self._removing.called:
-            return succeed(None)
-        self._removing.addBoth(lambda _: result.callback(None))
-        return result
 
 
 def _forwarding(isIPv6: bool) -> bool:

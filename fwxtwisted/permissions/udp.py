@@ -25,7 +25,7 @@ from fwxtwisted.logs import Logger
 from fwxtwisted.net.kernelnat import fitsKernel
 from fwxtwisted.net.quietport import listenUDPQuietly
 from fwxtwisted.permissions.datagrams import DatagramPorts, sendDatagram
-from fwxtwisted.permissions.kerneludp import KernelPath
+from fwxtwisted.permissions.kernelflow import KernelPath
 from fwxtwisted.permissions.permission import ListeningPermission
 
 log = Logger()

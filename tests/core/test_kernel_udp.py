@@ -10,10 +10,9 @@ session carries nothing of the last one's flow.
 from __future__ import annotations
 
 import json
-import socket
 import os
+import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -24,7 +23,7 @@ from test_rtp_pairs import EXTERNAL, Track, addressOf, rtpSession, track, until
 from twisted.internet import reactor
 
 from fwxtwisted.app import kernelpath
-from fwxtwisted.app.kernelpath import KernelPathError
+from fwxtwisted.app.kernelpath import KernelPathError, TableClaim
 from fwxtwisted.interfaces import ActionState, DatagramCounts, RedirectFlags, Transport
 from fwxtwisted.net.kernelnat import FLOW_MARK, KernelUDPTable
 from fwxtwisted.net.nft import NftRunner
@@ -35,8 +34,11 @@ from tests.peers import requirePeer, requireRoot
 
 net = support.net
 
-#: The table of the gateways these tests run: this process's.
-TABLE = kernelpath.tableName()
+
+def tableOf(rtp: Track) -> str:
+    """The name of the table of the gateway that carries C{rtp}."""
+    name: str = rtp.session._gateway.kernelUDP.table.name
+    return name
 
 
 @pytest.fixture(autouse=True)
@@ -45,10 +47,10 @@ def _kernelPeers() -> None:
     requirePeer("nft")
 
 
-def tableState() -> dict[str, list[object]]:
+def tableState(table: str) -> dict[str, list[object]]:
     """The table's map elements and counters, as nft lists them ({} once it is gone)."""
     done = subprocess.run(
-        ["nft", "-j", "list", "table", "inet", TABLE], capture_output=True, check=False
+        ["nft", "-j", "list", "table", "inet", table], capture_output=True, check=False
     )
     if done.returncode != 0:
         return {}
@@ -116,13 +118,13 @@ async def test_nothing_is_left_in_the_kernel_after_the_track_and_its_ports_are_f
     await within(rtp.client[0].received.get())
     ports = [rtp.serverFacing.addressOf(0).port, rtp.clientFacing(0).port]
     assert conntrackLines(*ports)
-    assert len(tableState()["dnat4"]) == 4  # two per redirect, RTP and RTCP
+    assert len(tableState(tableOf(rtp))["dnat4"]) == 4  # two per redirect, RTP and RTCP
     for action in rtp.redirection.actions:
         action.cancel()
     rtp.serverFacing.cancel()
     for action in rtp.redirection.actions:
         assert await within(action.whenFinished()) is ActionState.CANCELLED
-    state = tableState()
+    state = tableState(tableOf(rtp))
     assert state["dnat4"] == [] and state["snat4"] == [] and state["count4"] == []
     assert state["counters"] == []
     assert conntrackLines(*ports) == []
@@ -204,32 +206,40 @@ def test_kernel_udp_that_cannot_be_had_stops_the_start_with_one_clear_line(
     assert gateway.kernelUDP is None
 
 
-def test_each_gateway_process_keeps_its_own_table() -> None:
-    assert TABLE == f"fwxtwisted_udp_{os.getpid()}"
-    assert kernelpath.tableName(1234) == "fwxtwisted_udp_1234"
+def test_each_gateway_process_holds_a_table_name_of_its_own(tmp_path: Path) -> None:
+    first, second = TableClaim(tmp_path), TableClaim(tmp_path)
+    try:
+        assert first.name != second.name
+        assert first.name.startswith(f"fwxtwisted_udp_{os.getpid()}_")
+    finally:
+        first.release()
+        second.release()
+    assert list(tmp_path.iterdir()) == []
 
 
-def test_a_start_deletes_the_tables_of_gateways_that_are_gone_and_only_those() -> None:
-    dead = subprocess.Popen(["true"])
-    dead.wait()
-    # A process that looks like a gateway by its command line, and one that does not.
-    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)", "fwx"])
-    stranger = subprocess.Popen(["sleep", "30"])
-    names = [kernelpath.tableName(p.pid) for p in (dead, alive, stranger)]
+def test_a_start_deletes_the_tables_of_gateways_that_died_and_only_those(
+    tmp_path: Path,
+) -> None:
+    alive = TableClaim(tmp_path)
+    dead = TableClaim(tmp_path)
+    # Died without its stop: its lock file is there, nobody holds the lock.
+    assert dead._fd is not None
+    os.close(dead._fd)
+    dead._fd = None
+    unseen = f"fwxtwisted_udp_{os.getpid()}_unseen"  # a gateway in another mount namespace
+    names = [alive.name, dead.name, unseen]
     try:
         for name in names:
             subprocess.run(["nft", "add", "table", "inet", name], check=True)
-        deleted = kernelpath.removeStaleTables(NftRunner())
+        deleted = kernelpath.removeStaleTables(NftRunner(), tmp_path)
         left = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True).stdout
     finally:
-        for process in (alive, stranger):
-            process.kill()
-            process.wait()
+        alive.release()
         for name in names:
             subprocess.run(["nft", "delete", "table", "inet", name], capture_output=True)
-    # A dead gateway's and a reused pid's tables go; a running gateway's stays.
-    assert sorted(deleted) == sorted([names[0], names[2]])
-    assert names[1] in left and names[0] not in left
+    assert deleted == [dead.name]
+    assert alive.name in left and unseen in left and dead.name not in left
+    assert not (tmp_path / f"{dead.name}.lock").exists()
 
 
 @pytest_twisted.ensureDeferred
@@ -244,7 +254,7 @@ async def test_a_restart_after_a_kill_stops_what_the_dead_gateway_left_rewriting
     # A gateway killed with SIGKILL runs no stop: its table and its conntrack entries
     # stay, and the entries would go on rewriting while the server sends.  The next
     # gateway's start (here a second registry on the same table) clears both.
-    KernelUDP(reactor, KernelUDPTable(TABLE)).start()
+    KernelUDP(reactor, KernelUDPTable(tableOf(rtp))).start()
     assert conntrackLines(*ports) == []
     rtp.server[0].send(b"after the restart", rtp.serverFacing.addressOf(0))
     await support.turns(10)
@@ -269,5 +279,5 @@ async def test_ending_a_track_frees_its_ports_only_once_the_kernel_has_let_go(
     with pytest.raises(OSError):
         bindUDP(external.host, external.port)  # still held: the maps still name it
     await within(rtp.serverFacing.whenFinished())
-    assert tableState()["dnat4"] == []
+    assert tableState(tableOf(rtp))["dnat4"] == []
     bindUDP(external.host, external.port)

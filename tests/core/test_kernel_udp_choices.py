@@ -14,7 +14,7 @@ from twisted.internet.task import Clock
 
 from fwxtwisted.address import Address
 from fwxtwisted.net.conntrack import flushMessage
-from fwxtwisted.net.kernelnat import FLOW_MARK, KernelUDPTable, parseCounters, tableOwners
+from fwxtwisted.net.kernelnat import FLOW_MARK, KernelUDPTable, gatewayTables, parseCounters
 from fwxtwisted.net.nft import NftError
 from fwxtwisted.permissions.kerneludp import KernelUDP
 
@@ -59,27 +59,34 @@ def test_with_forwarding_on_the_kernel_takes_flows_between_other_hosts() -> None
 def test_with_forwarding_off_flows_to_other_hosts_stay_in_python() -> None:
     # The kernel would rewrite them and then drop them, unforwarded: nothing would pass.
     assert not registry(forwarding=False).carries(REMOTE_PEER, REMOTE_SERVER)
-    assert not registry(forwarding=False).carries(LOCAL, REMOTE_SERVER)
+
+
+@pytest.mark.parametrize("forwarding", [True, False])
+def test_a_flow_between_this_host_and_another_stays_in_python(forwarding: bool) -> None:
+    # Rewritten on input, its source would not be translated nor counted; a loopback
+    # source cannot reach another host at all.
+    assert not registry(forwarding).carries(LOCAL, REMOTE_SERVER)
+    assert not registry(forwarding).carries(REMOTE_PEER, LOCAL)
 
 
 def test_with_forwarding_off_flows_between_local_peers_still_go_to_the_kernel() -> None:
     assert registry(forwarding=False).carries(LOCAL, Address("127.0.0.2", 6000))
 
 
-def test_only_tables_named_by_a_process_id_are_the_gateways() -> None:
+def test_only_the_path_s_own_inet_tables_are_the_gateways() -> None:
     listing = json.dumps(
         {
             "nftables": [
                 {"metainfo": {"version": "1.0.6"}},
-                {"table": {"family": "inet", "name": "fwxtwisted_udp_4242", "handle": 1}},
+                {"table": {"family": "inet", "name": "fwxtwisted_udp_4242_a1b2c3", "handle": 1}},
                 {"table": {"family": "inet", "name": "fwxtwisted_udp", "handle": 2}},
-                {"table": {"family": "inet", "name": "fwxtwisted_udp_4x", "handle": 3}},
+                {"table": {"family": "inet", "name": "fwxtwisted", "handle": 3}},
                 {"table": {"family": "ip", "name": "fwxtwisted_udp_7", "handle": 4}},
                 {"table": {"family": "inet", "name": "filter", "handle": 5}},
             ]
         }
     ).encode()
-    assert tableOwners(listing) == {"fwxtwisted_udp_4242": 4242}
+    assert gatewayTables(listing) == ["fwxtwisted_udp_4242_a1b2c3"]
 
 
 @pytest.mark.parametrize("output", [b"[]", b'"x"', b"not json"])
@@ -87,7 +94,7 @@ def test_output_that_is_not_an_nft_listing_is_a_value_error(output: bytes) -> No
     with pytest.raises(ValueError):
         parseCounters(output)
     with pytest.raises(ValueError):
-        tableOwners(output)
+        gatewayTables(output)
 
 
 def test_a_stop_refuses_pending_adds_and_completes_pending_removals_quietly() -> None:

@@ -25,7 +25,8 @@ from fwxtwisted.net.conntrack import ConntrackError, deleteMessage, forgetUDPFlo
 from fwxtwisted.net.kernelnat import KernelFlow, KernelUDPTable, fitsKernel, parseCounters
 from fwxtwisted.net.nft import NftError
 from fwxtwisted.permissions import kerneludp
-from fwxtwisted.permissions.kerneludp import FORGET_INTERVAL, POLL_INTERVAL, KernelPath, KernelUDP
+from fwxtwisted.permissions.kernelflow import FORGET_INTERVAL, KernelPath
+from fwxtwisted.permissions.kerneludp import POLL_INTERVAL, KernelUDP
 
 PEER, INTERNAL = Address("10.0.0.1", 5000), Address("192.0.2.1", 6000)
 EXTERNAL, TARGET = Address("198.51.100.1", 7000), Address("203.0.113.5", 8000)
@@ -46,7 +47,7 @@ def counters(**named: tuple[int, int]) -> bytes:
 # The nft scripts.
 
 
-@pytest.mark.parametrize("name", ["x; flush ruleset", "", "a" * 40, "1table", "t-1"])
+@pytest.mark.parametrize("name", ["x; flush ruleset", "", "a" * 70, "1table", "t-1"])
 def test_a_table_name_that_is_not_a_plain_identifier_is_refused(name: str) -> None:
     with pytest.raises(ValueError, match="not an nftables table name"):
         KernelUDPTable(name)
@@ -266,9 +267,10 @@ class Kernel:
         self.outputs[-1][1].callback(output)
 
     def removalRuns(self) -> None:
-        self.clock.advance(0)
-        self.countersRead()
+        """Unmapped, counters read, counters deleted."""
         self.nftRuns()
+        self.countersRead()
+        self.scripts[-1][1].callback(None)
 
     def path(self) -> KernelPath:
         return KernelPath(self.udp, self.flow(), "rtp", self.clock)
@@ -365,24 +367,35 @@ def test_unreadable_counters_change_nothing_and_polling_goes_on(kernel: Kernel) 
     assert counts.packetsToTarget == 0 and counts.lastActive == 0
 
 
-def test_removal_reads_the_last_counts_then_deletes_and_forgets(kernel: Kernel) -> None:
+def test_removal_unmaps_forgets_then_reads_the_last_counts_and_deletes_them(
+    kernel: Kernel,
+) -> None:
     done = fired(kernel.udp.remove(counts := kernel.added()))
     kernel.clock.advance(0)
-    assert len(kernel.outputs) == 1 and len(kernel.scripts) == 1
+    assert kernel.scripts[-1][0] == kernel.table.unmapScript(counts.flow)
+    assert kernel.outputs == []
+    kernel.scripts[-1][1].callback(None)
+    # No new entry is rewritten, the old ones are gone: the counters are final now.
+    assert kernel.forgotten[-1] == TUPLES and len(kernel.outputs) == 1
     kernel.countersRead(counters(f1t=(2, 256), f1p=(1, 128)))
     assert (counts.bytesToTarget, counts.bytesToPeer) == (200, 100)
-    assert kernel.scripts[1][0] == kernel.table.deleteScript(counts.flow)
-    assert done == [] and len(kernel.forgotten) == 1
-    kernel.scripts[1][1].callback(None)
-    assert done == [None] and kernel.udp.flowCount == 0 and kernel.forgotten[1] == TUPLES
+    assert kernel.scripts[-1][0] == kernel.table.uncountScript(counts.flow)
+    assert done == []
+    kernel.scripts[-1][1].callback(None)
+    assert done == [None] and kernel.udp.flowCount == 0
 
 
-def test_removal_never_fails_even_when_nft_does(kernel: Kernel) -> None:
+def test_a_failed_removal_deletes_the_table_before_the_ports_go(kernel: Kernel) -> None:
+    other = kernel.added()
     done = fired(kernel.udp.remove(kernel.added()))
     kernel.clock.advance(0)
-    kernel.outputs[0][1].errback(NftError("nft: timed out"))
-    kernel.scripts[1][1].errback(NftError("nft: No such file or directory"))
+    kernel.scripts[-1][1].errback(NftError("nft: No such file or directory"))
+    # The table is no longer what the gateway wrote: it goes, every flow to Python.
+    assert kernel.udp.abandoned and not other.inKernel
+    assert kernel.scripts[-1][0] == kernel.table.teardownScript() and done == []
+    kernel.scripts[-1][1].callback(None)
     assert done == [None] and kernel.udp.flowCount == 0
+    assert fired(kernel.udp.add(kernel.flow()))[0].check(NftError)  # type: ignore[attr-defined]
 
 
 def test_removing_a_flow_never_added_runs_no_nft(kernel: Kernel) -> None:
@@ -419,7 +432,7 @@ def test_removing_a_kernel_path_twice_removes_it_once(kernel: Kernel) -> None:
     assert first == second == [None] and kernelPath.removed
     assert fired(kernelPath.remove()) == [None]
     kernel.clock.advance(0)
-    assert len(kernel.outputs) == 1 and len(kernel.scripts) == 2
+    assert len(kernel.outputs) == 1 and len(kernel.scripts) == 3
 
 
 def test_removing_a_kernel_path_being_added_waits_for_the_add(kernel: Kernel) -> None:
@@ -432,7 +445,7 @@ def test_removing_a_kernel_path_being_added_waits_for_the_add(kernel: Kernel) ->
     assert not kernelPath.active and kernelPath.installed
     kernel.removalRuns()
     assert done == [None] and not kernelPath.active and kernel.udp.flowCount == 0
-    assert kernel.scripts[1][0] == kernel.table.deleteScript(kernelPath.counts.flow)
+    assert kernel.scripts[1][0] == kernel.table.unmapScript(kernelPath.counts.flow)
 
 
 def test_stray_datagrams_forget_the_flow_at_most_every_forget_interval(kernel: Kernel) -> None:

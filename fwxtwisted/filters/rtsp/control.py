@@ -66,6 +66,8 @@ class RTSPSessionFilter:
         self._serverTimeout: float | None = None
         self._lastActivity = -1
         self._closing = False
+        #: The session timer's last look is waiting for the kernel's counters.
+        self._recounting = self._touchedWhileRecounting = False
 
     # ISessionFilter
 
@@ -83,6 +85,7 @@ class RTSPSessionFilter:
                 self._close("gateway stopping")
 
     def detach(self) -> None:
+        self._closing = True
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self._timer = None
@@ -328,6 +331,8 @@ class RTSPSessionFilter:
     def _touch(self) -> None:
         if self._timer is not None and self._timer.active():
             self._timer.reset(self._timeout())
+        elif self._recounting:
+            self._touchedWhileRecounting = True
 
     def _expired(self, recounted: bool = False) -> None:
         # RTCP keeps a playing session alive without any RTSP message.
@@ -336,7 +341,8 @@ class RTSPSessionFilter:
         if activity == self._lastActivity and recounting is not None:
             # The kernel carries media: its counters are read every few seconds, so
             # read them now before calling the session idle.
-            recounting.addCallback(lambda _: self._expired(recounted=True))
+            self._recounting = True
+            recounting.addCallback(self._recounted)
             return
         if activity != self._lastActivity:
             self._lastActivity = activity
@@ -344,6 +350,16 @@ class RTSPSessionFilter:
             return
         self._timer = None
         self._close(f"session timeout ({self._timeout():g} s without RTSP or RTCP)")
+
+    def _recounted(self, _: object) -> None:
+        self._recounting = False
+        if self._closing:
+            return
+        if self._touchedWhileRecounting:  # an RTSP message came meanwhile
+            self._touchedWhileRecounting = False
+            self._arm()
+            return
+        self._expired(recounted=True)
 
     def _close(self, reason: str) -> None:
         if self._closing:
