@@ -281,3 +281,22 @@ async def test_ending_a_track_frees_its_ports_only_once_the_kernel_has_let_go(
     await within(rtp.serverFacing.whenFinished())
     assert tableState(tableOf(rtp))["dnat4"] == []
     bindUDP(external.host, external.port)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_table_deleted_behind_the_gateway_s_back_hands_the_media_to_python(
+    net: Network,
+) -> None:
+    # An `nft flush ruleset` (a firewall reload) takes the table: the gateway notices at
+    # its next reading of the counters and carries the media itself from then on.
+    rtp = await kernelTrack(net)
+    rtp.server[0].send(b"in the kernel", rtp.serverFacing.addressOf(0))
+    await within(rtp.client[0].received.get())
+    registry = rtp.session._gateway.kernelUDP
+    subprocess.run(["nft", "delete", "table", "inet", tableOf(rtp)], check=True)
+    await within(registry.recount())
+    await until(lambda: not conntrackLines(rtp.serverFacing.addressOf(0).port))
+    assert registry.abandoned and not rtp.action(0).kernel.active
+    rtp.server[0].send(b"in python", rtp.serverFacing.addressOf(0))
+    assert await within(rtp.client[0].received.get()) == (b"in python", rtp.clientFacing(0))
+    assert rtp.serverFacing.countsOf(0).packetsIn == 1
