@@ -73,7 +73,10 @@ def deleteMessage(source: Address, destination: Address, protocol: int, sequence
             _attr(_CTA_PROTO_DST_PORT, struct.pack("!H", destination.port)),
         ),
     )
-    body = struct.pack("=BBH", family, 0, 0) + tuple_
+    return _deleteRequest(struct.pack("=BBH", family, 0, 0) + tuple_, sequence)
+
+
+def _deleteRequest(body: bytes, sequence: int) -> bytes:
     header = struct.pack(
         "=IHHII", 16 + len(body), _CT_DELETE, _NLM_F_REQUEST | _NLM_F_ACK, sequence, 0
     )
@@ -90,10 +93,7 @@ def flushMessage(mark: int, sequence: int) -> bytes:
     body += _attr(_CTA_MARK, struct.pack("!I", mark)) + _attr(
         _CTA_MARK_MASK, struct.pack("!I", mark)
     )
-    header = struct.pack(
-        "=IHHII", 16 + len(body), _CT_DELETE, _NLM_F_REQUEST | _NLM_F_ACK, sequence, 0
-    )
-    return header + body
+    return _deleteRequest(body, sequence)
 
 
 def forgetMarked(mark: int) -> None:
@@ -102,20 +102,8 @@ def forgetMarked(mark: int) -> None:
 
     @raise ConntrackError: netlink is not available or refused.
     """
-    try:
-        sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER)
-    except OSError as e:
-        raise ConntrackError(e.errno, f"conntrack netlink: {e.strerror}") from None
     sequence = next(_sequence)
-    with sock:
-        sock.settimeout(2.0)
-        try:
-            sock.send(flushMessage(mark, sequence))
-            waiting = {sequence}
-            while waiting:
-                _readAcks(sock.recv(65536), waiting)
-        except OSError as e:
-            raise ConntrackError(e.errno or 0, f"conntrack netlink: {e}") from None
+    _send([(sequence, flushMessage(mark, sequence))])
 
 
 def forgetUDPFlows(flows: Iterable[tuple[Address, Address]]) -> int:
@@ -125,24 +113,34 @@ def forgetUDPFlows(flows: Iterable[tuple[Address, Address]]) -> int:
     @return: how many entries were deleted.
     @raise ConntrackError: netlink is not available or refused (no CAP_NET_ADMIN).
     """
-    messages = {next(_sequence): (source, destination) for source, destination in flows}
-    if not messages:
-        return 0
+    requests = []
+    for source, destination in flows:
+        sequence = next(_sequence)
+        requests.append(
+            (sequence, deleteMessage(source, destination, socket.IPPROTO_UDP, sequence))
+        )
+    return _send(requests) if requests else 0
+
+
+def _send(requests: list[tuple[int, bytes]]) -> int:
+    """Send these delete requests (sequence, message) and read their answers.
+
+    @return: how many entries were deleted.
+    """
     try:
         sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER)
     except OSError as e:
         raise ConntrackError(e.errno, f"conntrack netlink: {e.strerror}") from None
     deleted = 0
-    pending = list(messages.items())
     with sock:
         sock.settimeout(2.0)
         try:
             # In chunks: every answer queued at once would overflow the socket's
             # receive buffer (ENOBUFS) from about 200 deletions.
-            for start in range(0, len(pending), _CHUNK):
-                chunk = pending[start : start + _CHUNK]
-                for sequence, (source, destination) in chunk:
-                    sock.send(deleteMessage(source, destination, socket.IPPROTO_UDP, sequence))
+            for start in range(0, len(requests), _CHUNK):
+                chunk = requests[start : start + _CHUNK]
+                for _, message in chunk:
+                    sock.send(message)
                 waiting = {sequence for sequence, _ in chunk}
                 while waiting:
                     deleted += _readAcks(sock.recv(65536), waiting)

@@ -237,10 +237,6 @@ class KernelUDPTable:
             + "\n"
         )
 
-    def deleteScript(self, flow: KernelFlow) -> str:
-        """Everything of the flow: the maps' elements first, then the counters."""
-        return self.unmapScript(flow) + self.uncountScript(flow)
-
 
 def gatewayTables(listing: bytes, prefix: str = DEFAULT_TABLE) -> list[str]:
     """The kernel UDP path's tables (C{prefix_...}, family inet) in C{nft -j list

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 
 from fwxtwisted.logs import Logger
-from fwxtwisted.permissions.kerneludp import FlowCounts, KernelUDP
+from fwxtwisted.permissions.kerneludp import FlowCounts, KernelUDP, branch
 
 log = Logger()
 
@@ -27,6 +27,8 @@ class KernelPath:
         self._clock = clock
         #: The kernel held the flow at some point (the log's "kernel" path).
         self.installed = False
+        #: The flow is out of the kernel and its counts are final.
+        self.removed = False
         self._removing: Deferred[None] | None = None
         self._lastForget = float("-inf")
         self.ready: Deferred[None] = registry.add(counts)
@@ -63,23 +65,18 @@ class KernelPath:
         they decide that nothing moved); never fails."""
         return self._registry.recount()
 
-    @property
-    def removed(self) -> bool:
-        return self._removing is not None and self._removing.called
+    def whenReady(self) -> Deferred[None]:
+        """Fires once the kernel holds the flow, or refused it; never fails."""
+        return branch(self.ready)
 
     def remove(self) -> Deferred[None]:
         """Take the flow out of the kernel (after its installation, if still running);
         fires once it is out and its counts are final.  Idempotent."""
         if self._removing is None:
-            removing: Deferred[None] = Deferred()
-            self._removing = removing
+            self._removing = branch(self.ready)
+            self._removing.addCallback(lambda _: self._registry.remove(self.counts))
+            self._removing.addCallback(self._out)
+        return branch(self._removing)
 
-            def go(_: object) -> None:
-                self._registry.remove(self.counts).chainDeferred(removing)
-
-            self.ready.addBoth(go)
-        result: Deferred[None] = Deferred()
-        if self._removing.called:
-            return succeed(None)
-        self._removing.addBoth(lambda _: result.callback(None))
-        return result
+    def _out(self, _: object) -> None:
+        self.removed = True

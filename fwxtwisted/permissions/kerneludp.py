@@ -16,7 +16,7 @@ once more as each flow is removed, so a redirect's counts are exact at its end.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -71,7 +71,6 @@ class KernelUDP:
         forgetMarked: Callable[[int], None] = forgetMarked,
         forwarding: Callable[[bool], bool] | None = None,
     ) -> None:
-        self._reactor = reactor
         self._clock = clock if clock is not None else reactor
         self.table = table or KernelUDPTable()
         self._runner = runner or NftRunner(reactor)
@@ -316,15 +315,7 @@ class KernelUDP:
         """Read the counters now (or join the reading under way); never fails."""
         if not self._flows or self._stopped:
             return succeed(None)
-        reading = self._reading if self._reading is not None else self._readCounters()
-        joined: Deferred[None] = Deferred()
-
-        def fire(result: object) -> object:
-            joined.callback(None)
-            return result
-
-        reading.addBoth(fire)
-        return joined
+        return branch(self._reading if self._reading is not None else self._readCounters())
 
     def _poll(self) -> None:
         if self._reading is None and self._flows:
@@ -357,7 +348,7 @@ class KernelUDP:
             self._reading = done
         return done
 
-    def _update(self, counters: dict[str, tuple[int, int]] | Any) -> None:
+    def _update(self, counters: Mapping[str, tuple[int, int]]) -> None:
         now = self._clock.seconds()
         for counts in self._flows.values():
             flow = counts.flow
@@ -382,6 +373,19 @@ class KernelUDP:
             self._forget(tuples)
         except ConntrackError as e:
             log.warn("kernel UDP path: cannot forget conntrack entries: {error}", error=str(e))
+
+
+def branch(source: Deferred[Any]) -> Deferred[None]:
+    """A Deferred firing (with None) once C{source} has fired, leaving C{source}'s
+    result to its own callbacks: for several waiters on one change."""
+    branched: Deferred[None] = Deferred()
+
+    def fire(result: object) -> object:
+        branched.callback(None)
+        return result
+
+    source.addBoth(fire)
+    return branched
 
 
 def _forwarding(isIPv6: bool) -> bool:

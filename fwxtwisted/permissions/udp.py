@@ -138,16 +138,7 @@ class UDPRedirectAction(ListeningPermission):
     def ready(self) -> Deferred[None]:
         """Fires once the permission carries datagrams the way it will (in the kernel
         once the kernel holds the flow, else at once); never fails."""
-        if self.kernel is None or self.kernel.ready.called:
-            return succeed(None)
-        waiting: Deferred[None] = Deferred()
-
-        def fire(result: object) -> object:
-            waiting.callback(None)
-            return result
-
-        self.kernel.ready.addBoth(fire)
-        return waiting
+        return succeed(None) if self.kernel is None else self.kernel.whenReady()
 
     def _kernelPathFor(self, mapping: _Mapping) -> KernelPath | None:
         gateway = self._gateway

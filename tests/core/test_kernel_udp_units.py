@@ -59,7 +59,9 @@ def test_a_host_that_is_not_an_ip_literal_never_reaches_a_script(host: str) -> N
     with pytest.raises(ValueError):
         KernelUDPTable("t").addScript(flow)
     with pytest.raises(ValueError):
-        KernelUDPTable("t").deleteScript(flow)
+        KernelUDPTable("t").unmapScript(flow)
+    with pytest.raises(ValueError):
+        KernelUDPTable("t").uncountScript(flow)
 
 
 def test_the_counters_are_made_before_the_count_map_names_them() -> None:
@@ -71,7 +73,7 @@ def test_the_counters_are_made_before_the_count_map_names_them() -> None:
 def test_an_ipv6_flow_goes_in_the_ipv6_maps() -> None:
     table = KernelUDPTable("t")
     flow = KernelFlow("f2", PEER6, INTERNAL6, EXTERNAL6, TARGET6)
-    for script in (table.addScript(flow), table.deleteScript(flow)):
+    for script in (table.addScript(flow), removal(table, flow)):
         maps = [line.split()[4] for line in script.splitlines() if " element " in line]
         assert maps == ["dnat6", "snat6", "count6"]
 
@@ -87,8 +89,13 @@ def test_each_side_reaches_the_other_from_the_gateway_address_it_was_given() -> 
     ]
 
 
+def removal(table: KernelUDPTable, flow: KernelFlow) -> str:
+    """The scripts a removal runs, in their order (the counters read between them)."""
+    return table.unmapScript(flow) + table.uncountScript(flow)
+
+
 def test_the_elements_are_deleted_before_the_counters_they_name() -> None:
-    lines = KernelUDPTable("t").deleteScript(FLOW).splitlines()
+    lines = removal(KernelUDPTable("t"), FLOW).splitlines()
     assert lines[0].endswith(
         " dnat4 { 10.0.0.1 . 5000 . 192.0.2.1 . 6000, 203.0.113.5 . 8000 . 198.51.100.1 . 7000 }"
     )

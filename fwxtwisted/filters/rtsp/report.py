@@ -52,7 +52,7 @@ class SessionReport:
         carries any (a Deferred firing once read); None otherwise."""
         for track in setups.tracks:
             for action in track.actions:
-                kernel = getattr(action, "kernel", None)
+                kernel = _kernelOf(action)
                 if kernel is not None and kernel.active:
                     recounting: Deferred[None] = kernel.recount()
                     return recounting
@@ -67,7 +67,7 @@ class SessionReport:
             action.whenFinished()
             for track in self._tracks
             for action in track.actions
-            if getattr(action, "kernel", None) is not None
+            if _kernelOf(action) is not None
         ]
         if not carried:
             self.emit(setups)
@@ -149,8 +149,13 @@ def trackStats(track: Track) -> dict[str, Any]:
     return stats
 
 
+def _kernelOf(action: object) -> Any:
+    """The kernel path of a UDP redirect that has one (permissions/kernelflow.py)."""
+    return getattr(action, "kernel", None)
+
+
 def _inKernel(action: object) -> bool:
-    kernel = getattr(action, "kernel", None)
+    kernel = _kernelOf(action)
     return bool(kernel is not None and kernel.installed)
 
 
